@@ -1,0 +1,115 @@
+"""The store's tables, its schema version, and migrations from older versions.
+
+This module and store.py are the only places that write SQL DDL.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Each statement is idempotent so that creating a fresh store and completing a migration share it.
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
+    # One row per corpus; its documents' user metadata lives in docmeta_<corpus_id>, typed.
+    """CREATE TABLE IF NOT EXISTS corpora (
+        corpus_id INTEGER PRIMARY KEY,
+        name VARCHAR UNIQUE NOT NULL,
+        source VARCHAR,
+        text_column VARCHAR,
+        id_column VARCHAR,
+        metadata_columns JSON,
+        n_docs INTEGER NOT NULL,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    # doc_idx is dense per corpus (0..n-1) so sparse rows can index arrays; doc_id is the user's id.
+    """CREATE TABLE IF NOT EXISTS documents (
+        corpus_id INTEGER NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        doc_id VARCHAR NOT NULL,
+        text VARCHAR NOT NULL,
+        n_chars INTEGER NOT NULL)""",
+    # An SAE's identity is the content hash of its weights and activation rule.
+    """CREATE TABLE IF NOT EXISTS saes (
+        sae_key INTEGER PRIMARY KEY,
+        sae_hash VARCHAR UNIQUE NOT NULL,
+        model VARCHAR,
+        hook VARCHAR,
+        architecture VARCHAR NOT NULL,
+        k INTEGER,
+        d_in INTEGER NOT NULL,
+        d_sae INTEGER NOT NULL,
+        source VARCHAR,
+        config JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    # One encoding = one corpus seen through one (model, hook, SAE); params fix how it was pooled.
+    """CREATE TABLE IF NOT EXISTS encodings (
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        model VARCHAR NOT NULL,
+        hook VARCHAR NOT NULL,
+        params JSON,
+        status VARCHAR NOT NULL,
+        n_docs INTEGER DEFAULT 0,
+        n_tokens BIGINT DEFAULT 0,
+        n_split_docs INTEGER DEFAULT 0,
+        started_at TIMESTAMP DEFAULT current_timestamp,
+        finished_at TIMESTAMP,
+        PRIMARY KEY (corpus_id, sae_key))""",
+    # Which documents an encoding has stored: written in the same transaction as their activations,
+    # so a resumed encode skips exactly these.
+    """CREATE TABLE IF NOT EXISTS encoded_docs (
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        n_tokens INTEGER NOT NULL,
+        n_windows INTEGER NOT NULL)""",
+    # The SAE embedding, sparse: per document and active feature, the max over its content tokens,
+    # the number of tokens where it fired, and the character span of the strongest token.
+    """CREATE TABLE IF NOT EXISTS activations (
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        feature INTEGER NOT NULL,
+        value REAL NOT NULL,
+        active_tokens INTEGER NOT NULL,
+        span_start INTEGER,
+        span_end INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS exemplars (
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        feature INTEGER NOT NULL,
+        rank INTEGER NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        value REAL NOT NULL,
+        span_start INTEGER,
+        span_end INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS feature_labels (
+        sae_key INTEGER NOT NULL,
+        feature INTEGER NOT NULL,
+        label VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        score DOUBLE,
+        model VARCHAR,
+        details JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    """CREATE TABLE IF NOT EXISTS llm_cache (
+        request_hash VARCHAR PRIMARY KEY,
+        model VARCHAR,
+        request JSON,
+        response JSON,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    """CREATE TABLE IF NOT EXISTS runs (
+        run_id INTEGER PRIMARY KEY,
+        kind VARCHAR NOT NULL,
+        params JSON,
+        provenance JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+]
+
+# Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.
+REQUIRED_TABLES = {"meta", "corpora", "documents", "saes", "activations"}
+
+# MIGRATIONS[v] upgrades a store at version v to v + 1 (a list of SQL statements run in one
+# transaction). Empty while there is only one version; add entries as the schema moves.
+MIGRATIONS: dict[int, list[str]] = {}

@@ -1,0 +1,122 @@
+import datetime as dt
+import json
+
+import duckdb
+import polars as pl
+import pytest
+
+from saeembed.errors import InputError, SchemaVersionError, StoreError, UnknownCorpusError
+from saeembed.ingest import Documents
+from saeembed.store import Store
+from saeembed.store import schema as schema_mod
+
+
+def docs(ids, texts, **meta):
+    frame = pl.DataFrame({"doc_id": ids, "text": texts, **meta})
+    return Documents(frame, "text", "id", [c for c in frame.columns if c not in ("doc_id", "text")], "mem", 0)
+
+
+def test_new_store_has_schema_version(tmp_path):
+    with Store(tmp_path / "s.duckdb") as st:
+        assert st.schema_version == schema_mod.SCHEMA_VERSION
+        assert st.info()["corpora"] == 0
+
+
+def test_newer_store_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(SchemaVersionError, match="schema version 99, newer"):
+        Store(path)
+    assert path.read_bytes() == before
+
+
+def test_older_store_without_migration_is_refused(tmp_path):
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="cannot migrate it.*no migration from version 0"):
+        Store(path)
+
+
+def test_older_store_is_migrated_keeping_data(tmp_path, monkeypatch):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        st.add_corpus("c", docs(["a", "b"], ["one", "two"]))
+    import saeembed.store.store as store_mod
+
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {1: ["ALTER TABLE corpora ADD COLUMN note VARCHAR"]})
+    with Store(path) as st:
+        assert st.schema_version == 2
+        assert st.corpus("c").n_docs == 2
+        assert "note" in st.query("SELECT * FROM corpora").columns
+    with pytest.raises(SchemaVersionError):  # read-only cannot migrate: says so
+        monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
+        monkeypatch.setattr(store_mod, "MIGRATIONS", {2: ["SELECT 1"]})
+        Store(path, read_only=True)
+
+
+def test_not_a_store(tmp_path):
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE users (id INT)")
+    con.close()
+    with pytest.raises(StoreError, match="not a saeembed store"):
+        Store(other)
+    garbage = tmp_path / "garbage.duckdb"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="garbage.duckdb"):
+        Store(garbage)
+    with pytest.raises(StoreError, match="no store at"):
+        Store(tmp_path / "missing.duckdb", read_only=True)
+
+
+def test_corpus_modes_and_metadata_types(store):
+    d = docs(["a", "b"], ["first text", "second text"], n=[1, 2], when=[dt.date(2024, 1, 2), dt.date(2025, 3, 4)])
+    info = store.add_corpus("c", d)
+    assert (info.n_docs, sorted(info.metadata_columns)) == (2, ["n", "when"])
+    frame = store.documents("c")
+    assert frame["doc_id"].to_list() == ["a", "b"] and frame["doc_idx"].to_list() == [0, 1]
+    assert frame["when"].dtype == pl.Date and frame["n"].to_list() == [1, 2]
+    with pytest.raises(StoreError, match="already exists.*--append.*--replace"):
+        store.add_corpus("c", d)
+    # append: known ids with the same text are skipped, new ones get the next doc_idx
+    info = store.add_corpus("c", docs(["b", "c"], ["second text", "third"], n=[2, 3],
+                                      when=[dt.date(2025, 3, 4), None]), mode="append")
+    assert info.n_docs == 3
+    assert store.documents("c")["doc_idx"].to_list() == [0, 1, 2]
+    # append with a clashing id changes nothing at all
+    with pytest.raises(InputError, match="'a'"):
+        store.add_corpus("c", docs(["a", "z"], ["different", "new"], n=[9, 9], when=[None, None]), mode="append")
+    assert store.corpus("c").n_docs == 3 and store.documents("c")["doc_id"].to_list() == ["a", "b", "c"]
+    info = store.add_corpus("c", docs(["x"], ["only"], n=[5], when=[None]), mode="replace")
+    assert info.n_docs == 1 and store.documents("c")["doc_id"].to_list() == ["x"]
+
+
+def test_hostile_names_are_data(store):
+    name = "x'; DROP TABLE documents; --"
+    col = 'evil"); DROP TABLE corpora; --'
+    store.add_corpus(name, docs(["1"], ["hello"], **{col: ["v"]}))
+    assert store.corpus(name).n_docs == 1
+    assert store.documents(name)[col].to_list() == ["v"]
+    assert {"documents", "corpora"} <= set(store.query("SELECT table_name FROM information_schema.tables")["table_name"])
+
+
+def test_unknown_corpus_lists_known(store):
+    store.add_corpus("alpha", docs(["1"], ["hello"]))
+    with pytest.raises(UnknownCorpusError, match="unknown corpus 'beta'.*alpha"):
+        store.corpus("beta")
+
+
+def test_snippet_marks_the_span():
+    from saeembed.store.store import snippet
+
+    text = "The refund for order 1234 never arrived."
+    assert snippet(text, 21, 25, width=8) == "…r order «1234» never a…"
+    assert snippet(text, None, None) == text
