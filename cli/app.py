@@ -177,6 +177,36 @@ def export(
     render.note(f"[green]✓[/green] wrote {n:,} rows to {out}")
 
 
+@app.command()
+def demo(
+    store: str = typer.Option("demo.duckdb", "--store", "-s", help="Store file for the demo."),
+    top: int = typer.Option(8, "--top", "-n", help="Features to show per corpus."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: embedded all-MiniLM-L6-v2)."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE (default: the embedded SAE)."),
+    hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's)."),
+    as_json: bool = JsonOpt,
+):
+    """Run the whole flow on the bundled sample corpora: ingest → encode → top features per corpus."""
+    from saeembed.pipelines.demo import run_demo
+
+    factory = None if as_json else (lambda corpus: render.encode_progress(f"encode {corpus}"))
+    result = run_demo(store, top=top, model=model, sae=sae, hook=hook, progress_factory=factory)
+    if as_json:
+        render.emit_json({
+            "store": result.store,
+            "encodes": [r.to_dict() for r in result.encodes],
+            "top_features": {c: f.to_dicts() for c, f in result.top_features.items()},
+        })
+        return
+    for r in result.encodes:
+        if r.docs_encoded:
+            render.note(f"[green]✓[/green] {r.corpus}: {r.docs_encoded} documents, {r.tokens:,} tokens, "
+                        f"{r.tokens_per_s:,.0f} tokens/s")
+    for corpus, frame in result.top_features.items():
+        render.emit_frame(frame, title=f"{corpus}: frequent features (firing on ≤ half the documents)")
+    render.note(f"store: {result.store} · next: saeembed features --store {result.store} --corpus toxicity")
+
+
 def main() -> None:
     """Entry point: user mistakes become one red line and exit code 1, never a traceback."""
     try:

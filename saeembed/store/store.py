@@ -29,6 +29,8 @@ DEFAULT_STORE = "saeembed.duckdb"
 
 # Encode parameters that change the stored numbers: a resumed encode must use the same ones.
 POOLING_PARAMS = ("pooling", "exclude_special", "chat_template", "window", "prompt_column")
+# Column names the store uses beside the user's metadata; a metadata column may not take them.
+INTERNAL_COLUMNS = ("doc_idx", "n_chars", "corpus_id")
 
 
 def quote_ident(name: str) -> str:
@@ -232,6 +234,11 @@ class Store:
             raise InputError(f"unknown ingest mode {mode!r}")
         frame: pl.DataFrame = docs.frame
         meta_cols = [c for c in frame.columns if c not in ("doc_id", "text")]
+        taken = [c for c in meta_cols if c in INTERNAL_COLUMNS]
+        if taken:
+            raise InputError(
+                f"metadata column {taken[0]!r} is a name saeembed uses internally; rename it in the file"
+            )
         exists = self.has_corpus(name)
         if exists and mode == "create":
             raise StoreError(

@@ -120,3 +120,9 @@ def test_snippet_marks_the_span():
     text = "The refund for order 1234 never arrived."
     assert snippet(text, 21, 25, width=8) == "…r order «1234» never a…"
     assert snippet(text, None, None) == text
+
+
+def test_internal_column_names_are_refused(store):
+    with pytest.raises(InputError, match="'n_chars' is a name saeembed uses internally"):
+        store.add_corpus("c", docs(["1"], ["xyz"], n_chars=[99]))
+    assert not store.has_corpus("c")
