@@ -24,6 +24,14 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
+def _add_subcommands() -> None:
+    from saeembed.cli.sae import app as sae_app
+
+    app.add_typer(sae_app, name="sae")
+
+
+_add_subcommands()
+
 StoreOpt = typer.Option(
     "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
 )

@@ -97,3 +97,26 @@ def encode_progress(description: str, enabled: bool = True):
             bar.update(task, completed=docs, total=total, docs_s=docs / elapsed, tok_s=tokens / elapsed)
 
         yield update
+
+
+@contextmanager
+def train_progress(total_tokens: int | None, enabled: bool = True):
+    """A progress bar fed by train_sae's callback: tokens, loss, FVU, L0 and dead fraction."""
+    if not enabled:
+        yield None
+        return
+    columns = [
+        TextColumn("[bold]train SAE"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f} tokens · FVU {task.fields[fvu]:.3f} · L0 {task.fields[l0]:.1f} · "
+                   "dead {task.fields[dead]:.1%}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err_console) as bar:
+        task = bar.add_task("train", total=total_tokens, fvu=float("nan"), l0=0.0, dead=0.0)
+
+        def update(stats: dict) -> None:
+            bar.update(task, completed=stats["tokens"], fvu=stats["fvu"], l0=stats["l0"], dead=stats["dead_fraction"])
+
+        yield update

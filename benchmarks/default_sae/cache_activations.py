@@ -1,0 +1,94 @@
+"""Step 1 of training the embedded default SAE: cache MiniLM activations of the training text.
+
+    python benchmarks/default_sae/cache_activations.py --out /tmp/saeembed_acts [--layers 3 4]
+
+Reads ../shared/data/sae-train/*.jsonl (never committed), shuffles documents with a fixed seed, holds out
+every document whose text hash falls in the last 1/20 (the eval split), runs all-MiniLM-L6-v2 once up to
+the deepest requested block (capturing every requested layer on the way) and writes content-token
+activations as fp16 .npy shards: OUT/layer{N}/{train,eval}_{i:04d}.npy. Same tokenization and special-token
+rules as `saeembed encode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sae-train"
+SHARD_TOKENS = 262_144
+
+
+def is_eval(text: str) -> bool:
+    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 20 == 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="/tmp/saeembed_acts")
+    ap.add_argument("--layers", type=int, nargs="+", default=[3, 4])
+    ap.add_argument("--max-docs", type=int, default=None)
+    args = ap.parse_args()
+
+    from saeembed.encode.models import load_model
+
+    texts = []
+    for f in sorted(DATA.glob("*.jsonl")):
+        texts += [json.loads(line)["text"] for line in open(f, encoding="utf-8") if line.strip()]
+    random.Random(0).shuffle(texts)
+    texts = [t for t in texts if t.strip()][: args.max_docs]
+    splits = {"train": [t for t in texts if not is_eval(t)], "eval": [t for t in texts if is_eval(t)]}
+    loaded = load_model(None, device="auto")
+    layers = sorted(args.layers)
+    out = Path(args.out)
+    # Hooks on the shallower blocks grab their outputs; iter_activations stops after the deepest.
+    grabbed: dict[int, torch.Tensor] = {}
+    handles = [
+        loaded.blocks[n].register_forward_hook(lambda m, a, o, n=n: grabbed.__setitem__(n, o[0] if isinstance(o, tuple) else o))
+        for n in layers[:-1]
+    ]
+    stats = {}
+    try:
+        for split, docs in splits.items():
+            buffers = {n: [] for n in layers}
+            shard = 0
+            n_tokens = 0
+            t0 = time.perf_counter()
+            from saeembed.encode.capture import ActivationCapture
+            from saeembed.encode.tokens import batches, pad_token_id, tokenize
+
+            with ActivationCapture(loaded, f"layers.{layers[-1]}") as cap:
+                for start in range(0, len(docs), 256):
+                    windows = tokenize(loaded.tokenizer, docs[start : start + 256], window=loaded.max_window)
+                    for b in batches(windows, pad_id=pad_token_id(loaded.tokenizer), max_windows=64, max_tokens=16384):
+                        deepest = cap(b.input_ids, b.attention_mask)
+                        mask = b.content.to(deepest.device)
+                        buffers[layers[-1]].append(deepest[mask].half().cpu().numpy())
+                        for n in layers[:-1]:
+                            buffers[n].append(grabbed[n][mask].float().half().cpu().numpy())
+                        n_tokens += int(mask.sum())
+                    if sum(len(x) for x in buffers[layers[-1]]) >= SHARD_TOKENS or start + 256 >= len(docs):
+                        for n in layers:
+                            d = out / f"layer{n}"
+                            d.mkdir(parents=True, exist_ok=True)
+                            np.save(d / f"{split}_{shard:04d}.npy", np.concatenate(buffers[n]))
+                            buffers[n] = []
+                        shard += 1
+                        print(f"{split}: {min(start + 256, len(docs))}/{len(docs)} docs, {n_tokens:,} tokens, "
+                              f"{n_tokens / (time.perf_counter() - t0):,.0f} tok/s", flush=True)
+            stats[split] = {"docs": len(docs), "tokens": n_tokens, "shards": shard}
+    finally:
+        for h in handles:
+            h.remove()
+    (out / "stats.json").write_text(json.dumps({"layers": layers, "model": loaded.name, **stats}, indent=2))
+    print(json.dumps(stats))
+
+
+if __name__ == "__main__":
+    main()
