@@ -1,0 +1,108 @@
+"""Step 2 of training the embedded default SAE: train TopK SAEs on cached activations and measure them.
+
+    python benchmarks/default_sae/train_default.py --acts /tmp/saeembed_acts --layer 3 --latents 4096 \
+        [--k 32] [--epochs 2] [--max-tokens N] [--save saeembed/default_sae]
+
+Streams the fp16 shards written by cache_activations.py (train split, shard order shuffled per epoch,
+tokens shuffled by the trainer's buffer), trains with saeembed's own trainer, evaluates on the held-out
+eval shards (documents never trained on) and prints one JSON line of metrics. With --save, writes the SAE
+in SAELens format (fp16) with its model card: that folder is what ships inside the package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def shard_stream(files: list[Path], epochs: int, seed: int, chunk: int = 65_536):
+    rng = random.Random(seed)
+    for _ in range(epochs):
+        order = list(files)
+        rng.shuffle(order)
+        for f in order:
+            a = np.load(f)
+            for start in range(0, len(a), chunk):
+                yield torch.from_numpy(a[start : start + chunk].astype(np.float32))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--acts", default="/tmp/saeembed_acts")
+    ap.add_argument("--layer", type=int, default=3)
+    ap.add_argument("--latents", type=int, default=4096)
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--max-tokens", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=2048)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", default=None)
+    args = ap.parse_args()
+
+    from saeembed.sae.metrics import evaluate_sae
+    from saeembed.sae.train import TrainConfig, train_sae
+
+    folder = Path(args.acts) / f"layer{args.layer}"
+    train_files = sorted(folder.glob("train_*.npy"))
+    eval_files = sorted(folder.glob("eval_*.npy"))
+    stats = json.loads((Path(args.acts) / "stats.json").read_text()) if (Path(args.acts) / "stats.json").exists() else {}
+    available = sum(np.load(f, mmap_mode="r").shape[0] for f in train_files) * args.epochs
+    total = min(available, args.max_tokens or available)
+    steps = total // args.batch_size
+    cfg = TrainConfig(
+        d_sae=args.latents, k=args.k, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        max_tokens=args.max_tokens, warmup_steps=min(1000, max(1, steps // 10)),
+        dead_tokens_threshold=min(10_000_000, max(args.batch_size, total // 10)),
+        log_every=max(1, steps // 20),
+    )
+    t0 = time.perf_counter()
+
+    def show(s: dict) -> None:
+        print(f"  step {s['step']:>6} tokens {s['tokens']:>10,} fvu {s['fvu']:.4f} l0 {s['l0']:.1f} "
+              f"dead {s['dead_fraction']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    sae, train_stats = train_sae(shard_stream(train_files, args.epochs, args.seed), 384, cfg, progress=show)
+    quality = evaluate_sae(sae, shard_stream(eval_files, 1, 0))
+    result = {
+        "layer": args.layer, "latents": args.latents, "k": args.k, "epochs": args.epochs,
+        "tokens_seen": train_stats.get("tokens_seen"), "train_seconds": round(time.perf_counter() - t0),
+        "heldout": {k: v for k, v in quality.to_dict().items() if k != "density_histogram"},
+    }
+    print(json.dumps(result))
+    if args.save:
+        from saeembed.sae.formats import save_sae
+
+        sae.cfg.model = "sentence-transformers/all-MiniLM-L6-v2"
+        sae.cfg.hook = f"layers.{args.layer}"
+        card = {
+            "model": sae.cfg.model,
+            "hook": sae.cfg.hook,
+            "architecture": "topk",
+            "d_in": sae.d_in,
+            "d_sae": sae.d_sae,
+            "k": sae.cfg.k,
+            "data": ["wikitext2", "bbc_news", "ag_news", "assistant_responses", "tweets"],
+            "data_note": "../shared/data/sae-train (WikiText-2, BBC News, AG News, AlpacaEval answers, TweetEval)",
+            "heldout_split": "documents with sha1(text) % 20 == 0, never trained on",
+            "train_documents": stats.get("train", {}).get("docs"),
+            "tokens_seen": train_stats.get("tokens_seen"),
+            "epochs": args.epochs,
+            "train_config": {k: v for k, v in cfg.resolved(384).__dict__.items()},
+            "heldout": quality.to_dict(),
+            "trained_with": "benchmarks/default_sae/train_default.py (saeembed's TopK trainer)",
+        }
+        sae.cfg.extra["model_card"] = card
+        path = save_sae(sae, args.save, model_card=card, dtype=torch.float16)
+        (Path(path) / "MODEL_CARD.json").write_text(json.dumps(card, indent=2, default=str))
+        print(f"saved {path}")
+
+
+if __name__ == "__main__":
+    main()
