@@ -89,7 +89,7 @@ class _null:
 def encode_once(texts, store_path):
     from saeembed.encode.models import load_model
     from saeembed.encode.pipeline import EncodeConfig, encode_corpus
-    from saeembed.ingest import Documents
+    from saeembed.documents import Documents
     from saeembed.store import Store
 
     frame = pl.DataFrame({"doc_id": [str(i) for i in range(len(texts))], "text": texts})

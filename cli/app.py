@@ -60,7 +60,7 @@ def ingest(
     as_json: bool = JsonOpt,
 ):
     """Read documents from a file into the store. Other columns are kept as metadata."""
-    from saeembed.ingest import ingest as do_ingest
+    from saeembed.documents import ingest as do_ingest
 
     if append and replace:
         raise typer.BadParameter("use --append or --replace, not both")

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from saeembed.encode.pipeline import EncodeConfig, EncodeResult, encode_corpus
-from saeembed.ingest import ingest
+from saeembed.documents import ingest
 from saeembed.store import Store
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample_data"

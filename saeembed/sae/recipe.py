@@ -24,7 +24,7 @@ def load_texts(sources: list[str], *, store=None, text_column: str = "text") -> 
     """Texts from each source: a corpus of `store` when one has that name, else a file or folder."""
     from pathlib import Path
 
-    from saeembed.ingest import read_documents
+    from saeembed.documents import read_documents
 
     texts: list[str] = []
     names: list[str] = []

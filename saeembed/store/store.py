@@ -221,7 +221,7 @@ class Store:
         )
 
     def add_corpus(self, name: str, docs, *, mode: str = "create") -> CorpusInfo:
-        """Store documents (a saeembed.ingest.Documents) under a corpus name.
+        """Store documents (a saeembed.documents.Documents) under a corpus name.
 
         mode: "create" (fail if the corpus exists), "append" (add documents whose ids are new; an id
         already stored with a different text is an error), or "replace" (drop the corpus and its

@@ -5,7 +5,7 @@ import pytest
 
 from saeembed.encode.pipeline import EncodeConfig, encode_corpus
 from saeembed.errors import ModelError, SAEError, StoreError, UnknownCorpusError
-from saeembed.ingest import Documents
+from saeembed.documents import Documents
 from saeembed.store import Store
 from tests.conftest import CORPUS_WORDS, make_sae
 

@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from saeembed.errors import InputError, SchemaVersionError, StoreError, UnknownCorpusError
-from saeembed.ingest import Documents
+from saeembed.documents import Documents
 from saeembed.store import Store
 from saeembed.store import schema as schema_mod
 
@@ -22,12 +22,16 @@ def test_new_store_has_schema_version(tmp_path):
         assert st.info()["corpora"] == 0
 
 
-def test_newer_store_is_refused_and_left_untouched(tmp_path):
-    path = tmp_path / "s.duckdb"
+def _store_at_version(path, version: int):
     Store(path).close()
     con = duckdb.connect(str(path))
-    con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(version)])
     con.close()
+    return path
+
+
+def test_newer_store_is_refused_and_left_untouched(tmp_path):
+    path = _store_at_version(tmp_path / "s.duckdb", 99)
     before = path.read_bytes()
     with pytest.raises(SchemaVersionError, match="schema version 99, newer"):
         Store(path)
@@ -35,11 +39,7 @@ def test_newer_store_is_refused_and_left_untouched(tmp_path):
 
 
 def test_older_store_without_migration_is_refused(tmp_path):
-    path = tmp_path / "s.duckdb"
-    Store(path).close()
-    con = duckdb.connect(str(path))
-    con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
-    con.close()
+    path = _store_at_version(tmp_path / "s.duckdb", 0)
     with pytest.raises(SchemaVersionError, match="cannot migrate it.*no migration from version 0"):
         Store(path)
 
@@ -126,3 +126,41 @@ def test_internal_column_names_are_refused(store):
     with pytest.raises(InputError, match="'n_chars' is a name saeembed uses internally"):
         store.add_corpus("c", docs(["1"], ["xyz"], n_chars=[99]))
     assert not store.has_corpus("c")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "has no documents"),
+        (b'{"text": "ok"}\n{"text": "bad\n', "line 2"),
+        (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', "line 2"),
+        (b'{"body": "no text column"}\n', "body"),
+        (b'{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n', "repeated id"),
+    ],
+)
+def test_bad_files_leave_the_store_untouched(store, tmp_path, content, message):
+    import saeembed
+
+    store.add_corpus("existing", docs(["a"], ["kept"]))
+    before = store.info() | {"size_bytes": None}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(content)
+    id_column = "id" if b'"id"' in content else None
+    with pytest.raises(InputError, match=message):
+        saeembed.ingest(store, bad, corpus="existing", mode="append", id_column=id_column)
+    with pytest.raises(InputError, match=message):
+        saeembed.ingest(store, bad, corpus="new", id_column=id_column)
+    assert store.info() | {"size_bytes": None} == before
+    assert store.documents("existing")["text"].to_list() == ["kept"] and not store.has_corpus("new")
+
+
+def test_top_level_api_is_lazy_and_complete():
+    import subprocess
+    import sys
+
+    code = "import sys, saeembed; assert 'torch' not in sys.modules; saeembed.Store; saeembed.encode_corpus; print('ok')"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "ok"
+    import saeembed
+
+    for name in saeembed.__all__:
+        assert getattr(saeembed, name) is not None

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from saeembed.errors import InputError, SaeembedError
-from saeembed.ingest import Documents, iter_text_files, read_documents
+from saeembed.documents import Documents, iter_text_files, read_documents
 
 
 def gen_id(text: str) -> str:
