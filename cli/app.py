@@ -211,7 +211,7 @@ def demo(
             render.note(f"[green]✓[/green] {r.corpus}: {r.docs_encoded} documents, {r.tokens:,} tokens, "
                         f"{r.tokens_per_s:,.0f} tokens/s")
     for corpus, frame in result.top_features.items():
-        render.emit_frame(frame, title=f"{corpus}: frequent features (firing on ≤ half the documents)")
+        render.emit_frame(frame, title=f"{corpus}: most distinctive features (share of its documents vs the other corpora)")
     render.note(f"store: {result.store} · next: saeembed features --store {result.store} --corpus toxicity")
 
 

@@ -94,6 +94,9 @@ def encode_progress(description: str, enabled: bool = True):
             if state["t0"] is None:  # the first call (0 docs) marks the start of encoding
                 state["t0"] = now
             elapsed = max(now - state["t0"], 1e-9)
+            if total == 0:  # nothing to encode: no empty bar
+                bar.update(task, visible=False)
+                return
             bar.update(task, completed=docs, total=total, docs_s=docs / elapsed, tok_s=tokens / elapsed)
 
         yield update

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
+from saeembed.analysis.frequency import distinctive_features
 from saeembed.encode.pipeline import EncodeConfig, EncodeResult, encode_corpus
 from saeembed.documents import ingest
 from saeembed.store import Store
@@ -60,11 +61,8 @@ def run_demo(store_path: str | Path = "demo.duckdb", *, top: int = 8, model=None
                 result.encodes.append(
                     encode_corpus(store, corpus, model=model, sae=sae, hook=hook, config=EncodeConfig(), progress=bar)
                 )
-        for corpus in ("support_tickets", "product_reviews"):
-            # Features common to every document say little about a corpus: rank by max activation
-            # among features that fire on at most half of its documents.
-            summary = store.feature_summary(corpus, top=400, order_by="docs")
-            result.top_features[corpus] = (
-                summary.filter(pl.col("freq") <= 0.5).head(top).select("feature", "docs", "freq", "max_value", "label", "top_exemplar")
-            )
+        for corpus in SAMPLE_CORPORA:
+            # What sets each corpus apart from the other three, with its strongest exemplar.
+            others = [c for c in SAMPLE_CORPORA if c != corpus]
+            result.top_features[corpus] = distinctive_features(store, corpus, others, top=top)
     return result

@@ -1,0 +1,78 @@
+"""Per-corpus feature frequencies: in what share of a corpus's documents each feature fires.
+
+The building block of every comparison: computed in DuckDB from the sparse rows, never densified.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from saeembed.errors import StoreError
+from saeembed.store import SAEInfo, Store
+
+
+def shared_sae(store: Store, corpora: list[str], sae: str | None = None) -> SAEInfo:
+    """The one SAE all these corpora are encoded with (comparisons across SAEs mean nothing)."""
+    infos = [store.encoded_sae(c, sae) for c in corpora]
+    if len({i.sae_key for i in infos}) != 1:
+        raise StoreError(
+            "these corpora are encoded with different SAEs ("
+            + ", ".join(f"{c}: {i.sae_hash}" for c, i in zip(corpora, infos))
+            + "); encode them with the same SAE to compare them"
+        )
+    return infos[0]
+
+
+def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = None) -> pl.DataFrame:
+    """One row per (corpus, feature) that fires anywhere: docs, freq (share of the corpus), mean and max value."""
+    s = shared_sae(store, corpora, sae)
+    ids = {store.corpus(c).corpus_id: store.corpus(c) for c in corpora}
+    frame = store.query(
+        """
+        SELECT a.corpus_id, a.feature, count(*) AS docs, avg(a.value) AS mean_value, max(a.value) AS max_value
+        FROM activations a WHERE a.sae_key = ? AND a.corpus_id IN (SELECT unnest(?))
+        GROUP BY ALL
+        """,
+        [s.sae_key, list(ids)],
+    )
+    sizes = pl.DataFrame(
+        {"corpus_id": list(ids), "corpus": [i.name for i in ids.values()], "n_docs": [i.n_docs for i in ids.values()]},
+        schema={"corpus_id": pl.Int32, "corpus": pl.Utf8, "n_docs": pl.Int64},
+    )
+    return (
+        frame.join(sizes, on="corpus_id")
+        .with_columns(freq=pl.col("docs") / pl.col("n_docs"))
+        .select("corpus", "feature", "docs", "freq", "mean_value", "max_value")
+        .sort("corpus", "feature")
+    )
+
+
+def distinctive_features(store: Store, corpus: str, others: list[str], *, top: int = 10, sae: str | None = None) -> pl.DataFrame:
+    """Features most over-represented in `corpus` against the pooled `others`: freq here minus freq there,
+    with the feature's label and its strongest exemplar in `corpus`."""
+    freqs = feature_frequencies(store, [corpus, *others], sae=sae)
+    n_other = sum(store.corpus(o).n_docs for o in others)
+    here = freqs.filter(pl.col("corpus") == corpus).select("feature", freq=pl.col("freq"), max_value="max_value")
+    there = (
+        freqs.filter(pl.col("corpus") != corpus)
+        .group_by("feature")
+        .agg(freq_other=pl.col("docs").sum() / n_other)
+    )
+    ranked = (
+        here.join(there, on="feature", how="left")
+        .with_columns(pl.col("freq_other").fill_null(0.0))
+        .with_columns(diff=pl.col("freq") - pl.col("freq_other"))
+        .sort(["diff", "feature"], descending=[True, False])
+        .head(top)
+    )
+    s = shared_sae(store, [corpus], sae)
+    features = ranked["feature"].to_list()
+    labels = store.labels(s.sae_key, features)
+    snippets = store.exemplar_snippets(s.sae_key, features, corpus=corpus, per_feature=1, width=40)
+    return (
+        ranked.with_row_index("rank", offset=1)
+        .join(labels.select("feature", "label"), on="feature", how="left")
+        .join(snippets.select("feature", exemplar="snippet"), on="feature", how="left")
+        .sort("rank")
+        .select("feature", "freq", "freq_other", "diff", "label", "exemplar")
+    )
