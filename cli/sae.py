@@ -76,17 +76,17 @@ def evaluate(
 ):
     """Quality of an SAE on a model's activations: explained variance (about the mean), L0, dead latents."""
     from saeembed.encode.models import load_model
-    from saeembed.encode.pipeline import _resolve_hook, _resolve_sae, _sae_model
+    from saeembed.encode.pipeline import resolve_hook, resolve_sae, sae_model_name
     from saeembed.sae.recipe import evaluate_on_texts
 
-    sae_obj = _resolve_sae(sae)
-    hook_name = _resolve_hook(hook, sae_obj, [])
+    sae_obj = resolve_sae(sae)
+    hook_name = resolve_hook(hook, sae_obj, [])
     if not data:
         from saeembed.pipelines.demo import find_sample_dir
 
         data = [str(p) for p in sorted(find_sample_dir().glob("*.jsonl"))]
     texts, names = _texts(data, store, text_column)
-    loaded = load_model(model if model is not None else _sae_model(sae_obj), device=device)
+    loaded = load_model(model if model is not None else sae_model_name(sae_obj), device=device)
     q = evaluate_on_texts(sae_obj.to(loaded.device), loaded, hook_name, texts, max_tokens=max_tokens)
     result = {"sae": sae_obj.identity, "model": loaded.name, "hook": hook_name, "data": names, **q.to_dict()}
     if as_json:

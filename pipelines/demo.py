@@ -11,7 +11,8 @@ from pathlib import Path
 import polars as pl
 
 from saeembed.analysis.frequency import distinctive_features
-from saeembed.encode.pipeline import EncodeConfig, EncodeResult, encode_corpus
+from saeembed.encode.models import LoadedModel, load_model
+from saeembed.encode.pipeline import EncodeConfig, EncodeResult, resolve_sae, sae_model_name, encode_corpus
 from saeembed.documents import ingest
 from saeembed.store import Store
 
@@ -49,6 +50,9 @@ def run_demo(store_path: str | Path = "demo.duckdb", *, top: int = 8, model=None
     """
     sample_dir = sample_dir or find_sample_dir()
     result = DemoResult(str(store_path))
+    # Load the SAE and model once for all four corpora.
+    sae = resolve_sae(sae)
+    model = model if isinstance(model, LoadedModel) else load_model(model if model is not None else sae_model_name(sae))
     with Store(store_path) as store:
         for corpus, filename in SAMPLE_CORPORA.items():
             if not store.has_corpus(corpus):

@@ -67,7 +67,9 @@ def load_model(
     name: str | os.PathLike | None = None, *, device: str | None = "auto", trust_remote_code: bool = False
 ) -> LoadedModel:
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # saeembed shows its own progress; a per-tensor loading bar is noise
     source, canonical = resolve_model(name)
     local = Path(source).exists()
     if canonical == DEFAULT_MODEL_ID:

@@ -100,18 +100,18 @@ def encode_corpus(
     """
     cfg = config or EncodeConfig()
     info = store.corpus(corpus)  # unknown corpus -> clear error before any loading
-    sae_obj = _resolve_sae(sae)
+    sae_obj = resolve_sae(sae)
     warnings: list[str] = []
-    hook_name = _resolve_hook(hook, sae_obj, warnings)
+    hook_name = resolve_hook(hook, sae_obj, warnings)
     loaded = model if isinstance(model, LoadedModel) else load_model(
-        model if model is not None else _sae_model(sae_obj), device=cfg.device, trust_remote_code=cfg.trust_remote_code
+        model if model is not None else sae_model_name(sae_obj), device=cfg.device, trust_remote_code=cfg.trust_remote_code
     )
     if sae_obj.d_in != loaded.hidden_size:
         raise SAEError(
             f"SAE width {sae_obj.d_in} does not match {loaded.name} (hidden size {loaded.hidden_size}); "
             "this SAE was trained on another model"
         )
-    if sae_obj.cfg.model and _sae_model(sae_obj) != loaded.name:
+    if sae_obj.cfg.model and sae_model_name(sae_obj) != loaded.name:
         warnings.append(f"the SAE says it was trained on {sae_obj.cfg.model}, encoding with {loaded.name}")
     window = min(cfg.window or loaded.max_window, loaded.max_window)
     if window < 4:
@@ -198,7 +198,8 @@ def _padded_offsets(w, T: int) -> np.ndarray:
     return out
 
 
-def _resolve_sae(sae: str | SAE | None) -> SAE:
+def resolve_sae(sae: str | SAE | None) -> SAE:
+    """An SAE object from an SAE, a path or hub id, or None (the embedded default)."""
     if isinstance(sae, SAE):
         return sae
     if sae is None:
@@ -210,13 +211,15 @@ def _resolve_sae(sae: str | SAE | None) -> SAE:
     return load_sae(sae)
 
 
-def _sae_model(sae: SAE) -> str | None:
+def sae_model_name(sae: SAE) -> str | None:
+    """The canonical name of the model the SAE says it was trained on (None when it does not say)."""
     from saeembed.encode.models import resolve_model
 
     return resolve_model(sae.cfg.model)[1] if sae.cfg.model else None
 
 
-def _resolve_hook(hook: str | None, sae: SAE, warnings: list[str]) -> str:
+def resolve_hook(hook: str | None, sae: SAE, warnings: list[str]) -> str:
+    """The hook to encode at: the one asked for (warning when the SAE names another), else the SAE's."""
     if hook is None:
         if not sae.cfg.hook:
             raise SAEError("the SAE does not say which hook it was trained on; pass --hook layers.N")
