@@ -111,15 +111,17 @@ def train_progress(total_tokens: int | None, enabled: bool = True):
     columns = [
         TextColumn("[bold]train SAE"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f} tokens · FVU {task.fields[fvu]:.3f} · L0 {task.fields[l0]:.1f} · "
+        TextColumn("{task.completed:,.0f} tokens · loss {task.fields[loss]:.3f} · FVU {task.fields[fvu]:.3f} · "
+                   "L0 {task.fields[l0]:.1f} · "
                    "dead {task.fields[dead]:.1%}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=err_console) as bar:
-        task = bar.add_task("train", total=total_tokens, fvu=float("nan"), l0=0.0, dead=0.0)
+        task = bar.add_task("train", total=total_tokens, loss=float("nan"), fvu=float("nan"), l0=0.0, dead=0.0)
 
         def update(stats: dict) -> None:
-            bar.update(task, completed=stats["tokens"], fvu=stats["fvu"], l0=stats["l0"], dead=stats["dead_fraction"])
+            bar.update(task, completed=stats["tokens"], loss=stats["loss"], fvu=stats["fvu"], l0=stats["l0"],
+                       dead=stats["dead_fraction"])
 
         yield update
