@@ -5,6 +5,7 @@ Uses the embedded default model + SAE, so it runs offline on a laptop in about a
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,7 @@ def run_demo(store_path: str | Path = "demo.duckdb", *, top: int = 8, model=None
             if not store.has_corpus(corpus):
                 ingest(store, sample_dir / filename, corpus=corpus, id_column="id")
         for corpus in SAMPLE_CORPORA:
-            if progress_factory is None:
-                result.encodes.append(encode_corpus(store, corpus, model=model, sae=sae, hook=hook, config=EncodeConfig()))
-                continue
-            with progress_factory(corpus) as bar:
+            with progress_factory(corpus) if progress_factory else nullcontext() as bar:
                 result.encodes.append(
                     encode_corpus(store, corpus, model=model, sae=sae, hook=hook, config=EncodeConfig(), progress=bar)
                 )

@@ -12,7 +12,6 @@ rules as `saeembed encode`.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import random
 import time
@@ -25,10 +24,6 @@ DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sae-tra
 SHARD_TOKENS = 262_144
 
 
-def is_eval(text: str) -> bool:
-    return int(hashlib.sha1(text.encode("utf-8")).hexdigest(), 16) % 20 == 0
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/saeembed_acts")
@@ -36,18 +31,21 @@ def main() -> None:
     ap.add_argument("--max-docs", type=int, default=None)
     args = ap.parse_args()
 
+    from saeembed.encode.capture import ActivationCapture
     from saeembed.encode.models import load_model
+    from saeembed.encode.tokens import batches, pad_token_id, tokenize
+    from saeembed.sae.recipe import is_heldout
 
     texts = []
     for f in sorted(DATA.glob("*.jsonl")):
         texts += [json.loads(line)["text"] for line in open(f, encoding="utf-8") if line.strip()]
     random.Random(0).shuffle(texts)
     texts = [t for t in texts if t.strip()][: args.max_docs]
-    splits = {"train": [t for t in texts if not is_eval(t)], "eval": [t for t in texts if is_eval(t)]}
+    splits = {"train": [t for t in texts if not is_heldout(t)], "eval": [t for t in texts if is_heldout(t)]}
     loaded = load_model(None, device="auto")
     layers = sorted(args.layers)
     out = Path(args.out)
-    # Hooks on the shallower blocks grab their outputs; iter_activations stops after the deepest.
+    # Hooks on the shallower blocks grab their outputs; the capture stops after the deepest.
     grabbed: dict[int, torch.Tensor] = {}
     handles = [
         loaded.blocks[n].register_forward_hook(lambda m, a, o, n=n: grabbed.__setitem__(n, o[0] if isinstance(o, tuple) else o))
@@ -60,9 +58,6 @@ def main() -> None:
             shard = 0
             n_tokens = 0
             t0 = time.perf_counter()
-            from saeembed.encode.capture import ActivationCapture
-            from saeembed.encode.tokens import batches, pad_token_id, tokenize
-
             with ActivationCapture(loaded, f"layers.{layers[-1]}") as cap:
                 for start in range(0, len(docs), 256):
                     windows = tokenize(loaded.tokenizer, docs[start : start + 256], window=loaded.max_window)

@@ -26,7 +26,8 @@ def shared_sae(store: Store, corpora: list[str], sae: str | None = None) -> SAEI
 def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = None) -> pl.DataFrame:
     """One row per (corpus, feature) that fires anywhere: docs, freq (share of the corpus), mean and max value."""
     s = shared_sae(store, corpora, sae)
-    ids = {store.corpus(c).corpus_id: store.corpus(c) for c in corpora}
+    infos = [store.corpus(c) for c in corpora]
+    ids = {i.corpus_id: i for i in infos}
     frame = store.query(
         """
         SELECT a.corpus_id, a.feature, count(*) AS docs, avg(a.value) AS mean_value, max(a.value) AS max_value
@@ -50,7 +51,8 @@ def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = N
 def distinctive_features(store: Store, corpus: str, others: list[str], *, top: int = 10, sae: str | None = None) -> pl.DataFrame:
     """Features most over-represented in `corpus` against the pooled `others`: freq here minus freq there,
     with the feature's label and its strongest exemplar in `corpus`."""
-    freqs = feature_frequencies(store, [corpus, *others], sae=sae)
+    s = shared_sae(store, [corpus, *others], sae)
+    freqs = feature_frequencies(store, [corpus, *others], sae=s.sae_hash)
     n_other = sum(store.corpus(o).n_docs for o in others)
     here = freqs.filter(pl.col("corpus") == corpus).select("feature", freq=pl.col("freq"), max_value="max_value")
     there = (
@@ -65,7 +67,6 @@ def distinctive_features(store: Store, corpus: str, others: list[str], *, top: i
         .sort(["diff", "feature"], descending=[True, False])
         .head(top)
     )
-    s = shared_sae(store, [corpus], sae)
     features = ranked["feature"].to_list()
     labels = store.labels(s.sae_key, features)
     snippets = store.exemplar_snippets(s.sae_key, features, corpus=corpus, per_feature=1, width=40)

@@ -106,11 +106,7 @@ def encode_corpus(
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model if model is not None else sae_model_name(sae_obj), device=cfg.device, trust_remote_code=cfg.trust_remote_code
     )
-    if sae_obj.d_in != loaded.hidden_size:
-        raise SAEError(
-            f"SAE width {sae_obj.d_in} does not match {loaded.name} (hidden size {loaded.hidden_size}); "
-            "this SAE was trained on another model"
-        )
+    check_width(sae_obj, loaded)
     if sae_obj.cfg.model and sae_model_name(sae_obj) != loaded.name:
         warnings.append(f"the SAE says it was trained on {sae_obj.cfg.model}, encoding with {loaded.name}")
     window = min(cfg.window or loaded.max_window, loaded.max_window)
@@ -198,6 +194,15 @@ def _padded_offsets(w, T: int) -> np.ndarray:
     return out
 
 
+def check_width(sae: SAE, loaded: LoadedModel) -> None:
+    """A clear error, before any work, when the SAE was trained on a model of another width."""
+    if sae.d_in != loaded.hidden_size:
+        raise SAEError(
+            f"SAE width {sae.d_in} does not match {loaded.name} (hidden size {loaded.hidden_size}); "
+            "this SAE was trained on another model"
+        )
+
+
 def resolve_sae(sae: str | SAE | None) -> SAE:
     """An SAE object from an SAE, a path or hub id, or None (the embedded default)."""
     if isinstance(sae, SAE):
@@ -238,6 +243,6 @@ def _prompts(store: Store, info: CorpusInfo, column: str | None, doc_idx: list[i
             f"--prompt-column {column!r} is not a column of corpus {info.name!r} "
             f"(columns: {', '.join(info.metadata_columns) or 'none'})"
         )
-    frame = store.documents(info, text=False).filter(pl.col("doc_idx").is_in(doc_idx))
+    frame = store.documents(info, text=False, doc_idx=doc_idx)
     lookup = dict(zip(frame["doc_idx"].to_list(), frame[column].cast(str).to_list()))
     return [lookup.get(i) for i in doc_idx]

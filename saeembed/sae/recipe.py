@@ -89,8 +89,7 @@ def train_for_model(
 
 
 def evaluate_on_texts(sae: SAE, loaded: LoadedModel, hook: str, texts: list[str], *, max_tokens: int | None = 200_000) -> SAEQuality:
-    if sae.d_in != loaded.hidden_size:
-        from saeembed.errors import SAEError
+    from saeembed.encode.pipeline import check_width
 
-        raise SAEError(f"SAE width {sae.d_in} does not match {loaded.name} (hidden size {loaded.hidden_size})")
+    check_width(sae, loaded)
     return evaluate_sae(sae, iter_activations(loaded, hook, texts, max_tokens=max_tokens))

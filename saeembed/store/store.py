@@ -288,22 +288,17 @@ class Store:
         """For --append: keep rows whose ids are new; refuse ids already stored with another text."""
         self.con.register("_incoming", frame.select("doc_id", "text"))
         try:
-            clash = self._all(
-                "SELECT i.doc_id FROM _incoming i JOIN documents d ON d.doc_id = i.doc_id "
-                "WHERE d.corpus_id = ? AND d.text <> i.text LIMIT 5",
+            stored = self._all(
+                "SELECT i.doc_id, d.text <> i.text FROM _incoming i JOIN documents d ON d.doc_id = i.doc_id "
+                "WHERE d.corpus_id = ?",
                 [info.corpus_id],
             )
-            known = {
-                r[0]
-                for r in self._all(
-                    "SELECT i.doc_id FROM _incoming i JOIN documents d ON d.doc_id = i.doc_id WHERE d.corpus_id = ?",
-                    [info.corpus_id],
-                )
-            }
         finally:
             self.con.unregister("_incoming")
+        known = {doc_id for doc_id, _ in stored}
+        clash = sorted(doc_id for doc_id, differs in stored if differs)[:5]
         if clash:
-            ids = ", ".join(repr(r[0]) for r in clash)
+            ids = ", ".join(repr(doc_id) for doc_id in clash)
             raise InputError(
                 f"ids already in corpus {info.name!r} with a different text: {ids}; use --replace or new ids"
             )
@@ -339,8 +334,12 @@ class Store:
         self.con.execute(f"DROP TABLE IF EXISTS {info.meta_table}")
         self.con.execute("DELETE FROM corpora WHERE corpus_id = ?", [info.corpus_id])
 
-    def documents(self, corpus: str | CorpusInfo, *, text: bool = True, metadata: bool = True) -> pl.DataFrame:
-        """Documents of a corpus in doc_idx order: doc_idx, doc_id, [text], [metadata columns]."""
+    def documents(
+        self, corpus: str | CorpusInfo, *, text: bool = True, metadata: bool = True, doc_idx: list[int] | None = None
+    ) -> pl.DataFrame:
+        """Documents of a corpus in doc_idx order: doc_idx, doc_id, [text], [metadata columns].
+
+        doc_idx: only these documents (default: all)."""
         info = corpus if isinstance(corpus, CorpusInfo) else self.corpus(corpus)
         cols = "d.doc_idx, d.doc_id" + (", d.text" if text else "")
         join = ""
@@ -348,15 +347,10 @@ class Store:
             cols += ", m.* EXCLUDE (doc_idx)"
             join = f"LEFT JOIN {info.meta_table} m USING (doc_idx)"
         return self.query(
-            f"SELECT {cols} FROM documents d {join} WHERE d.corpus_id = ? ORDER BY d.doc_idx", [info.corpus_id]
+            f"SELECT {cols} FROM documents d {join} WHERE d.corpus_id = ? "
+            "AND (? OR d.doc_idx IN (SELECT unnest(?))) ORDER BY d.doc_idx",
+            [info.corpus_id, doc_idx is None, doc_idx or []],
         )
-
-    def texts(self, info: CorpusInfo, doc_idx: list[int]) -> dict[int, str]:
-        rows = self._all(
-            "SELECT doc_idx, text FROM documents WHERE corpus_id = ? AND doc_idx IN (SELECT unnest(?))",
-            [info.corpus_id, list(doc_idx)],
-        )
-        return dict(rows)
 
     def iter_unencoded(
         self, info: CorpusInfo, sae_key: int, *, batch_size: int = 256
@@ -638,7 +632,7 @@ class Store:
         return self.query(
             """
             SELECT feature, label, source AS label_source, score FROM feature_labels
-            WHERE sae_key = ? AND (? IS NULL OR feature IN (SELECT unnest(?)))
+            WHERE sae_key = ? AND (? OR feature IN (SELECT unnest(?)))
             QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC) = 1
             """,
             [sae_key, features is None, features or []],

@@ -1,4 +1,3 @@
-import json
 
 import polars as pl
 import pytest

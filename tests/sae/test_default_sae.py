@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from saeembed.sae.default import DEFAULT_SAE_DIR, load_default_sae
 

@@ -1,5 +1,4 @@
 import datetime as dt
-import json
 
 import duckdb
 import polars as pl
@@ -164,3 +163,13 @@ def test_top_level_api_is_lazy_and_complete():
 
     for name in saeembed.__all__:
         assert getattr(saeembed, name) is not None
+
+
+def test_labels_and_documents_filters(store):
+    store.add_corpus("c", docs(["a", "b", "c"], ["one", "two", "three"]))
+    assert store.documents("c", doc_idx=[0, 2])["doc_id"].to_list() == ["a", "c"]
+    assert store.documents("c")["doc_id"].to_list() == ["a", "b", "c"]
+    store.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES (1, 5, 'dates', 'test'), "
+                      "(1, 9, 'money', 'test')")
+    assert sorted(store.labels(1)["label"].to_list()) == ["dates", "money"]  # None = every feature
+    assert store.labels(1, [9])["label"].to_list() == ["money"]
