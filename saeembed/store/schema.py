@@ -5,7 +5,7 @@ This module and store.py are the only places that write SQL DDL.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each statement is idempotent so that creating a fresh store and completing a migration share it.
 TABLES = [
@@ -105,11 +105,75 @@ TABLES = [
         params JSON,
         provenance JSON,
         created_at TIMESTAMP DEFAULT current_timestamp)""",
+    # --- added in version 2: what the analyses keep -------------------------------------------
+    # Sentence embeddings (dense baseline, query matching), cached per (corpus, model); L2-normalised.
+    """CREATE TABLE IF NOT EXISTS dense_embeddings (
+        corpus_id INTEGER NOT NULL,
+        model VARCHAR NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        vector FLOAT[] NOT NULL)""",
+    # Sentence embeddings of what describes a feature (its label, its exemplar spans), cached per
+    # (SAE, model, source) for matching free-text queries to features.
+    """CREATE TABLE IF NOT EXISTS feature_embeddings (
+        sae_key INTEGER NOT NULL,
+        model VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        feature INTEGER NOT NULL,
+        text_hash VARCHAR,
+        vector FLOAT[] NOT NULL)""",
+    # Per-SAE feature statistics from probes (e.g. probe='random': share of random-token texts where
+    # the feature fires), computed once per SAE; used to flag generic features.
+    """CREATE TABLE IF NOT EXISTS feature_stats (
+        sae_key INTEGER NOT NULL,
+        probe VARCHAR NOT NULL,
+        feature INTEGER NOT NULL,
+        value DOUBLE NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS sae_probes (
+        sae_key INTEGER NOT NULL,
+        probe VARCHAR NOT NULL,
+        n_docs INTEGER NOT NULL,
+        details JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp,
+        PRIMARY KEY (sae_key, probe))""",
+    # A saved clustering of one corpus and its per-document assignments (cluster -1 = noise) + 2-D layout.
+    """CREATE TABLE IF NOT EXISTS clusterings (
+        clustering_id INTEGER PRIMARY KEY,
+        name VARCHAR UNIQUE NOT NULL,
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        params JSON,
+        features JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    """CREATE TABLE IF NOT EXISTS cluster_assignments (
+        clustering_id INTEGER NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        cluster INTEGER NOT NULL,
+        probability DOUBLE,
+        x REAL,
+        y REAL)""",
+    # Trained probes (classifiers, quality models): weights as JSON, SAE identity, metrics, provenance.
+    """CREATE TABLE IF NOT EXISTS classifiers (
+        name VARCHAR PRIMARY KEY,
+        sae_key INTEGER NOT NULL,
+        kind VARCHAR NOT NULL,
+        model JSON NOT NULL,
+        params JSON,
+        metrics JSON,
+        provenance JSON,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    # Scores a named classifier gave each document of a corpus.
+    """CREATE TABLE IF NOT EXISTS doc_scores (
+        corpus_id INTEGER NOT NULL,
+        name VARCHAR NOT NULL,
+        doc_idx INTEGER NOT NULL,
+        score DOUBLE NOT NULL)""",
 ]
 
 # Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.
 REQUIRED_TABLES = {"meta", "corpora", "documents", "saes", "activations"}
 
 # MIGRATIONS[v] upgrades a store at version v to v + 1 (a list of SQL statements run in one
-# transaction). Empty while there is only one version; add entries as the schema moves.
-MIGRATIONS: dict[int, list[str]] = {}
+# transaction); TABLES then runs so that new tables exist.
+MIGRATIONS: dict[int, list[str]] = {
+    1: [],  # version 2 only adds tables (created by TABLES after the steps run)
+}

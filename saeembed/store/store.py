@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
+import numpy as np
 import polars as pl
 
 from saeembed.errors import (
@@ -329,7 +330,12 @@ class Store:
             self._drop_corpus(info)
 
     def _drop_corpus(self, info: CorpusInfo) -> None:
-        for table in ("activations", "encoded_docs", "exemplars", "encodings", "documents"):
+        self.con.execute(
+            "DELETE FROM cluster_assignments WHERE clustering_id IN "
+            "(SELECT clustering_id FROM clusterings WHERE corpus_id = ?)", [info.corpus_id]
+        )
+        for table in ("activations", "encoded_docs", "exemplars", "encodings", "documents", "dense_embeddings",
+                      "clusterings", "doc_scores"):
             self.con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [info.corpus_id])
         self.con.execute(f"DROP TABLE IF EXISTS {info.meta_table}")
         self.con.execute("DELETE FROM corpora WHERE corpus_id = ?", [info.corpus_id])
@@ -546,6 +552,41 @@ class Store:
             raise StoreError(f"corpus {info.name!r} is not encoded with SAE {sae.sae_hash}")
         out = row.row(0, named=True)
         out["params"] = json.loads(out["params"] or "{}")
+        return out
+
+    # --- dense embeddings (baseline / query matching) ----------------------------------------------
+
+    def add_dense_embeddings(self, info: CorpusInfo, model: str, doc_idx, vectors) -> None:
+        """Cache sentence embeddings (rows aligned with doc_idx) for (corpus, model)."""
+        import pyarrow as pa
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        table = pa.table({
+            "doc_idx": pa.array(np.asarray(doc_idx, dtype=np.int32)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
+        })
+        with self.transaction():
+            self.con.register("_dense", table)
+            try:
+                self.con.execute(
+                    "INSERT INTO dense_embeddings SELECT ?, ?, doc_idx, vector::FLOAT[] FROM _dense "
+                    "WHERE doc_idx NOT IN (SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?)",
+                    [info.corpus_id, model, info.corpus_id, model],
+                )
+            finally:
+                self.con.unregister("_dense")
+
+    def dense_embeddings(self, info: CorpusInfo, model: str, *, dim: int) -> np.ndarray:
+        """[n_docs, dim] float32 in doc_idx order; rows never embedded are zeros."""
+        rows = self.con.sql(
+            "SELECT doc_idx, vector FROM dense_embeddings WHERE corpus_id = ? AND model = ? ORDER BY doc_idx",
+            params=[info.corpus_id, model],
+        ).to_arrow_table()
+        out = np.zeros((info.n_docs, dim), dtype=np.float32)
+        if rows.num_rows:
+            idx = rows.column("doc_idx").to_numpy()
+            flat = rows.column("vector").combine_chunks().flatten().to_numpy()
+            out[idx] = flat.reshape(len(idx), dim)
         return out
 
     # --- reading embeddings ---------------------------------------------------------------------

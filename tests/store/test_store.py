@@ -49,16 +49,38 @@ def test_older_store_is_migrated_keeping_data(tmp_path, monkeypatch):
         st.add_corpus("c", docs(["a", "b"], ["one", "two"]))
     import saeembed.store.store as store_mod
 
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", {1: ["ALTER TABLE corpora ADD COLUMN note VARCHAR"]})
+    v = schema_mod.SCHEMA_VERSION
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", v + 1)
+    monkeypatch.setattr(store_mod, "MIGRATIONS", {v: ["ALTER TABLE corpora ADD COLUMN note VARCHAR"]})
     with Store(path) as st:
-        assert st.schema_version == 2
+        assert st.schema_version == v + 1
         assert st.corpus("c").n_docs == 2
         assert "note" in st.query("SELECT * FROM corpora").columns
     with pytest.raises(SchemaVersionError):  # read-only cannot migrate: says so
-        monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 3)
-        monkeypatch.setattr(store_mod, "MIGRATIONS", {2: ["SELECT 1"]})
+        monkeypatch.setattr(store_mod, "SCHEMA_VERSION", v + 2)
+        monkeypatch.setattr(store_mod, "MIGRATIONS", {v + 1: ["SELECT 1"]})
         Store(path, read_only=True)
+
+
+V2_TABLES = ("dense_embeddings", "feature_embeddings", "feature_stats", "sae_probes", "clusterings", "cluster_assignments",
+             "classifiers", "doc_scores")
+
+
+def test_version_1_store_is_migrated_to_2(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    with Store(path) as st:
+        st.add_corpus("c", docs(["a"], ["one"]))
+    con = duckdb.connect(str(path))  # make it look exactly like a version-1 store
+    for t in V2_TABLES:
+        con.execute(f"DROP TABLE {t}")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with pytest.raises(SchemaVersionError, match="needs a migration"):
+        Store(path, read_only=True)
+    with Store(path) as st:
+        assert st.schema_version >= 2
+        assert set(V2_TABLES) <= st._tables()
+        assert st.corpus("c").n_docs == 1
 
 
 def test_not_a_store(tmp_path):

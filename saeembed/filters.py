@@ -1,0 +1,342 @@
+"""Filter expressions typed by users (`--where "source = 'curated' and stars >= 4"`), parsed safely.
+
+The text is tokenised and parsed here into a small tree; column names are checked against an
+allow-list and values stay values. The tree then becomes a polars expression (or SQL with bound
+parameters), so no user text is ever pasted into a query.
+
+Grammar (keywords are case-insensitive):
+
+    expr    := and_ ("or" and_)*
+    and_    := not_ ("and" not_)*
+    not_    := "not" not_ | "(" expr ")" | test
+    test    := column op value
+             | column ["not"] "in" "(" value ("," value)* ")"
+             | column "is" ["not"] "null"
+             | column ["not"] "like" 'pattern'          (% and _ as in SQL)
+             | column "between" value "and" value
+    op      := = | == | != | <> | < | <= | > | >=
+    column  := name | "quoted name" | `quoted name`
+    value   := 'string' | number | true | false | null
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import polars as pl
+
+from saeembed.errors import FilterError
+
+_TOKEN = re.compile(
+    r"""
+    (?P<ws>\s+)
+  | (?P<str>'(?:[^']|'')*')
+  | (?P<qident>"(?:[^"]|"")*"|`[^`]*`)
+  | (?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
+  | (?P<op><=|>=|!=|<>|==|=|<|>)
+  | (?P<punct>[(),])
+  | (?P<word>[^\W\d][\w.]*)
+    """,
+    re.VERBOSE | re.UNICODE,
+)
+_KEYWORDS = {"and", "or", "not", "in", "is", "null", "like", "between", "true", "false"}
+MAX_LENGTH = 10_000
+
+
+@dataclass(frozen=True)
+class Test:
+    column: str
+    op: str  # = != < <= > >= in not_in is_null not_null like not_like between
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Bool:
+    op: str  # and, or, not
+    args: tuple
+
+
+Node = Test | Bool
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A parsed filter: the tree, the text it came from, and the columns it reads."""
+
+    text: str
+    tree: Node
+
+    @property
+    def columns(self) -> set[str]:
+        out: set[str] = set()
+        _collect(self.tree, out)
+        return out
+
+    def to_polars(self, schema: dict | None = None) -> pl.Expr:
+        """A polars expression; rows where a compared value is null count as not matching.
+        schema (column -> dtype): lets 'YYYY-MM-DD' strings compare with date/datetime columns."""
+        return _to_polars(self.tree, schema or {}).fill_null(False)
+
+    def to_sql(self, column_sql) -> tuple[str, list]:
+        """SQL text with `?` placeholders and its parameters. column_sql(name) -> the quoted column
+        reference to use (the caller's own, already checked identifier)."""
+        params: list = []
+        return _to_sql(self.tree, column_sql, params), params
+
+    def mask(self, frame: pl.DataFrame) -> pl.Series:
+        """Boolean Series: which rows of `frame` match."""
+        try:
+            return frame.select(self.to_polars(dict(frame.schema)).alias("m"))["m"]
+        except pl.exceptions.PolarsError as e:
+            raise FilterError(f"filter {self.text!r} does not fit the column types: {str(e).splitlines()[0]}") from None
+
+    def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.filter(self.mask(frame))
+
+
+def parse_filter(text: str, columns: Iterable[str]) -> Filter:
+    """Parse `text` and check every column it names is one of `columns` (the allow-list)."""
+    if not isinstance(text, str) or not text.strip():
+        raise FilterError("empty filter expression")
+    if len(text) > MAX_LENGTH:
+        raise FilterError(f"filter expression is {len(text):,} characters long; the limit is {MAX_LENGTH:,}")
+    allowed = list(columns)
+    tree = _Parser(_tokenize(text), text).parse()
+    unknown = sorted(_columns(tree) - set(allowed))
+    if unknown:
+        raise FilterError(
+            f"unknown column {unknown[0]!r} in filter {text!r}; columns you can filter on: "
+            + (", ".join(sorted(allowed)) or "(none)")
+        )
+    return Filter(text, tree)
+
+
+def _columns(tree: Node) -> set[str]:
+    out: set[str] = set()
+    _collect(tree, out)
+    return out
+
+
+def _collect(node: Node, out: set[str]) -> None:
+    if isinstance(node, Test):
+        out.add(node.column)
+    else:
+        for a in node.args:
+            _collect(a, out)
+
+
+def _tokenize(text: str) -> list[tuple[str, object]]:
+    tokens, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise FilterError(f"cannot read filter {text!r} at position {pos}: unexpected {text[pos]!r}")
+        pos = m.end()
+        kind = m.lastgroup
+        raw = m.group()
+        if kind == "ws":
+            continue
+        if kind == "str":
+            tokens.append(("value", raw[1:-1].replace("''", "'")))
+        elif kind == "qident":
+            name = raw[1:-1].replace('""', '"') if raw[0] == '"' else raw[1:-1]
+            tokens.append(("column", name))
+        elif kind == "num":
+            tokens.append(("value", float(raw) if any(c in raw for c in ".eE") else int(raw)))
+        elif kind == "op":
+            tokens.append(("op", {"==": "=", "<>": "!="}.get(raw, raw)))
+        elif kind == "punct":
+            tokens.append((raw, raw))
+        else:
+            low = raw.lower()
+            if low in ("true", "false"):
+                tokens.append(("value", low == "true"))
+            elif low in _KEYWORDS:
+                tokens.append(("kw", low))
+            else:
+                tokens.append(("column", raw))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, tokens: list, text: str):
+        self.tokens, self.text, self.i = tokens, text, 0
+
+    def parse(self) -> Node:
+        node = self.expr()
+        if self.i != len(self.tokens):
+            self.fail(f"unexpected {self.show(self.tokens[self.i])}")
+        return node
+
+    def fail(self, why: str):
+        raise FilterError(f"cannot parse filter {self.text!r}: {why}")
+
+    @staticmethod
+    def show(tok) -> str:
+        kind, value = tok
+        return repr(value) if kind != "kw" else value.upper()
+
+    def peek(self, kind: str, value=None) -> bool:
+        if self.i >= len(self.tokens):
+            return False
+        k, v = self.tokens[self.i]
+        return k == kind and (value is None or v == value)
+
+    def take(self, kind: str, value=None, what: str | None = None):
+        if not self.peek(kind, value):
+            got = self.show(self.tokens[self.i]) if self.i < len(self.tokens) else "the end"
+            self.fail(f"expected {what or value or kind}, got {got}")
+        self.i += 1
+        return self.tokens[self.i - 1][1]
+
+    def expr(self) -> Node:
+        args = [self.and_()]
+        while self.peek("kw", "or"):
+            self.i += 1
+            args.append(self.and_())
+        return args[0] if len(args) == 1 else Bool("or", tuple(args))
+
+    def and_(self) -> Node:
+        args = [self.not_()]
+        while self.peek("kw", "and"):
+            self.i += 1
+            args.append(self.not_())
+        return args[0] if len(args) == 1 else Bool("and", tuple(args))
+
+    def not_(self) -> Node:
+        if self.peek("kw", "not"):
+            self.i += 1
+            return Bool("not", (self.not_(),))
+        if self.peek("("):
+            self.i += 1
+            node = self.expr()
+            self.take(")", what="')'")
+            return node
+        return self.test()
+
+    def value(self):
+        if self.peek("kw", "null"):
+            self.i += 1
+            return None
+        return self.take("value", what="a value ('text', a number, true, false or null)")
+
+    def test(self) -> Node:
+        column = self.take("column", what="a column name")
+        if self.peek("op"):
+            op = self.take("op")
+            value = self.value()
+            if value is None:
+                self.fail(f"compare with null using `{column} is null` / `is not null`")
+            return Test(column, op, (value,))
+        negate = False
+        if self.peek("kw", "not"):
+            self.i += 1
+            negate = True
+        if self.peek("kw", "in"):
+            self.i += 1
+            self.take("(", what="'('")
+            values = [self.value()]
+            while self.peek(","):
+                self.i += 1
+                values.append(self.value())
+            self.take(")", what="')'")
+            return Test(column, "not_in" if negate else "in", tuple(values))
+        if self.peek("kw", "like"):
+            self.i += 1
+            pattern = self.take("value", what="a 'pattern'")
+            if not isinstance(pattern, str):
+                self.fail("LIKE needs a quoted 'pattern'")
+            return Test(column, "not_like" if negate else "like", (pattern,))
+        if negate:
+            self.fail("expected IN or LIKE after NOT")
+        if self.peek("kw", "is"):
+            self.i += 1
+            isnot = self.peek("kw", "not")
+            if isnot:
+                self.i += 1
+            self.take("kw", "null", what="NULL")
+            return Test(column, "not_null" if isnot else "is_null", ())
+        if self.peek("kw", "between"):
+            self.i += 1
+            lo = self.value()
+            self.take("kw", "and", what="AND")
+            hi = self.value()
+            return Test(column, "between", (lo, hi))
+        got = self.show(self.tokens[self.i]) if self.i < len(self.tokens) else "the end"
+        self.fail(f"expected a comparison after {column!r}, got {got}")
+
+
+def _like_regex(pattern: str) -> str:
+    out = []
+    for ch in pattern:
+        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
+    return "(?s)^" + "".join(out) + "$"
+
+
+def _lit(value, dtype) -> pl.Expr:
+    if isinstance(value, str) and dtype is not None and dtype.is_temporal():
+        return pl.lit(value).str.to_datetime().cast(dtype) if dtype != pl.Date else pl.lit(value).str.to_date()
+    return pl.lit(value)
+
+
+def _to_polars(node: Node, schema: dict) -> pl.Expr:
+    if isinstance(node, Bool):
+        parts = [_to_polars(a, schema) for a in node.args]
+        if node.op == "not":
+            return ~parts[0]
+        out = parts[0]
+        for p in parts[1:]:
+            out = (out & p) if node.op == "and" else (out | p)
+        return out
+    col, v = pl.col(node.column), node.values
+    op, dtype = node.op, schema.get(node.column)
+    if op in ("=", "!=", "<", "<=", ">", ">="):
+        value = _lit(v[0], dtype)
+        return {"=": col == value, "!=": col != value, "<": col < value, "<=": col <= value,
+                ">": col > value, ">=": col >= value}[op]
+    if op in ("in", "not_in"):
+        vals = [x for x in v if x is not None]
+        expr = col.is_in(vals) if vals else pl.lit(False)
+        if None in v:
+            expr = expr | col.is_null()
+        return ~expr if op == "not_in" else expr
+    if op == "is_null":
+        return col.is_null()
+    if op == "not_null":
+        return col.is_not_null()
+    if op in ("like", "not_like"):
+        expr = col.cast(pl.Utf8).str.contains(_like_regex(v[0]))
+        return ~expr if op == "not_like" else expr
+    if op == "between":
+        return (col >= _lit(v[0], dtype)) & (col <= _lit(v[1], dtype))
+    raise FilterError(f"unsupported operator {op}")  # pragma: no cover - the parser makes only the above
+
+
+def _to_sql(node: Node, column_sql, params: list) -> str:
+    if isinstance(node, Bool):
+        parts = [_to_sql(a, column_sql, params) for a in node.args]
+        if node.op == "not":
+            return f"(NOT {parts[0]})"
+        return "(" + f" {node.op.upper()} ".join(parts) + ")"
+    c, v, op = column_sql(node.column), node.values, node.op
+    if op in ("=", "!=", "<", "<=", ">", ">="):
+        params.append(v[0])
+        return f"({c} {op} ?)"
+    if op in ("in", "not_in"):
+        params.append([x for x in v if x is not None])
+        if op == "not_in":  # a null value matches neither IN nor NOT IN, as in polars
+            return f"({c} NOT IN (SELECT unnest(?))" + (f" AND {c} IS NOT NULL)" if None in v else ")")
+        return f"({c} IN (SELECT unnest(?))" + (f" OR {c} IS NULL)" if None in v else ")")
+    if op == "is_null":
+        return f"({c} IS NULL)"
+    if op == "not_null":
+        return f"({c} IS NOT NULL)"
+    if op in ("like", "not_like"):
+        params.append(v[0])
+        return f"({c}::VARCHAR {'NOT ' if op == 'not_like' else ''}LIKE ?)"
+    if op == "between":
+        params.extend(v)
+        return f"({c} BETWEEN ? AND ?)"
+    raise FilterError(f"unsupported operator {op}")  # pragma: no cover

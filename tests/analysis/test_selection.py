@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from saeembed.analysis.selection import check_features, doc_table, embedding_matrix, require_docs, select
+from saeembed.errors import FilterError, InputError, UnknownFeatureError
+from tests.synthetic import register_sae, write_corpus
+
+
+def test_select_filters_on_metadata_and_token_counts(store):
+    sae = register_sae(store)
+    write_corpus(store, sae, "c", [[1, 2], {3: 2.5}, [], [1]], meta={"src": ["a", "b", "a", "b"]},
+                 n_tokens=[5, 50, 7, 9])
+    assert select(store, "c").doc_idx.tolist() == [0, 1, 2, 3]
+    assert select(store, "c", where="src = 'a'").doc_idx.tolist() == [0, 2]
+    assert select(store, "c", where="n_tokens > 8 and doc_id != 'c3'").doc_idx.tolist() == [1]
+    with pytest.raises(FilterError, match="unknown column"):
+        select(store, "c", where="text = 'x'")
+    with pytest.raises(InputError, match="no encoded documents"):
+        require_docs(select(store, "c", where="src = 'zzz'"))
+    assert {"doc_id", "n_chars", "n_tokens", "src"} <= set(doc_table(store, "c", sae).columns)
+
+
+def test_embedding_matrix_rows_follow_the_selection(store):
+    sae = register_sae(store)
+    write_corpus(store, sae, "c", [[1, 2], {3: 2.5}, [], [1]], meta={"src": ["a", "b", "a", "b"]})
+    m = embedding_matrix(store, select(store, "c", where="src = 'b'"))
+    assert m.shape == (2, 16)
+    assert m.toarray()[0, 3] == 2.5 and m.toarray()[1, 1] == 1.0 and m.nnz == 2
+    b = embedding_matrix(store, select(store, "c"), binary=True, features=[1, 3])
+    assert b.toarray()[:, [1, 3]].tolist() == [[1, 0], [0, 1], [0, 0], [1, 0]]
+    assert np.all(b.toarray()[:, 2] == 0)  # feature 2 was not asked for
+    assert check_features(sae, [0, 15]) == [0, 15]
+    with pytest.raises(UnknownFeatureError, match="0..15"):
+        check_features(sae, [16])

@@ -1,0 +1,88 @@
+import datetime as dt
+
+import duckdb
+import polars as pl
+import pytest
+
+from saeembed.errors import FilterError
+from saeembed.filters import parse_filter
+
+FRAME = pl.DataFrame({
+    "source": ["curated", "web", None, "it's"],
+    "stars": [5, 2, 4, 1],
+    "when": [dt.date(2024, 1, 1), dt.date(2023, 1, 1), None, dt.date(2025, 5, 5)],
+    "toxic": [False, True, False, True],
+})
+
+HOSTILE = [
+    "source = 'x'; DROP TABLE t",
+    "source = 'x' -- comment",
+    "source = 'x' UNION SELECT * FROM read_csv('/etc/passwd')",
+    "ATTACH '/tmp/evil.db'",
+    "COPY t TO '/tmp/out.csv'",
+    "read_csv('/etc/passwd') = 1",
+    "source = 'a' OR 1=1",
+    "stars = 1 /* */",
+    "source = x'00'",
+]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("source = 'curated' and stars >= 4", [True, False, False, False]),
+        ("source == 'web' OR stars < 2", [False, True, False, True]),
+        ("not (source in ('web', null))", [True, False, False, True]),
+        ("source not in ('web')", [True, False, False, True]),
+        ("when >= '2024-01-01'", [True, False, False, True]),
+        ("source like 'cur%'", [True, False, False, False]),
+        ("source like 'it''s'", [False, False, False, True]),
+        ("stars between 2 and 4", [False, True, True, False]),
+        ("source is null or stars > 4", [True, False, True, False]),
+        ("source is not null and toxic = true", [False, True, False, True]),
+        ('"stars" != 5 and `toxic` = false', [False, False, True, False]),
+        ("stars >= 1.5e0", [True, True, True, False]),
+    ],
+)
+def test_filters_select_the_right_rows(text, expected):
+    assert parse_filter(text, FRAME.columns).mask(FRAME).to_list() == expected
+
+
+@pytest.mark.parametrize("text", ["source = 'curated' and stars >= 4", "source not in ('web')", "source like 'cur%'",
+                                  "stars between 2 and 4", "source is null or stars > 4", "not toxic = true"])
+def test_sql_form_agrees_with_polars_form(text):
+    f = parse_filter(text, FRAME.columns)
+    sql, params = f.to_sql(lambda c: '"' + c + '"')
+    con = duckdb.connect()
+    con.register("t", FRAME.with_row_index("i").to_arrow())
+    got = [r[0] for r in con.execute(f"SELECT i FROM t WHERE {sql} ORDER BY i", params).fetchall()]
+    assert got == [i for i, m in enumerate(f.mask(FRAME).to_list()) if m]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_hostile_filters_are_refused(text):
+    with pytest.raises(FilterError):
+        parse_filter(text, FRAME.columns)
+
+
+def test_sql_looking_values_are_data():
+    frame = pl.DataFrame({"source": ["x'; DROP TABLE t; --", "ok"]})
+    f = parse_filter("source = 'x''; DROP TABLE t; --'", frame.columns)
+    assert f.mask(frame).to_list() == [True, False]
+    sql, params = f.to_sql(lambda c: '"' + c + '"')
+    assert "DROP" not in sql and params == ["x'; DROP TABLE t; --"]
+
+
+def test_errors_say_what_is_wrong():
+    with pytest.raises(FilterError, match="unknown column 'nope'.*source, stars"):
+        parse_filter("nope = 1", FRAME.columns)
+    with pytest.raises(FilterError, match="is null"):
+        parse_filter("source = null", FRAME.columns)
+    with pytest.raises(FilterError, match="expected"):
+        parse_filter("(stars = 1", FRAME.columns)
+    with pytest.raises(FilterError, match="empty"):
+        parse_filter("  ", FRAME.columns)
+    with pytest.raises(FilterError, match="column types"):
+        parse_filter("stars = 'five'", FRAME.columns).mask(FRAME)
+    with pytest.raises(FilterError, match="limit"):
+        parse_filter("stars = 1 or " * 2000 + "stars = 2", FRAME.columns)
