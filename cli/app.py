@@ -29,6 +29,11 @@ def _add_subcommands() -> None:
 
     app.add_typer(sae_app, name="sae")
 
+    from saeembed.cli import analyze
+
+    app.command()(analyze.diff)
+    app.command()(analyze.correlate)
+
 
 _add_subcommands()
 
