@@ -100,6 +100,7 @@ def correlate(
     min_support: float = typer.Option(0.001, "--min-support", help="A feature must fire in at least this share of documents."),
     min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
     top: int = typer.Option(30, "--top", "-n", help="Pairs (or features per category) to show."),
+    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
     sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights (path/hub id) for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
@@ -120,7 +121,8 @@ def correlate(
         if with_column:
             r = correlate_with_column(st, corpus, with_column, where=where, sae=sae, top=top, min_docs=min_docs)
         else:
-            cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top)
+            cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top,
+                                  keep_generic=keep_generic)
             r = run(st, corpus, where=where, sae=sae, sae_weights=sae_weights, config=cfg)
     if with_column:
         if as_json or as_csv:
@@ -139,5 +141,7 @@ def correlate(
     s = r.summary
     render.note(f"{s['corpus']}: {s['n_docs']} documents · {s['features_with_support']} features with support ≥ "
                 f"{s['min_support']:.2%} and ≥ {s['min_docs']} docs · similarity: {s['similarity']}")
+    if s["generic_excluded"]:
+        render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to keep them)")
     render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI)")
     render.emit_frame(r.unexpected, title="unexpected pairs: strong co-occurrence, dissimilar meaning")

@@ -35,6 +35,9 @@ class CorrelateConfig:
     unexpected_cosine: float = 0.2  # ...between features whose decoder directions are this dissimilar
     unexpected_label_similarity: float = 0.5  # ...and labels (when both exist) less similar than this
     block_docs: int = 100_000  # documents per block of the co-occurrence product
+    keep_generic: bool = False  # features on nearly every document co-occur with everything (NPMI ~ 1)
+    generic_freq: float = 0.9
+    random_freq: float = 0.9
 
 
 @dataclass
@@ -85,7 +88,9 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     n = sel.n_docs
     x = embedding_matrix(store, sel, binary=True)
     counts = np.asarray(x.sum(0)).ravel()
-    keep = np.flatnonzero((counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n))
+    supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n)
+    generic = generic_features(store, sel.sae, counts / n, cfg.generic_freq, cfg.random_freq)
+    keep = np.flatnonzero(supported & (cfg.keep_generic | ~generic))
     xs = x.tocsc()[:, keep].tocsr()
     co = cooccurrence(xs, cfg.block_docs).tocoo()
     strong = co.data >= cfg.min_pair_docs
@@ -113,10 +118,25 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     summary = {
         "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
         "features_with_support": int(len(keep)), "pairs_listed": int(pairs.height),
+        "generic_excluded": 0 if cfg.keep_generic else int((supported & generic).sum()),
         "min_support": cfg.min_support, "min_docs": cfg.min_docs, "min_pair_docs": cfg.min_pair_docs,
         "similarity": note,
     }
     return CorrelateResult(top, unexpected, summary)
+
+
+def generic_features(store: Store, sae: SAEInfo, freq: np.ndarray, generic_freq: float, random_freq: float) -> np.ndarray:
+    """Boolean per feature: fires on >= generic_freq of these documents, or on >= random_freq of the
+    SAE's random-token probe texts."""
+    from saeembed.encode.probe import PROBE
+
+    out = np.asarray(freq) >= generic_freq
+    probe = store.probe(sae, PROBE)
+    if probe is not None and probe.height:
+        f, v = probe["feature"].to_numpy(), probe["value"].to_numpy()
+        ok = f < len(out)
+        out[f[ok]] |= v[ok] >= random_freq
+    return out
 
 
 def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame) -> pl.DataFrame:
@@ -207,7 +227,7 @@ def correlate_with_column(store: Store, corpus: str, column: str, *, where: str 
     if present.sum() < 2:
         raise InputError(f"column {column!r} has fewer than 2 non-null values in {sel.name!r}")
     sel = Selection(sel.corpus, sel.sae, table["doc_idx"].to_numpy()[present].astype(np.int64), sel.name)
-    values = values.filter(pl.Series(present))
+    values = _as_dates(values.filter(pl.Series(present)))
     x = embedding_matrix(store, sel)
     dtype = values.dtype
     if dtype.is_numeric() and dtype != pl.Boolean and values.n_unique() > 2 or dtype.is_temporal():
@@ -216,6 +236,20 @@ def correlate_with_column(store: Store, corpus: str, column: str, *, where: str 
         result = _categorical(store, sel, x, values.cast(pl.Utf8), top=top, min_docs=min_docs)
     result.summary.update({"corpus": sel.name, "column": column, "n_docs": sel.n_docs, "sae": sel.sae.sae_hash})
     return result
+
+
+def _as_dates(values: pl.Series) -> pl.Series:
+    """A text column whose every value reads as a date or datetime is treated as one."""
+    if values.dtype != pl.Utf8:
+        return values
+    for parse in (lambda v: v.str.to_date(strict=False), lambda v: v.str.to_datetime(strict=False)):
+        try:
+            parsed = parse(values)
+        except pl.exceptions.PolarsError:
+            continue
+        if parsed.null_count() == 0:
+            return parsed
+    return values
 
 
 def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Series, *, top: int, min_docs: int):
@@ -227,10 +261,14 @@ def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Seri
     feats = np.flatnonzero(total >= min_docs)
     cats = values.to_numpy()
     rows = []
-    for cat in sorted(set(cats.tolist())):
+    distinct = sorted(set(cats.tolist()))
+    if len(distinct) > 100:
+        raise InputError(f"the column has {len(distinct)} distinct values; as a category it needs at most 100 "
+                         "(numbers and dates are handled as trends)")
+    for cat in distinct:
         mask = cats == cat
         n_in = int(mask.sum())
-        if n_in == 0 or n_in == n:
+        if n_in < min_docs or n_in == n:  # too small a category says nothing
             continue
         c_in = np.asarray(xb[mask].sum(0)).ravel()[feats]
         c_out = total[feats] - c_in
@@ -244,7 +282,7 @@ def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Seri
             "p_value": p, "docs_in": c_in.astype(np.int64), "n_in": n_in,
         }))
     if not rows:
-        raise InputError("the column has a single category; nothing to compare")
+        raise InputError(f"no category of the column has at least {min_docs} documents (and not all); nothing to compare")
     frame = pl.concat(rows)
     frame = frame.with_columns(q_value=pl.Series(stats.false_discovery_control(frame["p_value"].to_numpy())))
     frame = (

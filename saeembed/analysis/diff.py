@@ -38,7 +38,7 @@ class DiffConfig:
     length_bins: int = 5
     keep_generic: bool = False
     generic_freq: float = 0.9  # fires on at least this share of all documents -> generic
-    random_freq: float = 0.5  # fires on at least this share of random-token texts -> generic
+    random_freq: float = 0.9  # fires on at least this share of random-token texts -> generic
     min_docs: int = 1  # a feature must fire in at least this many documents (both sides together)
     exemplars: int = 1  # exemplar snippets per side per feature in the output
     snippet_width: int = 50
@@ -160,7 +160,8 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
         q_adj=pl.Series(stats.false_discovery_control(frame["p_adj"].to_numpy()) if frame.height else [], dtype=pl.Float64),
     )
     frame = (
-        frame.with_columns(more_in=pl.when(pl.col("effect") >= 0).then(pl.lit("A")).otherwise(pl.lit("B")))
+        frame.with_columns(more_in=pl.when(pl.col("effect") > 0).then(pl.lit("A"))
+                           .when(pl.col("effect") < 0).then(pl.lit("B")).otherwise(pl.lit("=")))
         .sort([pl.col("effect").abs(), pl.col("p_value"), pl.col("feature")], descending=[True, False, False])
     )
     if cfg.top is not None:
@@ -370,17 +371,20 @@ def side_exemplars(store: Store, sel: Selection, features: list[int], *, per_fea
         return pl.DataFrame(schema={"feature": pl.Int64, "doc_id": pl.Utf8, "value": pl.Float64, "snippet": pl.Utf8})
     store.con.register("_ex_docs", pa.table({"doc_idx": sel.doc_idx.astype(np.int32)}))
     try:
+        # pick the top rows first, then fetch only their texts
         rows = store.query(
             """
-            SELECT a.feature::BIGINT AS feature, d.doc_id, a.value::DOUBLE AS value, a.span_start, a.span_end, d.text
-            FROM activations a
-            JOIN _ex_docs s ON a.doc_idx = s.doc_idx
-            JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx
-            WHERE a.corpus_id = ? AND a.sae_key = ? AND a.feature IN (SELECT unnest(?))
-            QUALIFY row_number() OVER (PARTITION BY a.feature ORDER BY a.value DESC, a.doc_idx) <= ?
-            ORDER BY a.feature, a.value DESC
+            WITH top AS (
+                SELECT a.feature, a.doc_idx, a.value, a.span_start, a.span_end
+                FROM activations a SEMI JOIN _ex_docs s ON a.doc_idx = s.doc_idx
+                WHERE a.corpus_id = ? AND a.sae_key = ? AND a.feature IN (SELECT unnest(?))
+                QUALIFY row_number() OVER (PARTITION BY a.feature ORDER BY a.value DESC, a.doc_idx) <= ?
+            )
+            SELECT t.feature::BIGINT AS feature, d.doc_id, t.value::DOUBLE AS value, t.span_start, t.span_end, d.text
+            FROM top t JOIN documents d ON d.corpus_id = ? AND d.doc_idx = t.doc_idx
+            ORDER BY t.feature, t.value DESC
             """,
-            [sel.corpus.corpus_id, sel.sae.sae_key, features, per_feature],
+            [sel.corpus.corpus_id, sel.sae.sae_key, features, per_feature, sel.corpus.corpus_id],
         )
     finally:
         store.con.unregister("_ex_docs")

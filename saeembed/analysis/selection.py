@@ -33,22 +33,41 @@ class Selection:
         return len(self.doc_idx)
 
 
-def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None) -> pl.DataFrame:
-    """One row per document: doc_idx, doc_id, n_chars, n_tokens (when encoded with `sae`), and the
-    user's metadata columns: what a filter can name."""
+BUILTIN_COLUMNS = ("doc_idx", "doc_id", "n_chars", "n_tokens")
+
+
+def filter_columns(info: CorpusInfo) -> list[str]:
+    """Columns a filter may name: doc_id, n_chars, n_tokens and the user's metadata."""
+    return ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
+
+
+def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
+              columns: list[str] | None = None) -> pl.DataFrame:
+    """One row per document, in doc_idx order: doc_idx plus `columns` (default: doc_id, n_chars,
+    n_tokens when encoded with `sae`, and every metadata column) — what a filter can name."""
+    from saeembed.store.store import quote_ident
+
     info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
-    frame = store.documents(info, text=False)
-    chars = store.query(
-        "SELECT doc_idx, n_chars FROM documents WHERE corpus_id = ? ORDER BY doc_idx", [info.corpus_id]
-    )
-    frame = frame.join(chars, on="doc_idx", how="left")
-    if sae is not None:
-        tokens = store.query(
-            "SELECT doc_idx, n_tokens FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?",
-            [info.corpus_id, sae.sae_key],
-        )
-        frame = frame.join(tokens, on="doc_idx", how="left")
-    return frame.sort("doc_idx")
+    wanted = filter_columns(info) if columns is None else [c for c in columns if c != "doc_idx"]
+    if sae is None:
+        wanted = [c for c in wanted if c != "n_tokens"]
+    cols, joins, params = ["d.doc_idx"], [], []
+    for c in wanted:
+        if c in ("doc_id", "n_chars"):
+            cols.append(f"d.{c}")
+        elif c == "n_tokens":
+            cols.append("e.n_tokens")
+        elif c in info.metadata_columns:
+            cols.append(f"m.{quote_ident(c)}")
+        else:
+            raise InputError(f"corpus {info.name!r} has no column {c!r}; columns: {', '.join(filter_columns(info))}")
+    if any(c in info.metadata_columns for c in wanted):
+        joins.append(f"LEFT JOIN {info.meta_table} m ON m.doc_idx = d.doc_idx")
+    if "n_tokens" in wanted:
+        joins.append("LEFT JOIN encoded_docs e ON e.corpus_id = d.corpus_id AND e.doc_idx = d.doc_idx AND e.sae_key = ?")
+        params.append(sae.sae_key)
+    sql = f"SELECT {', '.join(cols)} FROM documents d {' '.join(joins)} WHERE d.corpus_id = ? ORDER BY d.doc_idx"
+    return store.query(sql, params + [info.corpus_id])
 
 
 def select(
@@ -57,12 +76,14 @@ def select(
     """Documents of `corpus` matching `where` (a filter over doc_id, n_chars, n_tokens and metadata)."""
     info = store.corpus(corpus)
     s = store.encoded_sae(info, sae)
-    table = doc_table(store, info, s)
+    flt = parse_filter(where, filter_columns(info)) if where else None
+    needed = sorted((flt.columns if flt else set()) | ({"n_tokens"} if encoded_only else set()))
+    table = doc_table(store, info, s, columns=needed)
     if encoded_only:
         table = table.filter(pl.col("n_tokens").is_not_null())
     name = corpus
-    if where:
-        table = parse_filter(where, table.columns).apply(table)
+    if flt is not None:
+        table = flt.apply(table)
         name = f"{corpus} where {where}"
     return Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
 

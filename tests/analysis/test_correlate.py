@@ -124,3 +124,23 @@ def test_with_numeric_and_date_column_matches_scipy_spearman(store):
     assert by_day.frame["feature"][0] == 8
     with pytest.raises(InputError, match="no column"):
         correlate_with_column(store, "C", "nope")
+
+
+def test_generic_features_are_left_out_of_pairs_and_text_dates_are_dates(store):
+    rng = np.random.default_rng(7)
+    sae = register_sae(store)
+    days = [f"2024-01-{1 + i % 28:02d}" for i in range(120)]
+    docs = []
+    for i in range(120):
+        feats = {0, 1} | {f for f in range(2, 16) if rng.random() < 0.2}  # 0 and 1 fire everywhere
+        if i % 28 >= 14 and rng.random() < 0.8:
+            feats.add(11)  # rises in the second half of each month
+        docs.append(sorted(feats))
+    write_corpus(store, sae, "C", docs, meta={"day": days})
+    r = correlate(store, "C", config=CorrelateConfig(top=50))
+    assert not ({0, 1} & (set(r.pairs["feature_a"]) | set(r.pairs["feature_b"])))
+    assert r.summary["generic_excluded"] == 2
+    kept = correlate(store, "C", config=CorrelateConfig(top=50, keep_generic=True))
+    assert (0, 1) in set(zip(kept.pairs["feature_a"], kept.pairs["feature_b"]))
+    by_day = correlate_with_column(store, "C", "day")
+    assert by_day.summary["kind"] == "numeric" and by_day.frame["feature"][0] == 11

@@ -65,9 +65,9 @@ def test_fisher_is_used_for_small_counts(store):
 
 def test_random_probe_flags_generic_features(planted):
     store, sae = planted
-    store.set_probe(sae, "random", pl.DataFrame({"feature": [3], "value": [0.8]}), 128)
+    store.set_probe(sae, "random", pl.DataFrame({"feature": [3, 7], "value": [0.95, 0.5]}), 128)
     f = diff_corpora(store, "A", "B", config=DiffConfig(top=None)).frame
-    assert 3 not in f["feature"].to_list()
+    assert 3 not in f["feature"].to_list() and 7 in f["feature"].to_list()  # 7 is below the 0.9 threshold
     f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True)).frame
     assert "random-token" in f.filter(pl.col("feature") == 3)["generic_reason"][0]
 
