@@ -10,7 +10,7 @@ import polars as pl
 from saeembed.store import SAEInfo, Store
 from saeembed.report.highlight import window
 
-EXEMPLAR_COLUMNS = ("feature", "corpus", "doc_id", "value", "rel", "text", "span_start", "span_end")
+EXEMPLAR_COLUMNS = ("feature", "corpus", "doc_id", "value", "rel", "text", "span_start", "span_end", "corpus_id", "doc_idx")
 
 
 def provenance(store: Store, sae: SAEInfo | None, *, analysis: str, params: dict | None = None,
@@ -48,7 +48,8 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
     """Top stored exemplars of each feature as text windows: feature, corpus, doc_id, value, rel (value over
     the feature's strongest stored activation, 0-1), text (the window), span_start/span_end (inside it)."""
     empty = pl.DataFrame(schema={"feature": pl.Int64, "corpus": pl.Utf8, "doc_id": pl.Utf8, "value": pl.Float64,
-                                 "rel": pl.Float64, "text": pl.Utf8, "span_start": pl.Int64, "span_end": pl.Int64})
+                                 "rel": pl.Float64, "text": pl.Utf8, "span_start": pl.Int64, "span_end": pl.Int64,
+                                 "corpus_id": pl.Int64, "doc_idx": pl.Int64})
     if not features:
         return empty
     feats = [int(f) for f in features]
@@ -62,7 +63,7 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
             SELECT feature, max(value) AS vmax FROM exemplars
             WHERE sae_key = ? AND feature IN (SELECT unnest(?)) GROUP BY feature)
         SELECT x.feature, c.name AS corpus, d.doc_id, x.value, x.value / nullif(t.vmax, 0) AS rel,
-               d.text, x.span_start, x.span_end
+               d.text, x.span_start, x.span_end, x.corpus_id, x.doc_idx
         FROM exemplars x
         JOIN top t USING (feature)
         JOIN documents d ON d.corpus_id = x.corpus_id AND d.doc_idx = x.doc_idx
@@ -81,7 +82,7 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
         pl.Series("span_start", [w[1] for w in wins], pl.Int64),
         pl.Series("span_end", [w[2] for w in wins], pl.Int64),
         pl.col("value").cast(pl.Float64), pl.col("rel").cast(pl.Float64).fill_null(1.0),
-        pl.col("feature").cast(pl.Int64),
+        pl.col("feature").cast(pl.Int64), pl.col("corpus_id").cast(pl.Int64), pl.col("doc_idx").cast(pl.Int64),
     ).select(EXEMPLAR_COLUMNS)
 
 
