@@ -35,6 +35,13 @@ def trunc(text, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _label(text, n: int) -> str:
+    """Escaped label text, shortened to n characters with the full text as a tooltip when cut."""
+    short = trunc(text, n)
+    full = "" if text is None else str(text)
+    return esc(short) + (f"<title>{esc(full)}</title>" if short != " ".join(full.split()) else "")
+
+
 def _svg(width: float, height: float, body: str, cls: str, label: str) -> str:
     return (f'<svg class="chart {cls}" xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(label)}" '
             f'viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" height="{height:.0f}">{body}</svg>')
@@ -78,7 +85,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, value_label: st
         shown = f"{100 * v:.1f}%" if percent else fmt(v)
         parts.append(
             f'<g class="bar-row"><text class="bar-label" x="{label_width - 6}" y="{y + row * 0.68:.1f}" text-anchor="end">'
-            f'{esc(trunc(lab, 46))}<title>{esc(lab)}</title></text>'
+            f'{_label(lab, 46)}</text>'
             f'<rect class="bar" x="{label_width}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" fill="{color}">'
             f'<title>{esc(lab)}: {esc(value_label)} {esc(shown)}</title></rect>'
             f'<text class="muted" x="{label_width + w + 4:.1f}" y="{y + row * 0.68:.1f}">{esc(shown)}</text></g>'
@@ -102,7 +109,7 @@ def paired_bar_chart(labels: Sequence[str], a: Sequence[float], b: Sequence[floa
     for i, lab in enumerate(labels):
         y = top + i * row
         row_parts = [f'<text class="bar-label" x="{label_width - 6}" y="{y + row * 0.6:.1f}" text-anchor="end">'
-                     f'{esc(trunc(lab, 46))}<title>{esc(lab)}</title></text>']
+                     f'{_label(lab, 46)}</text>']
         for j, (v, name, cls) in enumerate(((a[i], a_name, "bar-a"), (b[i], b_name, "bar-b"))):
             v = 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else v
             w = max(0.0, v) / vmax * plot_w
@@ -139,7 +146,7 @@ def diverging_bar_chart(labels: Sequence[str], values: Sequence[float], *, value
         cls = "bar bar-a" if v >= 0 else "bar bar-b"
         parts.append(
             f'<g class="bar-row"><text class="bar-label" x="{label_width - 6}" y="{y + row * 0.68:.1f}" text-anchor="end">'
-            f'{esc(trunc(lab, 46))}<title>{esc(lab)}</title></text>'
+            f'{_label(lab, 46)}</text>'
             f'<rect class="{cls}" x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{row - 6}">'
             f'<title>{esc(lab)}: {esc(value_label)} {esc(fmt(v))}</title></rect></g>'
         )
@@ -241,12 +248,11 @@ def heatmap(row_labels: Sequence[str], col_labels: Sequence[str], matrix: Sequen
     parts = []
     for j, lab in enumerate(col_labels):
         x = label_width + j * cell + cell * 0.65
-        parts.append(f'<text transform="translate({x:.1f} {top - 6}) rotate(-55)" font-size="11">{esc(trunc(lab, 24))}'
-                     f'<title>{esc(lab)}</title></text>')
+        parts.append(f'<text transform="translate({x:.1f} {top - 6}) rotate(-55)" font-size="11">{_label(lab, 24)}</text>')
     for i, lab in enumerate(row_labels):
         y = top + i * cell
         parts.append(f'<text x="{label_width - 6}" y="{y + cell * 0.7:.1f}" text-anchor="end" font-size="11">'
-                     f'{esc(trunc(lab, 36))}<title>{esc(lab)}</title></text>')
+                     f'{_label(lab, 36)}</text>')
         for j in range(nc):
             v = matrix[i][j]
             x = label_width + j * cell
