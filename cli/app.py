@@ -34,6 +34,11 @@ def _add_subcommands() -> None:
     app.add_typer(report_app, name="report")
     app.command()(browse)
 
+    from saeembed.cli import analyze
+
+    app.command()(analyze.diff)
+    app.command()(analyze.correlate)
+
 
 _add_subcommands()
 

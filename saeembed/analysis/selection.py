@@ -20,7 +20,8 @@ from saeembed.store import CorpusInfo, SAEInfo, Store
 
 @dataclass(frozen=True)
 class Selection:
-    """Documents of one corpus (sorted doc_idx) seen through one SAE; `name` says how they were chosen."""
+    """Documents of one corpus seen through one SAE; `name` says how they were chosen. doc_idx is sorted,
+    except where an analysis needs an order (paired documents)."""
 
     corpus: CorpusInfo
     sae: SAEInfo
@@ -77,13 +78,16 @@ def embedding_matrix(
         params=[selection.corpus.corpus_id, selection.sae.sae_key, features is None, list(features or [])],
     ).fetchnumpy()
     doc, feat, val = rows["doc_idx"], rows["feature"], rows["value"]
-    pos = np.searchsorted(selection.doc_idx, doc)
-    keep = (pos < len(selection.doc_idx)) & (selection.doc_idx[np.minimum(pos, len(selection.doc_idx) - 1)] == doc)
-    if len(selection.doc_idx) == 0:
+    order = np.argsort(selection.doc_idx, kind="stable")  # rows may be in any order (e.g. paired)
+    ordered = selection.doc_idx[order]
+    pos = np.searchsorted(ordered, doc)
+    if len(ordered) == 0:
         keep = np.zeros(len(doc), dtype=bool)
+    else:
+        keep = (pos < len(ordered)) & (ordered[np.minimum(pos, len(ordered) - 1)] == doc)
     data = np.ones(int(keep.sum()), dtype=np.float32) if binary else np.asarray(val[keep], dtype=np.float32)
     return sp.csr_matrix(
-        (data, (pos[keep], np.asarray(feat[keep]))), shape=(selection.n_docs, selection.sae.d_sae)
+        (data, (order[pos[keep]], np.asarray(feat[keep]))), shape=(selection.n_docs, selection.sae.d_sae)
     )
 
 
