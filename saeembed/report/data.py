@@ -76,6 +76,43 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
     )
     if rows.is_empty():
         return empty
+    return _windows(rows, width)
+
+
+def selection_windows(store: Store, sel, features: list[int], *, per_feature: int = 2, width: int = 80) -> pl.DataFrame:
+    """Like exemplar_windows, but the strongest documents inside a Selection (a filtered slice of a corpus):
+    the exemplars table holds corpus-wide tops, which may lie outside the slice."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not features or sel.n_docs == 0:
+        return exemplar_windows(store, sel.sae.sae_key, [])
+    store.con.register("_win_docs", pa.table({"doc_idx": np.asarray(sel.doc_idx, dtype=np.int32)}))
+    try:
+        rows = store.query(
+            """
+            WITH top AS (SELECT feature, max(value) AS vmax FROM exemplars
+                         WHERE sae_key = ? AND feature IN (SELECT unnest(?)) GROUP BY feature)
+            SELECT a.feature::BIGINT AS feature, ? AS corpus, d.doc_id, a.value::DOUBLE AS value,
+                   (a.value / nullif(greatest(t.vmax, a.value), 0))::DOUBLE AS rel, d.text,
+                   a.span_start, a.span_end, a.corpus_id::BIGINT AS corpus_id, a.doc_idx::BIGINT AS doc_idx
+            FROM activations a
+            JOIN _win_docs s ON a.doc_idx = s.doc_idx
+            JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx
+            LEFT JOIN top t ON t.feature = a.feature
+            WHERE a.corpus_id = ? AND a.sae_key = ? AND a.feature IN (SELECT unnest(?))
+            QUALIFY row_number() OVER (PARTITION BY a.feature ORDER BY a.value DESC, a.doc_idx) <= ?
+            ORDER BY a.feature, a.value DESC
+            """,
+            [sel.sae.sae_key, [int(f) for f in features], sel.corpus.name, sel.corpus.corpus_id, sel.sae.sae_key,
+             [int(f) for f in features], per_feature],
+        )
+    finally:
+        store.con.unregister("_win_docs")
+    return _windows(rows, width)
+
+
+def _windows(rows: pl.DataFrame, width: int) -> pl.DataFrame:
     wins = [window(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])]
     return rows.with_columns(
         pl.Series("text", [w[0] for w in wins], pl.Utf8),
@@ -84,40 +121,3 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
         pl.col("value").cast(pl.Float64), pl.col("rel").cast(pl.Float64).fill_null(1.0),
         pl.col("feature").cast(pl.Int64), pl.col("corpus_id").cast(pl.Int64), pl.col("doc_idx").cast(pl.Int64),
     ).select(EXEMPLAR_COLUMNS)
-
-
-def frequency_diff(store: Store, a: str, b: str, *, top: int = 20, sae: str | None = None,
-                   per_feature: int = 2) -> tuple[pl.DataFrame, dict, pl.DataFrame, SAEInfo]:
-    """Interim input for `report diff` until the statistical diff lands: features over-represented on each
-    side (analysis.frequency.distinctive_features) in the diff frame's columns (feature, label, freq_a,
-    freq_b, diff, exemplar_a, exemplar_b), a summary (sizes and the length difference), exemplar windows
-    for both sides, and the SAE."""
-    from saeembed.analysis.frequency import distinctive_features, shared_sae
-
-    s = shared_sae(store, [a, b], sae)
-    fa = distinctive_features(store, a, [b], top=top, sae=s.sae_hash)
-    fb = distinctive_features(store, b, [a], top=top, sae=s.sae_hash)
-    side_a = fa.select("feature", "label", freq_a="freq", freq_b="freq_other", exemplar_a="exemplar")
-    side_b = fb.select("feature", "label", freq_a="freq_other", freq_b="freq", exemplar_b="exemplar")
-    frame = (
-        pl.concat([side_a.with_columns(exemplar_b=pl.lit(None, pl.Utf8)),
-                   side_b.with_columns(exemplar_a=pl.lit(None, pl.Utf8)).select(side_a.columns + ["exemplar_b"])])
-        .unique("feature", keep="first", maintain_order=True)
-        .with_columns(diff=pl.col("freq_a") - pl.col("freq_b"))
-        .filter(pl.col("diff") != 0)
-        .sort("diff", descending=True)
-        .select("feature", "label", "freq_a", "freq_b", "diff", "exemplar_a", "exemplar_b")
-    )
-    ia, ib = store.corpus(a), store.corpus(b)
-    lengths = dict(store.query(
-        "SELECT corpus_id, avg(n_chars) FROM documents WHERE corpus_id IN (?, ?) GROUP BY corpus_id",
-        [ia.corpus_id, ib.corpus_id]).iter_rows())
-    la, lb = float(lengths.get(ia.corpus_id) or 0.0), float(lengths.get(ib.corpus_id) or 0.0)
-    summary = {"a": a, "b": b, "n_a": ia.n_docs, "n_b": ib.n_docs, "mean_chars_a": round(la, 1),
-               "mean_chars_b": round(lb, 1), "length_difference": round(la - lb, 1)}
-    feats = frame["feature"].to_list()
-    ex = pl.concat([
-        exemplar_windows(store, s.sae_key, feats, corpus=a, per_feature=per_feature).with_columns(side=pl.lit("a")),
-        exemplar_windows(store, s.sae_key, feats, corpus=b, per_feature=per_feature).with_columns(side=pl.lit("b")),
-    ])
-    return frame, summary, ex, s

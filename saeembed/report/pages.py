@@ -120,7 +120,19 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
 
 # --- diff -----------------------------------------------------------------------------------------------
 
-DIFF_COLUMNS = ("feature", "label", "freq_a", "freq_b", "diff", "ratio", "mean_a", "mean_b", "p_value", "q_value")
+DIFF_COLUMNS = ("feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "ratio", "mean_a", "mean_b", "p_value",
+                "q_value", "more_in")
+
+
+def diff_sides(frame: pl.DataFrame, summary: dict | None, top: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The top features more frequent in A and in B. With the diff's `more_in` column its order and
+    direction are kept (length-controlled when summary says so); features with no difference are on neither side."""
+    if "more_in" in frame.columns:
+        effect = "diff_adj" if (summary or {}).get("length_controlled") and "diff_adj" in frame.columns else "diff"
+        moved = frame.filter(pl.col(effect) != 0)
+        return moved.filter(pl.col("more_in") == "A").head(top), moved.filter(pl.col("more_in") == "B").head(top)
+    return (frame.filter(pl.col("diff") > 0).sort("diff", descending=True).head(top),
+            frame.filter(pl.col("diff") < 0).sort("diff").head(top))
 
 
 def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict | None = None, *,
@@ -129,8 +141,7 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
     the full table, and exemplars from each side. `summary` may name the sides (`a`, `b`)."""
     summary = dict(summary or {})
     a_name, b_name = str(summary.get("a", "A")), str(summary.get("b", "B"))
-    more_a = frame.filter(pl.col("diff") > 0).sort("diff", descending=True).head(top)
-    more_b = frame.filter(pl.col("diff") < 0).sort("diff").head(top)
+    more_a, more_b = diff_sides(frame, summary, top)
     labels = {r["feature"]: _get(r, "label") for r in frame.iter_rows(named=True)}
 
     def chart(part: pl.DataFrame) -> str:
@@ -139,6 +150,10 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
                                        [r["freq_a"] for r in rows], [r["freq_b"] for r in rows],
                                        a_name=a_name, b_name=b_name)
 
+    figures = {k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in ("length_note",)}
+    for k, v in (summary.get("length") or {}).items() if isinstance(summary.get("length"), dict) else ():
+        figures[f"length {k}"] = v
+    summary_note = summary.get("length_note") or "Sizes of both sides; a length difference explains many feature differences by itself."
     shown = pl.concat([more_a, more_b])
     fallback = {r["feature"]: {"a": r.get("exemplar_a"), "b": r.get("exemplar_b")} for r in shown.to_dicts()}
     cols = [c for c in DIFF_COLUMNS if c in frame.columns]
@@ -147,12 +162,12 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
         n_sig = frame.filter(pl.col("q_value") < 0.05).height
         sig = f" {n_sig} of {frame.height} features differ at q < 0.05 (FDR-corrected)."
     sections = [
-        Section("Summary", cards(summary), id="summary",
-                note="Sizes of both sides; a length difference explains many feature differences by itself."),
+        Section("Summary", cards(figures), id="summary", note=summary_note),
         Section(f"More frequent in {a_name}", chart(more_a), id="more-a",
-                note=f"Share of documents where each feature fires, top {more_a.height} by frequency difference.{sig}"),
+                note=f"Share of documents where each feature fires, top {more_a.height} by "
+                     f"{'length-controlled (CMH) ' if summary.get('length_controlled') else ''}frequency difference.{sig}"),
         Section(f"More frequent in {b_name}", chart(more_b), id="more-b"),
-        Section("All features", table(frame.to_dicts(), cols, table_id="diff-table", filter_box=True,
+        Section("All features", table(frame.to_dicts(), cols, table_id="diff-table", filter_box=True, max_rows=500,
                                       headers={"freq_a": f"freq {a_name}", "freq_b": f"freq {b_name}",
                                                "mean_a": f"mean {a_name}", "mean_b": f"mean {b_name}"}), id="table"),
         Section("Exemplars", _exemplar_sections(shown["feature"].to_list(), labels, exemplars,
@@ -164,19 +179,26 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
 
 # --- correlate -----------------------------------------------------------------------------------------
 
-def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, summary: dict | None = None,
-                   top: int = 30, heatmap_features: int = 24) -> str:
+def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexpected: pl.DataFrame | None = None,
+                   summary: dict | None = None, top: int = 30, heatmap_features: int = 24) -> str:
     """Feature co-occurrence: a heatmap of NPMI among the features of the strongest pairs (unexpected
-    pairs outlined), and tables of the strongest and the unexpected pairs."""
+    pairs outlined), and tables of the strongest and the unexpected pairs. Unexpected pairs come as their
+    own frame (CorrelateResult.unexpected) or as rows of `pairs` flagged by a boolean `unexpected` column."""
     strongest = pairs.sort("npmi", descending=True).head(top)
-    unexpected = pairs.filter(pl.col("unexpected")).sort("npmi", descending=True).head(top) \
-        if "unexpected" in pairs.columns else pairs.clear()
+    if unexpected is None:
+        unexpected = pairs.filter(pl.col("unexpected")) if "unexpected" in pairs.columns else pairs.clear()
+    else:  # one frame of every pair for the heatmap, the unexpected ones flagged
+        unexpected = unexpected.with_columns(unexpected=pl.lit(True))
+        flagged_pairs = pairs if "unexpected" in pairs.columns else pairs.with_columns(unexpected=pl.lit(False))
+        pairs = pl.concat([flagged_pairs, unexpected], how="diagonal_relaxed").unique(
+            ["feature_a", "feature_b"], keep="last", maintain_order=True)
+    unexpected = unexpected.sort("npmi", descending=True).head(top)
     label = {}
     for r in pairs.iter_rows(named=True):
         label.setdefault(r["feature_a"], _get(r, "label_a"))
         label.setdefault(r["feature_b"], _get(r, "label_b"))
     feats: list[int] = []
-    for r in pl.concat([strongest, unexpected]).iter_rows(named=True):
+    for r in pl.concat([strongest, unexpected], how="diagonal_relaxed").iter_rows(named=True):
         for f in (r["feature_a"], r["feature_b"]):
             if f not in feats and len(feats) < heatmap_features:
                 feats.append(f)
@@ -189,8 +211,8 @@ def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, summa
         if r.get("unexpected"):
             flagged |= {(i, j), (j, i)}
     names = [feature_name(f, label.get(f)) for f in feats]
-    cols = [c for c in ("feature_a", "label_a", "feature_b", "label_b", "npmi", "support", "decoder_cosine", "unexpected")
-            if c in pairs.columns]
+    cols = [c for c in ("feature_a", "label_a", "feature_b", "label_b", "npmi", "docs", "support", "decoder_cosine",
+                        "label_similarity", "unexpected") if c in pairs.columns]
     sections = []
     if summary:
         sections.append(Section("Summary", cards(summary), id="summary"))

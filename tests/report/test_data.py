@@ -2,7 +2,7 @@
 
 import polars as pl
 
-from saeembed.report.data import exemplar_windows, frequency_diff, provenance
+from saeembed.report.data import exemplar_windows, provenance, selection_windows
 
 
 def test_exemplar_windows_locate_the_span_and_scale_by_the_feature_max(planted):
@@ -19,16 +19,17 @@ def test_exemplar_windows_locate_the_span_and_scale_by_the_feature_max(planted):
     assert exemplar_windows(store, sae.sae_key, []).is_empty()
 
 
-def test_frequency_diff_has_the_diff_columns_and_known_values(planted):
+def test_selection_windows_stay_inside_the_slice(planted):
+    from saeembed.analysis.selection import select
+
     store, sae = planted
-    frame, summary, ex, info = frequency_diff(store, "alpha", "beta", top=5)
-    got = {r["feature"]: (r["freq_a"], r["freq_b"], round(r["diff"], 6)) for r in frame.iter_rows(named=True)}
-    assert got == {1: (1.0, 0.2, 0.8), 4: (0.6, 0.0, 0.6), 2: (0.1, 0.8, -0.7)}  # feature 3: no difference, left out
-    assert frame["feature"].to_list() == [1, 4, 2]
-    assert frame.filter(pl.col("feature") == 1)["label"][0] == "asks for a refund <b>"
-    assert summary["n_a"] == 10 and summary["n_b"] == 10 and info.sae_key == sae.sae_key
-    assert summary["length_difference"] == round(summary["mean_chars_a"] - summary["mean_chars_b"], 1)
-    assert set(ex["side"]) == {"a", "b"} and ex.filter((pl.col("side") == "b") & (pl.col("feature") == 4)).is_empty()
+    sel = select(store, "alpha", where="doc_id IN ('alpha1', 'alpha2')")
+    ex = selection_windows(store, sel, [1, 4], per_feature=5)
+    # Corpus-wide, feature 1's top is alpha9; inside the slice only alpha2 (1.2) and alpha1 (1.1).
+    assert ex.filter(pl.col("feature") == 1)["doc_id"].to_list() == ["alpha2", "alpha1"]
+    assert ex.filter(pl.col("feature") == 1)["rel"].round(6).to_list() == [round(1.2 / 1.9, 6), round(1.1 / 1.9, 6)]
+    assert all(t[s:e] == "refund" for t, s, e in ex.filter(pl.col("feature") == 1).select("text", "span_start", "span_end").iter_rows())
+    assert ex.filter(pl.col("feature") == 4)["doc_id"].to_list() == ["alpha1", "alpha2"]  # equal values: by doc order
 
 
 def test_provenance_names_sae_model_corpora_and_version(planted):

@@ -152,3 +152,16 @@ def test_diff_page_accepts_the_full_diff_frame(tmp_path, load):
     assert "2 of 3 features differ at q < 0.05" in page.page.inner_text("#more-a")
     assert page.texts("#exemplars mark.act") == ["refund", "refund", "y", "lovely"]
     assert page.page.title() == "Diff: tickets vs reviews"
+
+
+def test_report_correlate_cli(capsys, monkeypatch, planted_file, tmp_path, load):
+    out = tmp_path / "correlate.html"
+    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3",
+                            "--store", planted_file, "--out", out, "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    # In alpha, features 1, 3, 4 fire in >= 3 docs, and every pair of them co-occurs in >= 3 docs (1-4: 6, 1-3: 5, 3-4: 5).
+    assert summary["pairs"] == 3
+    page = open_report(load, out, tmp_path)
+    assert page.count("svg.heatmap rect.cell") == 6 and page.count("#strongest tbody tr") == 3
+    assert LABELS[1] in page.page.inner_text("#strongest") and page.dialogs == []
