@@ -15,6 +15,7 @@ Confounds are reported, not hidden:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,7 +117,7 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     sides = _side_table(store, a, b, cfg.length_bins)
     lengths = _length_summary(sides)
     use_length = cfg.length_control == "on" or (cfg.length_control == "auto" and lengths["differ"] and not paired_on)
-    counts, sums, n = _counts(store, a.sae.sae_key, sides, a.sae.d_sae)
+    counts, n = _counts(store, a, b, sides, stratified=use_length or cfg.length_control != "off")
     ca, cb = counts[0].sum(0), counts[1].sum(0)
     na, nb = int(n[0].sum()), int(n[1].sum())
     observed = np.flatnonzero(ca + cb >= max(cfg.min_docs, 1))
@@ -134,16 +135,12 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
         p_main, effect, test = p_raw, fa - fb, "two-proportion/fisher"
 
     generic, reasons, probe_state = _generic(store, a, observed, (ca + cb) / (na + nb), cfg)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_a = np.where(ca > 0, sums[0].sum(0)[observed] / np.maximum(ca, 1), np.nan)
-        mean_b = np.where(cb > 0, sums[1].sum(0)[observed] / np.maximum(cb, 1), np.nan)
     frame = pl.DataFrame({
         "feature": observed.astype(np.int64),
         "freq_a": fa, "freq_b": fb,
         "docs_a": ca.astype(np.int64), "docs_b": cb.astype(np.int64),
         "diff": fa - fb,
         "ratio": ((ca + 0.5) / (na + 1)) / ((cb + 0.5) / (nb + 1)),
-        "mean_a": mean_a, "mean_b": mean_b,
         "diff_adj": diff_adj,
         "p_raw": p_raw, "p_adj": p_adj,
         "p_value": p_main,
@@ -166,6 +163,7 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     )
     if cfg.top is not None:
         frame = frame.head(cfg.top)
+    frame = frame.join(_mean_values(store, sides, a.sae.sae_key, frame["feature"].to_list()), on="feature", how="left")
     frame = _annotate(store, a, b, frame, cfg)
     summary = {
         "a": a.name, "b": b.name, "n_a": na, "n_b": nb,
@@ -220,31 +218,64 @@ def _length_summary(sides: pl.DataFrame) -> dict:
         "mean_tokens_b": float(lb.mean()), "ratio": ratio, "p_value": p}}
 
 
-def _counts(store: Store, sae_key: int, sides: pl.DataFrame, d_sae: int):
-    """counts[side, stratum, feature], value sums the same, and n[side, stratum]."""
-    n_strata = int(sides["stratum"].max()) + 1
+def _counts(store: Store, a: Selection, b: Selection, sides: pl.DataFrame, *, stratified: bool):
+    """counts[side, stratum, feature] of documents where each feature fires, and n[side, stratum]."""
+    n_strata = int(sides["stratum"].max()) + 1 if stratified else 1
+    if not stratified:
+        sides = sides.with_columns(stratum=pl.lit(0, dtype=pl.Int8))
     n = np.zeros((2, n_strata), dtype=np.int64)
     per = sides.group_by("side", "stratum").len()
     n[per["side"].to_numpy(), per["stratum"].to_numpy()] = per["len"].to_numpy()
-    table = pa.table({c: sides[c].to_numpy() for c in ("corpus_id", "doc_idx", "side", "stratum")})
-    store.con.register("_diff_sides", table)
-    try:
+    whole = (not stratified and a.corpus.corpus_id != b.corpus.corpus_id
+             and a.n_docs == a.corpus.n_docs and b.n_docs == b.corpus.n_docs)
+    if whole:  # two whole corpora: no per-document join needed
         rows = store.con.sql(
+            "SELECT CASE WHEN corpus_id = ? THEN 0 ELSE 1 END::TINYINT AS side, 0::TINYINT AS stratum, feature, "
+            "count(*)::BIGINT AS c FROM activations WHERE sae_key = ? AND corpus_id IN (?, ?) GROUP BY ALL",
+            params=[a.corpus.corpus_id, a.sae.sae_key, a.corpus.corpus_id, b.corpus.corpus_id],
+        ).fetchnumpy()
+    else:
+        with _registered(store, "_diff_sides", sides.select("corpus_id", "doc_idx", "side", "stratum")):
+            rows = store.con.sql(
+                """
+                SELECT s.side, s.stratum, a.feature, count(*)::BIGINT AS c
+                FROM activations a JOIN _diff_sides s ON a.corpus_id = s.corpus_id AND a.doc_idx = s.doc_idx
+                WHERE a.sae_key = ? AND a.corpus_id IN (SELECT DISTINCT corpus_id FROM _diff_sides)
+                GROUP BY ALL
+                """,
+                params=[a.sae.sae_key],
+            ).fetchnumpy()
+    counts = np.zeros((2, n_strata, a.sae.d_sae), dtype=np.int64)
+    counts[rows["side"], rows["stratum"], rows["feature"]] = rows["c"]
+    return counts, n
+
+
+def _mean_values(store: Store, sides: pl.DataFrame, sae_key: int, features: list[int]) -> pl.DataFrame:
+    """Mean activation where active, per side, for the listed features only (cheap: few rows)."""
+    with _registered(store, "_diff_sides", sides.select("corpus_id", "doc_idx", "side")):
+        rows = store.query(
             """
-            SELECT s.side, s.stratum, a.feature, count(*)::BIGINT AS c, sum(a.value)::DOUBLE AS v
+            SELECT a.feature::BIGINT AS feature, s.side, avg(a.value)::DOUBLE AS mean
             FROM activations a JOIN _diff_sides s ON a.corpus_id = s.corpus_id AND a.doc_idx = s.doc_idx
-            WHERE a.sae_key = ? AND a.corpus_id IN (SELECT DISTINCT corpus_id FROM _diff_sides)
+            WHERE a.sae_key = ? AND a.feature IN (SELECT unnest(?))
             GROUP BY ALL
             """,
-            params=[sae_key],
-        ).fetchnumpy()
+            [sae_key, features],
+        )
+    means = pl.DataFrame({"feature": pl.Series(features, dtype=pl.Int64)})
+    for side, name in ((0, "mean_a"), (1, "mean_b")):
+        means = means.join(rows.filter(pl.col("side") == side).select("feature", pl.col("mean").alias(name)),
+                           on="feature", how="left")
+    return means
+
+
+@contextmanager
+def _registered(store: Store, name: str, frame: pl.DataFrame):
+    store.con.register(name, frame.to_arrow())
+    try:
+        yield
     finally:
-        store.con.unregister("_diff_sides")
-    counts = np.zeros((2, n_strata, d_sae), dtype=np.int64)
-    sums = np.zeros((2, n_strata, d_sae), dtype=np.float64)
-    counts[rows["side"], rows["stratum"], rows["feature"]] = rows["c"]
-    sums[rows["side"], rows["stratum"], rows["feature"]] = rows["v"]
-    return counts, sums, n
+        store.con.unregister(name)
 
 
 # --- statistics -------------------------------------------------------------------------------------

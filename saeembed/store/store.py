@@ -90,6 +90,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"cannot open store {self.path}: {_first_line(str(e))}") from None
         try:
+            self.con.execute("SET enable_progress_bar = false")  # saeembed draws its own progress
             self._check_schema()
         except BaseException:
             self.con.close()

@@ -169,3 +169,15 @@ def test_exemplars_come_from_their_own_side(planted):
     f = diff_corpora(store, "A", "B", config=DiffConfig(top=3)).frame
     assert all(s.startswith("«A document") for s in f["exemplar_a"].drop_nulls())
     assert all(s.startswith("«B document") for s in f["exemplar_b"].drop_nulls())
+
+
+def test_mean_value_where_active_per_side(store):
+    sae = register_sae(store)
+    write_corpus(store, sae, "A", [{1: 2.0}, {1: 4.0}, {2: 1.0}])
+    write_corpus(store, sae, "B", [{1: 1.0}, {2: 3.0}, {2: 5.0}])
+    for lc in ("off", "on"):
+        f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True, length_control=lc)).frame
+        r1 = f.filter(pl.col("feature") == 1).row(0, named=True)
+        r2 = f.filter(pl.col("feature") == 2).row(0, named=True)
+        assert (r1["mean_a"], r1["mean_b"], r2["mean_a"], r2["mean_b"]) == (3.0, 1.0, 1.0, 4.0)
+        assert (r1["docs_a"], r1["docs_b"]) == (2, 1)
