@@ -117,7 +117,7 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     sides = _side_table(store, a, b, cfg.length_bins)
     lengths = _length_summary(sides)
     use_length = cfg.length_control == "on" or (cfg.length_control == "auto" and lengths["differ"] and not paired_on)
-    counts, n = _counts(store, a, b, sides, stratified=use_length or cfg.length_control != "off")
+    counts, n = _counts(store, a, b, sides, stratified=use_length)
     ca, cb = counts[0].sum(0), counts[1].sum(0)
     na, nb = int(n[0].sum()), int(n[1].sum())
     observed = np.flatnonzero(ca + cb >= max(cfg.min_docs, 1))
@@ -125,7 +125,10 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     fa, fb = ca / na, cb / nb
 
     p_raw = _two_proportion_p(ca, na, cb, nb)
-    diff_adj, p_adj = _cmh(counts[0][:, observed], counts[1][:, observed], n[0], n[1])
+    if use_length:
+        diff_adj, p_adj = _cmh(counts[0][:, observed], counts[1][:, observed], n[0], n[1])
+    else:  # not computed: lengths are comparable (or control is off), so the raw numbers stand
+        diff_adj = p_adj = np.full(len(observed), np.nan)
     if paired_on:
         p_pair = _mcnemar(store, a, b, observed)
         p_main, effect, test = p_pair, fa - fb, "mcnemar"
@@ -154,7 +157,8 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     frame = frame.with_columns(
         q_value=pl.Series(stats.false_discovery_control(frame["p_value"].to_numpy()) if frame.height else [], dtype=pl.Float64),
         q_raw=pl.Series(stats.false_discovery_control(frame["p_raw"].to_numpy()) if frame.height else [], dtype=pl.Float64),
-        q_adj=pl.Series(stats.false_discovery_control(frame["p_adj"].to_numpy()) if frame.height else [], dtype=pl.Float64),
+        q_adj=pl.Series(stats.false_discovery_control(frame["p_adj"].to_numpy()) if frame.height and use_length
+                        else np.full(frame.height, np.nan), dtype=pl.Float64),
     )
     frame = (
         frame.with_columns(more_in=pl.when(pl.col("effect") > 0).then(pl.lit("A"))
@@ -163,6 +167,7 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
     )
     if cfg.top is not None:
         frame = frame.head(cfg.top)
+    frame = frame.with_columns(pl.col("diff_adj", "p_adj", "q_adj").fill_nan(None))  # null = not computed
     frame = frame.join(_mean_values(store, sides, a.sae.sae_key, frame["feature"].to_list()), on="feature", how="left")
     frame = _annotate(store, a, b, frame, cfg)
     summary = {
