@@ -20,6 +20,7 @@ import polars as pl
 import scipy.sparse as sp
 from scipy import stats
 
+from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
 from saeembed.analysis.selection import Selection, doc_table, embedding_matrix, require_docs, select
 from saeembed.errors import InputError, SAEError
 from saeembed.store import SAEInfo, Store
@@ -34,7 +35,6 @@ class CorrelateConfig:
     unexpected_npmi: float = 0.3  # co-occurrence at least this strong...
     unexpected_cosine: float = 0.2  # ...between features whose decoder directions are this dissimilar
     unexpected_label_similarity: float = 0.5  # ...and labels (when both exist) less similar than this
-    block_docs: int = 100_000  # documents per block of the co-occurrence product
     keep_generic: bool = False  # features on nearly every document co-occur with everything (NPMI ~ 1)
     generic_freq: float = 0.9
     random_freq: float = 0.9
@@ -67,38 +67,36 @@ def npmi_from_counts(c_ij: np.ndarray, c_i: np.ndarray, c_j: np.ndarray, n: int)
     return np.clip(out, -1.0, 1.0)
 
 
-def cooccurrence(x: sp.csr_matrix, block_docs: int = 100_000) -> sp.csr_matrix:
-    """Upper triangle (i < j) of X^T X for a binary CSR X [docs, features], summed block by block."""
-    x = x.tocsr()
-    total = None
-    for start in range(0, x.shape[0], block_docs):
-        block = x[start : start + block_docs]
-        prod = sp.triu((block.T @ block).tocsr(), k=1).astype(np.int64)
-        total = prod if total is None else total + prod
-    if total is None:
-        return sp.csr_matrix((x.shape[1], x.shape[1]), dtype=np.int64)
-    return total.tocsr()
-
-
 def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str | None = None,
               sae_weights: str | None = None, config: CorrelateConfig | None = None) -> CorrelateResult:
     """Feature × feature co-occurrence over a corpus (or a filtered slice of it)."""
     cfg = config or CorrelateConfig()
     sel = require_docs(select(store, corpus, where=where, sae=sae))
     n = sel.n_docs
-    x = embedding_matrix(store, sel, binary=True)
-    counts = np.asarray(x.sum(0)).ravel()
+    doc, feature = _active_pairs(store, sel)
+    counts = np.bincount(feature, minlength=sel.sae.d_sae)
     supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n)
     generic = generic_features(store, sel.sae, counts / n, cfg.generic_freq, cfg.random_freq)
     keep = np.flatnonzero(supported & (cfg.keep_generic | ~generic))
-    xs = x.tocsc()[:, keep].tocsr()
-    co = cooccurrence(xs, cfg.block_docs).tocoo()
-    strong = co.data >= cfg.min_pair_docs
-    i, j, cij = keep[co.row[strong]], keep[co.col[strong]], co.data[strong]
+    capped = len(keep) > MAX_FEATURES
+    if capped:  # the accumulator is dense over the kept features: keep the most frequent
+        keep = np.sort(keep[np.argsort(-counts[keep], kind="stable")[:MAX_FEATURES]])
+    acc = pair_counts(doc, feature, n, keep)
+    del doc, feature
+    flat = np.flatnonzero(acc.ravel() >= max(cfg.min_pair_docs, 1))  # upper triangle only is filled
+    pi, pj = np.divmod(flat, len(keep))
+    cij = acc.ravel()[flat].astype(np.int64)
+    del acc, flat
+    i, j = keep[pi], keep[pj]
     npmi = npmi_from_counts(cij, counts[i], counts[j], n)
+    n_pairs = len(npmi)
+    listed = max(cfg.top * 20, 1000)
+    if n_pairs > listed:  # only the strongest pairs are ever shown or checked for surprise
+        best = np.argpartition(-npmi, listed)[:listed]
+        i, j, cij, npmi = i[best], j[best], cij[best], npmi[best]
     pairs = pl.DataFrame({
         "feature_a": i.astype(np.int64), "feature_b": j.astype(np.int64), "npmi": npmi,
-        "support": cij / n, "docs": cij.astype(np.int64),
+        "support": cij / n, "docs": cij,
         "freq_a": counts[i] / n, "freq_b": counts[j] / n,
     }).sort(["npmi", "docs", "feature_a", "feature_b"], descending=[True, True, False, False])
     candidates = pairs.filter(pl.col("npmi") >= cfg.unexpected_npmi).head(max(cfg.top * 20, 1000))
@@ -117,7 +115,8 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top))
     summary = {
         "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
-        "features_with_support": int(len(keep)), "pairs_listed": int(pairs.height),
+        "features_with_support": int(len(keep)), "pairs_counted": int(n_pairs),
+        "features_capped": bool(capped),
         "generic_excluded": 0 if cfg.keep_generic else int((supported & generic).sum()),
         "min_support": cfg.min_support, "min_docs": cfg.min_docs, "min_pair_docs": cfg.min_pair_docs,
         "similarity": note,
@@ -137,6 +136,22 @@ def generic_features(store: Store, sae: SAEInfo, freq: np.ndarray, generic_freq:
         ok = f < len(out)
         out[f[ok]] |= v[ok] >= random_freq
     return out
+
+
+def _active_pairs(store: Store, sel: Selection) -> tuple[np.ndarray, np.ndarray]:
+    """(row in the selection, feature) for every active entry: two int arrays, no values, no matrix."""
+    rows = store.con.sql(
+        "SELECT doc_idx, feature FROM activations WHERE corpus_id = ? AND sae_key = ?",
+        params=[sel.corpus.corpus_id, sel.sae.sae_key],
+    ).fetchnumpy()
+    doc, feature = np.asarray(rows["doc_idx"]), np.asarray(rows["feature"])
+    if sel.n_docs == sel.corpus.n_docs and np.array_equal(sel.doc_idx, np.arange(sel.n_docs)):
+        return doc, feature
+    position = np.full(sel.corpus.n_docs, -1, dtype=np.int64)
+    position[sel.doc_idx] = np.arange(sel.n_docs)
+    row = position[doc]
+    inside = row >= 0
+    return row[inside], feature[inside]
 
 
 def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame) -> pl.DataFrame:

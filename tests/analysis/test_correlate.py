@@ -3,11 +3,11 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
-import scipy.sparse as sp
 from scipy import stats
 
+from saeembed.analysis.cooccur import pair_counts
 from saeembed.analysis.correlate import (
-    CorrelateConfig, cooccurrence, correlate, correlate_with_column, load_decoder, npmi_from_counts,
+    CorrelateConfig, correlate, correlate_with_column, load_decoder, npmi_from_counts,
 )
 from saeembed.errors import InputError, SAEError
 from tests.synthetic import register_sae, write_corpus
@@ -23,11 +23,15 @@ def test_npmi_matches_hand_computation_including_never():
     assert got[3] == 1.0  # both everywhere
 
 
-def test_cooccurrence_counts_blocks_like_dense():
+def test_pair_counts_equal_the_dense_product():
     rng = np.random.default_rng(0)
-    dense = (rng.random((57, 9)) < 0.3).astype(np.int64)
-    co = cooccurrence(sp.csr_matrix(dense), block_docs=10).toarray()
-    assert np.array_equal(co, np.triu(dense.T @ dense, k=1))
+    dense = (rng.random((57, 12)) < 0.3).astype(np.int64)
+    doc, feat = np.nonzero(dense)
+    order = rng.permutation(len(doc))  # any order of the sparse entries
+    keep = np.array([0, 2, 3, 5, 7, 8, 11])
+    acc = pair_counts(doc[order], feat[order], 57, keep)
+    sub = dense[:, keep]
+    assert np.array_equal(acc, np.triu(sub.T @ sub, k=1))
 
 
 def test_planted_cooccurrence_ranks_first_and_unexpected_uses_decoder(store):
