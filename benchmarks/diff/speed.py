@@ -104,7 +104,7 @@ TASKS = {
                "r = diff_by(st, 'big', 'half')\nout = {'groups': list(r)}",
     "correlate_npmi": "from saeembed.analysis.correlate import correlate, CorrelateConfig\n"
                       "r = correlate(st, 'big', config=CorrelateConfig(min_support=0.001, min_docs=5))\n"
-                      "out = {'features': r.summary['features_with_support'], 'pairs': r.summary['pairs_listed']}",
+                      "out = {'features': r.summary['features_with_support'], 'pairs': r.summary['pairs_counted']}",
 }
 
 

@@ -54,7 +54,8 @@ def pair_counts(doc: np.ndarray, feature: np.ndarray, n_docs: int, keep: np.ndar
     position = np.full(int(max(feature.max(initial=0), keep.max(initial=0))) + 1, -1, dtype=np.int32)
     position[keep] = np.arange(len(keep), dtype=np.int32)
     col = position[feature]
-    indptr, indices = _csr_from_pairs(np.asarray(doc, dtype=np.int64), col, n_docs)
+    indptr, indices = _csr_from_pairs(np.asarray(doc), col, n_docs)
+    del col
     acc = np.zeros((len(keep), len(keep)), dtype=np.int32)
     _accumulate(indptr, indices, acc)
     return acc

@@ -83,17 +83,9 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
         keep = np.sort(keep[np.argsort(-counts[keep], kind="stable")[:MAX_FEATURES]])
     acc = pair_counts(doc, feature, n, keep)
     del doc, feature
-    flat = np.flatnonzero(acc.ravel() >= max(cfg.min_pair_docs, 1))  # upper triangle only is filled
-    pi, pj = np.divmod(flat, len(keep))
-    cij = acc.ravel()[flat].astype(np.int64)
-    del acc, flat
-    i, j = keep[pi], keep[pj]
-    npmi = npmi_from_counts(cij, counts[i], counts[j], n)
-    n_pairs = len(npmi)
-    listed = max(cfg.top * 20, 1000)
-    if n_pairs > listed:  # only the strongest pairs are ever shown or checked for surprise
-        best = np.argpartition(-npmi, listed)[:listed]
-        i, j, cij, npmi = i[best], j[best], cij[best], npmi[best]
+    listed = max(cfg.top * 20, 1000)  # only the strongest pairs are ever shown or checked for surprise
+    i, j, cij, npmi, n_pairs = strongest_pairs(acc, keep, counts, n, max(cfg.min_pair_docs, 1), listed)
+    del acc
     pairs = pl.DataFrame({
         "feature_a": i.astype(np.int64), "feature_b": j.astype(np.int64), "npmi": npmi,
         "support": cij / n, "docs": cij,
@@ -136,6 +128,30 @@ def generic_features(store: Store, sae: SAEInfo, freq: np.ndarray, generic_freq:
         ok = f < len(out)
         out[f[ok]] |= v[ok] >= random_freq
     return out
+
+
+def strongest_pairs(acc: np.ndarray, keep: np.ndarray, counts: np.ndarray, n: int, min_docs: int, listed: int,
+                    rows_per_block: int = 256):
+    """The `listed` pairs with the highest NPMI among those co-occurring in >= min_docs documents,
+    scanning the accumulator a block of rows at a time so memory stays small; and how many qualified."""
+    best = [np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)]
+    total = 0
+    for r0 in range(0, acc.shape[0], rows_per_block):
+        block = acc[r0 : r0 + rows_per_block]
+        bi, bj = np.nonzero(block >= min_docs)
+        if not len(bi):
+            continue
+        total += len(bi)
+        c = block[bi, bj].astype(np.int64)
+        fi, fj = keep[bi + r0], keep[bj]
+        v = npmi_from_counts(c, counts[fi], counts[fj], n)
+        merged = [np.concatenate([best[0], fi]), np.concatenate([best[1], fj]), np.concatenate([best[2], c]),
+                  np.concatenate([best[3], v])]
+        if len(merged[3]) > listed:
+            top = np.argpartition(-merged[3], listed)[:listed]
+            merged = [m[top] for m in merged]
+        best = merged
+    return best[0], best[1], best[2], best[3], total
 
 
 def _active_pairs(store: Store, sel: Selection) -> tuple[np.ndarray, np.ndarray]:

@@ -148,3 +148,20 @@ def test_generic_features_are_left_out_of_pairs_and_text_dates_are_dates(store):
     assert (0, 1) in set(zip(kept.pairs["feature_a"], kept.pairs["feature_b"]))
     by_day = correlate_with_column(store, "C", "day")
     assert by_day.summary["kind"] == "numeric" and by_day.frame["feature"][0] == 11
+
+
+def test_strongest_pairs_scans_blocks_like_a_full_sort():
+    from saeembed.analysis.correlate import strongest_pairs
+
+    rng = np.random.default_rng(8)
+    k = 40
+    acc = np.triu(rng.integers(0, 30, size=(k, k)), k=1).astype(np.int32)
+    keep = np.arange(100, 100 + k)
+    counts = np.zeros(200, dtype=np.int64)
+    counts[keep] = rng.integers(60, 120, size=k)
+    i, j, c, v, total = strongest_pairs(acc, keep, counts, 500, 5, 25, rows_per_block=7)
+    ai, aj = np.nonzero(acc >= 5)
+    full = npmi_from_counts(acc[ai, aj], counts[keep[ai]], counts[keep[aj]], 500)
+    assert total == len(ai) and len(v) == 25
+    assert np.allclose(np.sort(v)[::-1], np.sort(full)[::-1][:25])
+    assert all(acc[a - 100, b - 100] == cc for a, b, cc in zip(i, j, c))
