@@ -28,6 +28,11 @@ def _add_subcommands() -> None:
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
+    from saeembed.cli.classify import app as classify_app  # issue 6
+    from saeembed.cli.filter import filter_command
+
+    app.add_typer(classify_app, name="classify")
+    app.command("filter")(filter_command)
 
 
 _add_subcommands()

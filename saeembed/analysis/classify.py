@@ -120,6 +120,46 @@ class LinearProbe:
         return e / e.sum(axis=1, keepdims=True)
 
 
+@dataclass
+class ZeroShotModel:
+    """Scores by features matched to a description, no labels: score = sum_f m_f * min(1, x_f / s_f) / sum_f m_f,
+    m_f the feature's match score, s_f its 95th-percentile activation in the corpus it was built on. In [0, 1]."""
+
+    query: str
+    weights: dict[int, float]
+    scales: dict[int, float]
+    classes: tuple = (False, True)
+    positive: object = True
+    multiclass: bool = False
+
+    @property
+    def features(self) -> list[int]:
+        return sorted(self.weights)
+
+    def to_json(self) -> dict:
+        return {"type": "zero_shot", "query": self.query, "weights": {str(f): v for f, v in self.weights.items()},
+                "scales": {str(f): v for f, v in self.scales.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ZeroShotModel":
+        return cls(d["query"], {int(f): float(v) for f, v in d["weights"].items()},
+                   {int(f): float(v) for f, v in d["scales"].items()})
+
+    def predict_proba(self, X: sp.csr_matrix) -> np.ndarray:
+        X = sp.csc_matrix(X)
+        total = sum(self.weights.values()) or 1.0
+        out = np.zeros(X.shape[0])
+        for f, m in self.weights.items():
+            if f < X.shape[1]:
+                col = np.asarray(X[:, f].todense()).ravel().astype(np.float64)
+                out += m * np.minimum(1.0, col / self.scales.get(f, 1.0))
+        return out / total
+
+
+def model_from_json(d: dict):
+    return ZeroShotModel.from_json(d) if d.get("type") == "zero_shot" else LinearProbe.from_json(d)
+
+
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * z))  # stable for large |z|
 
@@ -528,7 +568,7 @@ def _classifier_selection(store: Store, name: str, corpus: str, where: str | Non
             f"{corpus!r} {other}; encode it with that SAE (saeembed encode {corpus} --sae ...) to apply the classifier"
         )
     sel = require_docs(select(store, corpus, where=where, sae=clf.sae.sae_hash))
-    return clf, LinearProbe.from_json(clf.model), sel
+    return clf, model_from_json(clf.model), sel
 
 
 def apply_classifier(store: Store, name: str, corpus: str, *, where: str | None = None) -> pl.DataFrame:
@@ -615,3 +655,79 @@ def _version() -> str:
     from saeembed import __version__
 
     return __version__
+
+
+# --- zero-shot -------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZeroShotResult:
+    name: str
+    query: str
+    features: pl.DataFrame  # matched features: feature, score, label, evidence, scale
+    scores: pl.DataFrame  # doc_idx, doc_id, <name>, sorted best first
+    metrics: dict | None = None  # when a label column was given
+
+    def to_dict(self, top_docs: int = 20) -> dict:
+        out = {"name": self.name, "query": self.query, "features": self.features.to_dicts(),
+               "top_documents": self.scores.head(top_docs).to_dicts()}
+        if self.metrics:
+            out.update(self.metrics)
+        return _nan_to_none(out)
+
+
+def zero_shot(
+    store: Store,
+    query: str,
+    corpus: str,
+    *,
+    name: str = "zeroshot",
+    top_features: int = 10,
+    where: str | None = None,
+    sae: str | None = None,
+    label_column: str | None = None,
+    positive=None,
+    match_options: dict | None = None,
+) -> ZeroShotResult:
+    """Score documents by the SAE features matched to a free-text description (no labels needed).
+
+    The features come from saeembed.interp.match.match_features (labels, exemplars, or pseudo-
+    relevance feedback on the corpus); the result is saved as a classifier of kind `zero_shot` under
+    `name` (so `apply` works on other corpora) and its scores are stored. With `label_column`, also
+    reports auroc / f1 (threshold 0.5) against those labels."""
+    from saeembed.interp.match import match_features
+
+    name = check_name(name)
+    sel = require_docs(select(store, corpus, where=where, sae=sae))
+    matched = match_features(store, sel.sae, query, corpus=corpus, top=top_features, **(match_options or {}))
+    matched = matched.filter(pl.col("score") > 0)
+    if matched.is_empty():
+        raise InputError(f"no feature matches {query!r} in corpus {corpus!r}; rephrase the description")
+    feats = [int(f) for f in matched["feature"].to_list()]
+    q = store.query(
+        "SELECT feature, quantile_cont(value, 0.95) AS scale FROM activations "
+        "WHERE corpus_id = ? AND sae_key = ? AND feature IN (SELECT unnest(?)) GROUP BY feature",
+        [sel.corpus.corpus_id, sel.sae.sae_key, feats],
+    )
+    scales = {int(f): float(v) for f, v in zip(q["feature"], q["scale"]) if v and v > 0}
+    weights = {f: float(m) for f, m in zip(feats, matched["score"].to_list()) if f in scales}
+    if not weights:
+        raise InputError(f"the features matching {query!r} never fire in corpus {corpus!r}")
+    model = ZeroShotModel(query, weights, scales)
+    save_classifier(store, name, sel.sae, "zero_shot", model.to_json(),
+                    {"query": query, "top_features": top_features, "where": where},
+                    {}, {"corpus": sel.corpus.name, "sae_hash": sel.sae.sae_hash, "saeembed": _version()})
+    scores = _score_corpus(store, name, model, sel).sort(name, descending=True)
+    result_metrics = None
+    if label_column:
+        doc_idx, y, classes, _ = _labels(store, sel, label_column, positive)
+        if len(classes) != 2:
+            raise InputError("zero-shot evaluation needs a two-class label column")
+        p = model.predict_proba(embedding_matrix(store, Selection(sel.corpus, sel.sae, doc_idx, sel.name),
+                                                 features=model.features))
+        result_metrics = metrics(y, p, 2) | {"pr_table": pr_table(y, p).to_dicts()}
+    frame = matched.filter(pl.col("feature").is_in(list(weights))).with_columns(
+        scale=pl.col("feature").replace_strict(scales, default=None, return_dtype=pl.Float64))
+    keep = [c for c in ("feature", "score", "label", "evidence", "scale") if c in frame.columns]
+    store.record_run("classify.zero_shot", {"name": name, "query": query, "corpus": corpus}, {"features": feats})
+    return ZeroShotResult(name, query, frame.select(keep), scores, result_metrics)
