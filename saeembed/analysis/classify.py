@@ -187,6 +187,13 @@ def _labels(store: Store, sel: Selection, label_column: str, positive=None):
     classes = sorted(values.unique().to_list(), key=lambda v: (str(type(v)), v))
     if len(classes) < 2:
         raise InputError(f"column {label_column!r} has a single class ({classes[0]!r}) in {sel.name!r}; need two or more")
+    if len(classes) > 2 and positive is not None:  # one value against the rest
+        positive = _coerce(positive, classes)
+        if positive not in classes:
+            raise InputError(f"--positive {positive!r} is not a value of {label_column!r} (values: {classes})")
+        rest = f"not {positive}"
+        values = pl.Series([positive if v == positive else rest for v in values.to_list()], dtype=pl.Object)
+        classes = [rest, positive]
     if len(classes) > 50:
         raise InputError(f"column {label_column!r} has {len(classes)} distinct values; a classifier needs at most 50 classes")
     if len(classes) == 2:
