@@ -29,10 +29,11 @@ def _add_subcommands() -> None:
 
     app.add_typer(sae_app, name="sae")
     from saeembed.cli.classify import app as classify_app  # issue 6
-    from saeembed.cli.filter import filter_command
+    from saeembed.cli.filter import clean_command, filter_command
 
     app.add_typer(classify_app, name="classify")
     app.command("filter")(filter_command)
+    app.command("clean")(clean_command)
 
 
 _add_subcommands()

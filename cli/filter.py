@@ -98,3 +98,39 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def clean_command(
+    path: Path = typer.Argument(..., help="Raw instruction-tuning file (.jsonl, .csv, .parquet...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cleaned file (kept rows, unchanged)."),
+    dropped: Optional[Path] = typer.Option(None, "--dropped", help="Dropped rows with the rule that dropped them."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Markdown report of the cleaning."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus name in the store (default: file stem)."),
+    text_column: str = typer.Option("text", "--text-column", "-t"),
+    id_column: Optional[str] = typer.Option(None, "--id-column", "-i"),
+    drop: Optional[List[str]] = typer.Option(None, "--drop", "-d", help="As in `saeembed filter`. Repeatable."),
+    keep: Optional[List[str]] = typer.Option(None, "--keep", "-k", help="As in `saeembed filter`. Repeatable."),
+    drop_feature: Optional[List[int]] = typer.Option(None, "--drop-feature"),
+    dedupe: float = typer.Option(0.9, "--dedupe", help="Near-duplicate Jaccard threshold (1 = exact feature-set copies)."),
+    quality_label: Optional[str] = typer.Option(None, "--quality-label"),
+    quality_positive: Optional[str] = typer.Option(None, "--quality-positive"),
+    quality_drop: Optional[float] = typer.Option(None, "--quality-drop"),
+    store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file."),
+):
+    """Raw instruction-tuning file → cleaned file + report: ingest, encode, filter, write.
+
+    Example: `saeembed clean sample_data/instructions.jsonl --id-column id --dedupe 0.8 --drop "n_chars < 40" --out clean.jsonl --dropped dropped.jsonl --report report.md`
+    """
+    from saeembed.analysis.filter import FilterSpec
+    from saeembed.pipelines.clean_finetune import clean_file
+
+    spec = FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []),
+                      dedupe=dedupe, quality_label=quality_label, quality_positive=quality_positive,
+                      quality_drop=quality_drop)
+    with render.encode_progress(f"encode {corpus or path.stem}") as bar:
+        res = clean_file(path, out, dropped=dropped, report=report, store=store, corpus=corpus,
+                         text_column=text_column, id_column=id_column, spec=spec, progress=bar)
+    c = res.filter.check
+    render.emit_frame(res.filter.rules, title="rules")
+    render.note(f"[green]✓[/green] {c['input']} rows = {c['kept']} kept → {out} + {c['dropped']} dropped"
+                + (f" → {dropped}" if dropped else "") + (f"; report: {report}" if report else ""))
