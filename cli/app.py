@@ -28,6 +28,9 @@ def _add_subcommands() -> None:
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
+    from saeembed.cli import search as search_cli  # search, similar
+
+    search_cli.register(app)
     from saeembed.cli.classify import app as classify_app  # issue 6
     from saeembed.cli.filter import clean_command, filter_command
 
