@@ -131,7 +131,8 @@ def apply(
         return
     render.note(f"[green]✓[/green] scored {out.height} documents of {corpus} with {name}; stored as score column(s) "
                 + ", ".join(c for c in out.columns if c not in ('doc_idx', 'doc_id', 'predicted')))
-    shown = out.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx", how="left")
+    shown = out.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx", how="left",
+                               maintain_order="left")
     render.emit_frame(shown.drop("doc_idx"), title=f"top {top} by {score_col}")
 
 
@@ -171,7 +172,7 @@ def zero_shot_cmd(
     corpus: str = typer.Option(..., "--corpus", "-c", help="Encoded corpus to score."),
     name: str = typer.Option("zeroshot", "--name", "-n", help="Save the scorer under this name (score column for `filter`)."),
     features: int = typer.Option(10, "--features", help="How many matched features to score with."),
-    method: str = typer.Option("auto", "--method", help="Feature matcher: auto, describe (labels/exemplars) or prf (pseudo-relevance feedback on the corpus)."),
+    method: str = typer.Option("auto", "--match", help="Feature matcher: auto, describe (labels/exemplars) or prf (pseudo-relevance feedback on the corpus)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", "-l", help="If the corpus is labelled: also report AUROC/F1 against this column."),
     where: Optional[str] = WhereOpt,
     top: int = typer.Option(10, "--top", help="Highest-scored documents to print."),
@@ -192,7 +193,8 @@ def zero_shot_cmd(
         render.emit_json(res.to_dict(top))
         return
     render.emit_frame(res.features, title=f"features matched to {description!r}")
-    shown = res.scores.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx")
+    shown = res.scores.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx",
+                                      how="left", maintain_order="left")
     render.emit_frame(shown.drop("doc_idx"), title=f"top {top} documents (score column {name!r} stored)")
     if res.metrics:
         render.console.print(_metrics_line("zero-shot", res.metrics))

@@ -153,3 +153,29 @@ def test_hostile_names_rejected(toy, name):
     with pytest.raises(InputError):
         train_classifier(store, "train", "toxic", name)
     assert store.query("SELECT count(*) AS n FROM classifiers")["n"][0] == 0
+
+
+def test_zero_shot_scores_by_matched_features(toy):
+    """match_features (with a matcher that returns the planted features) -> scores; saved, re-applicable."""
+    import polars as pl
+
+    from saeembed.analysis.classify import zero_shot
+
+    store, _ = toy
+    calls = []
+
+    def matcher(store_, sae, query, *, corpus=None, top=10, **_):
+        calls.append((query, corpus, top))
+        return pl.DataFrame({"feature": [3, 7, 11], "score": [0.9, 0.6, -0.2], "label": [None, None, None],
+                             "evidence": ["planted", "planted", "anti"]})
+
+    res = zero_shot(store, "insults", "train", name="zs", label_column="toxic", match_options={"matcher": matcher})
+    assert calls == [("insults", "train", 10)]
+    assert res.features["feature"].to_list() == [3, 7]  # the negative match is not used
+    assert res.metrics["auroc"] > 0.95
+    top = res.scores.head(20)
+    assert top["zs"].is_sorted(descending=True) and top["zs"].max() <= 1.0
+    again = apply_classifier(store, "zs", "other")
+    lab = np.array([i % 3 == 0 for i in range(120)])
+    assert again.filter(lab)["zs"].mean() > again.filter(~lab)["zs"].mean() + 0.3
+    assert load_classifier(store, "zs").kind == "zero_shot"
