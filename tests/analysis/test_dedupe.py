@@ -56,3 +56,10 @@ def test_greedy_chain_keeps_first_and_respects_eligibility():
 def test_band_shape_recall():
     b, r = band_shape(0.9, 128)
     assert b * r <= 128 and 1 - (1 - 0.9**r) ** b >= 0.99
+
+
+@pytest.mark.parametrize("method", ["exact", "minhash"])
+def test_empty_rows_are_not_duplicates(method):
+    X = sp.csr_matrix(np.array([[0, 0, 0], [0, 0, 0], [1, 1, 0], [1, 1, 0]], dtype=np.float32))
+    i, j, jac = near_duplicate_pairs(X, 0.9, method=method)
+    assert list(zip(i.tolist(), j.tolist())) == [(2, 3)] and jac.tolist() == [1.0]
