@@ -159,6 +159,9 @@ def evaluate(
         render.emit_json(res)
         return
     render.note(f"{name} (trained on {res['trained_on']}) evaluated on {corpus}:")
+    if res.get("rows_seen_in_training"):
+        render.note(f"[yellow]warning:[/yellow] {res['rows_seen_in_training']} of these rows were used to train {name}; "
+                    "these metrics are optimistic")
     render.console.print(_metrics_line("SAE probe", res))
     for b, m in res.get("baselines", {}).items():
         render.console.print(_metrics_line(f"baseline {b}", m))

@@ -626,6 +626,9 @@ def evaluate_classifier(
         first = next(iter(base))
         out["baseline"] = {"kind": first, **base[first]}
         out["baselines"] = base
+    if clf.provenance.get("corpus") == corpus and "train_doc_idx" in clf.params:
+        # evaluating on the training corpus: say how many of these rows the model was fitted on
+        out["rows_seen_in_training"] = int(np.isin(doc_idx, clf.params["train_doc_idx"]).sum())
     out.update({"name": name, "corpus": corpus, "trained_on": clf.provenance.get("corpus"),
                 "classes": probe.classes, "sae": clf.sae.sae_hash})
     store.record_run("classify.eval", {"name": name, "corpus": corpus, "label_column": label_column,

@@ -90,6 +90,8 @@ def test_apply_and_transfer_eval(toy):
     assert out.filter(lab)["tox"].mean() > out.filter(~lab)["tox"].mean() + 0.5
     ev = evaluate_classifier(store, "tox", "other", "toxic")
     assert ev["auroc"] > 0.95 and ev["trained_on"] == "train" and "baseline" not in ev
+    assert "rows_seen_in_training" not in ev
+    assert evaluate_classifier(store, "tox", "train", "toxic")["rows_seen_in_training"] == 240
 
 
 def test_tfidf_baseline_same_split(store):
