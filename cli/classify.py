@@ -102,7 +102,11 @@ def train(
         render.console.print(_metrics_line(f"baseline {b}", m))
     if not res.pr.is_empty():
         render.emit_frame(res.pr, title="held-out precision / recall by threshold")
-    render.emit_frame(res.top_features, title="features with the largest weights")
+    tops = res.top_features
+    if len(i["classes"]) == 2:  # binary: the sign of the weight says the direction
+        tops = tops.drop("class", "direction")
+    render.emit_frame(tops, title="features with the largest weights (freq_in_class / freq_rest: share of "
+                                  "training rows of the class / the rest where the feature fires)")
 
 
 @app.command()
