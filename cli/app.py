@@ -28,16 +28,26 @@ def _add_subcommands() -> None:
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
+    from saeembed.cli import analyze
+
+    app.command()(analyze.diff)
+    app.command()(analyze.correlate)
+
+    from saeembed.cli import search as search_cli  # search, similar
+
+    search_cli.register(app)
+    from saeembed.cli.classify import app as classify_app
+    from saeembed.cli.filter import clean_command, filter_command
+
+    app.add_typer(classify_app, name="classify")
+    app.command("filter")(filter_command)
+    app.command("clean")(clean_command)
+
     from saeembed.cli.browse import browse
     from saeembed.cli.report import app as report_app
 
     app.add_typer(report_app, name="report")
     app.command()(browse)
-
-    from saeembed.cli import analyze
-
-    app.command()(analyze.diff)
-    app.command()(analyze.correlate)
 
 
 _add_subcommands()

@@ -1,0 +1,136 @@
+"""`saeembed search` and `saeembed similar`: thin wrappers over saeembed.analysis.retrieve."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+from contextlib import contextmanager
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from saeembed.cli import render
+
+StoreOpt = typer.Option(
+    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
+CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+@contextmanager
+def _progress(enabled: bool):
+    """A bar for the one-off slow steps (embedding feature descriptions or a corpus the first time)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=render.err_console, transient=True) as bar:
+        task = bar.add_task("embedding (cached for next time)", total=None, visible=False)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, visible=True)
+
+        yield update
+
+
+def _emit_stderr(frame, title: str) -> None:
+    table = Table(title=title, header_style="bold")
+    for col in frame.columns:
+        table.add_column(col, overflow="fold")
+    for row in frame.iter_rows():
+        table.add_row(*["" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+    render.err_console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search_cmd)
+    app.command("similar")(similar_cmd)
+
+
+def search_cmd(
+    query: Optional[str] = typer.Argument(None, help="What the documents should have, e.g. \"mentions a specific date\"."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus to search."),
+    top: int = typer.Option(20, "--top", "-n", help="How many documents."),
+    feature: List[str] = typer.Option(
+        [], "--feature", "-f", help="Score with this feature (repeatable); FEATURE:WEIGHT sets its weight (negative penalises)."
+    ),
+    not_feature: List[int] = typer.Option([], "--not-feature", help="Drop documents where this feature fires (repeatable)."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Metadata filter, e.g. \"lang = 'en' and n_chars < 2000\"."),
+    explain: bool = typer.Option(False, "--explain", help="Show which features were chosen for the query and why."),
+    dense: bool = typer.Option(False, "--dense", help="Search by sentence embeddings (FAISS) instead of SAE features."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion)."),
+    n_features: int = typer.Option(10, "--n-features", help="How many features a query is mapped to."),
+    match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe (labels/exemplars), prf (pseudo-relevance feedback), or a registered one."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """Find documents with a property: a query mapped to SAE features, or features given directly.
+
+    Examples: `saeembed search "mentions a specific date" -c news --top 20 --explain`;
+    `saeembed search -c news -f 123 -f 456:0.5 --not-feature 789 --where "source = 'web'"`;
+    `saeembed search "angry customer" -c support --hybrid`.
+    """
+    from saeembed.analysis.retrieve import plan_query, search, target
+    from saeembed.store import Store
+
+    if dense and hybrid:
+        raise typer.BadParameter("use --dense or --hybrid, not both")
+    if dense and feature:
+        raise typer.BadParameter("--feature does not apply to --dense (sentence-embedding) search")
+    mode = "dense" if dense else "hybrid" if hybrid else "sae"
+    with Store(store) as st:  # writable: feature and dense embeddings are cached on first use
+        plan = None
+        with _progress(enabled=not (as_json or as_csv)) as bar:
+            if mode != "dense":
+                t = target(st, corpus, where=where, sae=sae)
+                plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match, progress=bar)
+            frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
+                           mode=mode, plan=plan, sae=sae, progress=bar)
+    if explain and plan is not None:
+        if as_json or as_csv:  # keep stdout machine-readable
+            _emit_stderr(plan, "features searched for")
+        else:
+            render.emit_frame(plan, title="features searched for")
+    if frame.is_empty():
+        what = "the query" if mode == "dense" else "none of the chosen features fire"
+        render.note(f"no documents found in {corpus!r}" + (f" where {where}" if where else "") + f": {what}"
+                    + ("" if mode == "dense" else "; try --explain, other --feature ids, or --dense"))
+    if as_json or as_csv:
+        out = frame.drop("doc_idx") if as_json else frame.drop("doc_idx", "matched")
+        render.emit_frame(out, as_json=as_json, as_csv=as_csv and not as_json)
+        return
+    if frame.is_empty():
+        return
+    show = frame.select("rank", "doc_id", "score", "features", "snippet")
+    render.emit_frame(show, title=f"{mode} search in {corpus}")
+
+
+def similar_cmd(
+    doc_id: str = typer.Argument(..., help="Id of the document to start from."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus holding the document (and searched)."),
+    top: int = typer.Option(10, "--top", "-n", help="How many documents."),
+    feature: List[int] = typer.Option([], "--feature", "-f", help="Compare on these features only (repeatable)."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """Nearest documents to DOC_ID by SAE embedding (cosine), optionally on chosen features only."""
+    from saeembed.analysis.retrieve import similar
+    from saeembed.store import Store
+
+    with Store(store, read_only=True) as st:
+        frame = similar(st, corpus, doc_id, features=feature or None, where=where, top=top, sae=sae)
+    if frame.is_empty():
+        render.note(f"no document in {corpus!r} shares an active feature with {doc_id!r}"
+                    + (f" where {where}" if where else ""))
+    if as_json or as_csv:
+        render.emit_frame(frame.drop("doc_idx"), as_json=as_json, as_csv=as_csv and not as_json)
+        return
+    if not frame.is_empty():
+        render.emit_frame(frame.drop("doc_idx"), title=f"nearest to {doc_id} in {corpus}")

@@ -1,0 +1,378 @@
+"""Clean a corpus (e.g. a fine-tuning set) with rules a person can read.
+
+Rules, applied in this order; a dropped row records the first rule that dropped it (`drop_rule`) and
+every rule that matched it (`drop_rules`):
+
+1. `keep`: keep only rows matching the expression; the others are dropped ("keep: EXPR").
+2. `drop`: drop rows matching the expression ("drop: EXPR").
+3. `drop_features`: drop rows where SAE feature N is active ("drop-feature: N").
+4. quality: drop the lowest-scored share by a quality model ("quality: lowest 50% by quality").
+5. `dedupe`: among the rows still kept, drop every row whose active-feature set has Jaccard >= t with
+   an earlier kept row ("dedupe 0.9: near-duplicate of ID (jaccard 0.93)").
+
+Expressions go through saeembed.filters.parse_filter (no user text reaches SQL) over one frame per
+document with these columns: doc_id, n_chars, n_tokens, the user's metadata; one column per stored
+classifier score (`toxicity`, or `kind.<class>` for multi-class; a saved classifier not yet applied
+to the corpus is applied on first use); and `f<N>` = the max activation of SAE feature N (0 when it
+does not fire). A metadata column wins over a score or feature column of the same name.
+
+Every input row ends in exactly one of kept / dropped; `FilterResult.check` verifies it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from saeembed.analysis import scores as score_store
+from saeembed.analysis.selection import Selection, check_features, doc_table, embedding_matrix
+from saeembed.errors import InputError, StoreError
+from saeembed.filters import parse_filter
+from saeembed.store import CorpusInfo, SAEInfo, Store
+
+_FEATURE_COL = re.compile(r"(?<![\w.])f(\d+)(?![\w.])")
+OUTPUT_FORMATS = ("jsonl", "ndjson", "parquet", "csv")
+
+
+@dataclass
+class FilterSpec:
+    """What to drop. Rule strings are user text; they are parsed, never pasted into SQL."""
+
+    drop: list[str] = field(default_factory=list)
+    keep: list[str] = field(default_factory=list)
+    drop_features: list[int] = field(default_factory=list)
+    dedupe: float | None = None  # Jaccard threshold on active features
+    quality_model: str | None = None  # a saved classifier whose score is quality (higher = better)
+    quality_label: str | None = None  # or: train one on the rows where this column is set
+    quality_positive: str | None = None  # which label value means "good" (default: true/1/last)
+    quality_name: str = "quality_score"  # name to save a trained quality model under
+    quality_drop: float | None = None  # drop this share of rows with the lowest quality score
+    sae: str | None = None
+    seed: int = 0
+
+    def rule_names(self) -> list[str]:
+        return ([f"keep: {k}" for k in self.keep] + [f"drop: {d}" for d in self.drop]
+                + [f"drop-feature: {f}" for f in self.drop_features])
+
+
+@dataclass
+class FilterResult:
+    corpus: str
+    n_docs: int
+    kept: np.ndarray  # doc_idx of kept rows
+    dropped: pl.DataFrame  # doc_idx, doc_id, drop_rule, drop_rules (list)
+    rules: pl.DataFrame  # rule, matched, dropped (as first rule), only_this
+    check: dict
+    features: pl.DataFrame | None = None  # over-represented features among dropped vs kept
+    samples: pl.DataFrame | None = None  # a few dropped rows per rule
+    quality: dict | None = None  # metrics of a quality model trained here
+
+    def summary(self) -> dict:
+        out = {"corpus": self.corpus, "n_docs": self.n_docs, "kept": int(len(self.kept)),
+               "dropped": int(self.dropped.height), "check": self.check, "rules": self.rules.to_dicts()}
+        if self.features is not None:
+            out["dropped_vs_kept_features"] = self.features.to_dicts()
+        if self.samples is not None:
+            out["samples"] = self.samples.to_dicts()
+        if self.quality is not None:
+            out["quality_model"] = self.quality
+        return out
+
+
+def _feature_cols(texts: list[str]) -> list[int]:
+    return sorted({int(m) for t in texts for m in _FEATURE_COL.findall(t)})
+
+
+def _classifier_columns(store: Store) -> dict[str, str]:
+    """score column -> classifier name, for every saved classifier (multi-class: one per class)."""
+    out = {}
+    for name, model in store.con.execute("SELECT name, model FROM classifiers").fetchall():
+        import json
+
+        m = json.loads(model)
+        classes = m.get("classes") or []
+        if m.get("type") == "linear_probe" and len(m.get("weights", [])) > 1:
+            out.update({f"{name}.{c}": name for c in classes})
+        else:
+            out[name] = name
+    return out
+
+
+def _encoded(store: Store, info: CorpusInfo, sae: str | None, why: str) -> SAEInfo:
+    s = store.encoded_sae(info, sae)
+    done = store.con.execute(
+        "SELECT count(*) FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, s.sae_key]
+    ).fetchall()[0][0]
+    if done < info.n_docs:
+        raise InputError(
+            f"{why} needs SAE embeddings of every document, but {info.n_docs - done} of {info.n_docs} documents of "
+            f"{info.name!r} are not encoded; run `saeembed encode {info.name}` first"
+        )
+    return s
+
+
+def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_rule: int = 3,
+                  top_features: int = 15) -> FilterResult:
+    """Decide for every document of `corpus` whether it is kept or dropped, and why."""
+    from saeembed.analysis.classify import apply_classifier, train_classifier
+
+    info = store.corpus(corpus)
+    exprs = list(spec.keep) + list(spec.drop)
+    feats = _feature_cols(exprs)
+    needs_sae = bool(feats or spec.drop_features or spec.dedupe or spec.quality_model or spec.quality_label)
+    sae = _encoded(store, info, spec.sae, "a feature rule, dedupe or a quality model") if needs_sae else None
+    if spec.dedupe is not None and not 0 < spec.dedupe <= 1:
+        raise InputError("--dedupe takes a Jaccard threshold in (0, 1], e.g. 0.9")
+    if spec.quality_drop is not None and not 0 < spec.quality_drop < 1:
+        raise InputError("--quality-drop takes a share in (0, 1), e.g. 0.5")
+    if spec.quality_drop is not None and not (spec.quality_model or spec.quality_label):
+        raise InputError("--quality-drop needs a quality model: --quality-model NAME or --quality-label COLUMN")
+    if spec.quality_model and spec.quality_label:
+        raise InputError("use --quality-model or --quality-label, not both")
+    check_features(sae, feats + list(spec.drop_features)) if sae else None
+
+    quality_metrics = None
+    quality_col = None
+    if (spec.quality_label or spec.quality_model) and (spec.quality_name if spec.quality_label else spec.quality_model) \
+            in set(info.metadata_columns) | {"doc_id", "n_chars", "n_tokens"}:
+        raise InputError(f"the quality score would be hidden by the metadata column "
+                         f"{spec.quality_name if spec.quality_label else spec.quality_model!r}; pick another name")
+    if spec.quality_label:
+        res = train_classifier(store, corpus, spec.quality_label, spec.quality_name, sae=sae.sae_hash,
+                               positive=spec.quality_positive, kind="quality")
+        if len(res.info["classes"]) != 2:
+            raise InputError(f"--quality-label {spec.quality_label!r} must have two values (good / bad)")
+        quality_metrics = {k: res.metrics.get(k) for k in ("auroc", "f1", "macro_f1", "n")} | {
+            "name": spec.quality_name, "n_train": res.info["n_train"], "positive": res.info["positive"]}
+        quality_col = spec.quality_name
+    elif spec.quality_model:
+        quality_col = spec.quality_model
+
+    # The frame rules are evaluated on.
+    frame = doc_table(store, info, sae)
+    base_cols = set(frame.columns) - {"doc_idx"}
+    clf_cols = _classifier_columns(store)
+    stored = set(score_store.score_names(store, info))
+    named = set()
+    parsed = []
+    allowed = base_cols | stored | set(clf_cols) | {f"f{f}" for f in feats}
+    for kind, text in [("keep", k) for k in spec.keep] + [("drop", d) for d in spec.drop]:
+        flt = parse_filter(text, allowed)
+        named |= flt.columns
+        parsed.append((f"{kind}: {text}", kind, flt))
+    wanted_scores = {c for c in named if c not in base_cols and (c in stored or c in clf_cols)}
+    if quality_col:
+        wanted_scores.add(quality_col)
+    for col in sorted(wanted_scores - stored):  # saved but not yet applied to this corpus
+        if col not in clf_cols:
+            raise StoreError(f"no classifier or score named {col!r} for corpus {corpus!r}")
+        apply_classifier(store, clf_cols[col], corpus)
+    if wanted_scores:
+        frame = frame.join(score_store.read_scores(store, info, sorted(wanted_scores)), on="doc_idx", how="left")
+    if quality_col and frame[quality_col].null_count() == frame.height:
+        raise StoreError(f"quality model {quality_col!r} gave no scores for {corpus!r}")
+    X_rules = None
+    if feats or spec.drop_features:
+        want = sorted(set(feats) | set(spec.drop_features))
+        sel = Selection(info, sae, frame["doc_idx"].to_numpy().astype(np.int64), corpus)
+        X_rules = embedding_matrix(store, sel, features=want).tocsc()
+        frame = frame.with_columns([
+            pl.Series(f"f{f}", np.asarray(X_rules[:, f].todense()).ravel().astype(np.float64))
+            for f in feats if f"f{f}" not in base_cols
+        ])
+
+    n = frame.height
+    doc_idx = frame["doc_idx"].to_numpy().astype(np.int64)
+    masks: list[tuple[str, np.ndarray]] = []
+    for label, kind, flt in parsed:
+        m = flt.mask(frame).to_numpy()
+        masks.append((label, ~m if kind == "keep" else m))
+    for f in spec.drop_features:
+        masks.append((f"drop-feature: {f}", np.asarray(X_rules[:, f].todense()).ravel() > 0))
+    if spec.quality_drop is not None:
+        q = frame[quality_col].to_numpy().astype(np.float64)
+        q = np.where(np.isnan(q), -np.inf, q)
+        k = int(round(spec.quality_drop * n))
+        order = np.argsort(q, kind="stable")
+        low = np.zeros(n, dtype=bool)
+        low[order[:k]] = True
+        cut = q[order[k - 1]] if k else float("nan")
+        masks.append((f"quality: lowest {spec.quality_drop:.0%} by {quality_col} (score <= {cut:.4g})", low))
+
+    first = np.full(n, -1, dtype=np.int64)
+    for r, (_, m) in enumerate(masks):
+        first[(first == -1) & m] = r
+    rule_labels = [lbl for lbl, _ in masks]
+    dedupe_note = {}
+    if spec.dedupe is not None:
+        from saeembed.analysis.dedupe import greedy_dedupe, near_duplicate_pairs
+
+        sel = Selection(info, sae, doc_idx, corpus)
+        X = embedding_matrix(store, sel, binary=True)
+        i, j, jac = near_duplicate_pairs(X, spec.dedupe, seed=spec.seed)
+        dup_of, sim = greedy_dedupe(n, i, j, jac, eligible=first == -1)
+        label = f"dedupe {spec.dedupe:g}"
+        rule_labels.append(label)
+        dmask = dup_of >= 0
+        masks.append((label, dmask))
+        first[dmask & (first == -1)] = len(rule_labels) - 1
+        ids = frame["doc_id"].to_list()
+        dedupe_note = {int(r): f"{label}: near-duplicate of {ids[dup_of[r]]} (jaccard {sim[r]:.3f})"
+                       for r in np.flatnonzero(dmask)}
+
+    dropped_rows = np.flatnonzero(first >= 0)
+    all_rules = [[lbl for lbl, m in masks if m[r]] for r in dropped_rows]
+    reasons = [dedupe_note.get(int(r), rule_labels[first[r]]) for r in dropped_rows]
+    dropped = pl.DataFrame({
+        "doc_idx": doc_idx[dropped_rows], "doc_id": frame["doc_id"].to_numpy()[dropped_rows].tolist()
+        if len(dropped_rows) else [],
+        "drop_rule": reasons, "drop_rules": all_rules,
+    }, schema={"doc_idx": pl.Int64, "doc_id": pl.Utf8, "drop_rule": pl.Utf8, "drop_rules": pl.List(pl.Utf8)})
+    kept = doc_idx[first < 0]
+
+    rules = pl.DataFrame({
+        "rule": rule_labels,
+        "matched": [int(m.sum()) for _, m in masks],
+        "dropped": [int((first == r).sum()) for r in range(len(masks))],
+        "only_this": [int((m & (sum(mm.astype(int) for _, mm in masks) == 1)).sum()) for _, m in masks],
+    }, schema={"rule": pl.Utf8, "matched": pl.Int64, "dropped": pl.Int64, "only_this": pl.Int64})
+
+    check = _check(n, kept, dropped["doc_idx"].to_numpy())
+    result = FilterResult(corpus, n, kept, dropped, rules, check, quality=quality_metrics)
+    result.samples = _samples(store, info, dropped, samples_per_rule)
+    if sae is not None or _is_encoded(store, info, spec.sae):
+        s = sae or store.encoded_sae(info, spec.sae)
+        result.features = dropped_vs_kept(store, info, s, doc_idx, first >= 0, top=top_features)
+    store.record_run("filter", {"corpus": corpus, **{k: v for k, v in spec.__dict__.items()}},
+                     {"kept": int(len(kept)), "dropped": int(dropped.height)})
+    return result
+
+
+def _is_encoded(store: Store, info: CorpusInfo, sae: str | None) -> bool:
+    try:
+        store.encoded_sae(info, sae)
+        return True
+    except StoreError:
+        return False
+
+
+def _check(n: int, kept: np.ndarray, dropped: np.ndarray) -> dict:
+    both = np.intersect1d(kept, dropped)
+    union = np.union1d(kept, dropped)
+    ok = len(both) == 0 and len(union) == n and len(kept) + len(dropped) == n
+    if not ok:  # a bug, never a user mistake: refuse to write anything
+        raise RuntimeError(f"filter partition check failed: {len(kept)} kept + {len(dropped)} dropped != {n} "
+                           f"or {len(both)} rows in both")
+    return {"input": n, "kept": int(len(kept)), "dropped": int(len(dropped)), "ok": ok}
+
+
+def _samples(store: Store, info: CorpusInfo, dropped: pl.DataFrame, per_rule: int) -> pl.DataFrame:
+    if dropped.is_empty() or per_rule <= 0:
+        return pl.DataFrame(schema={"rule": pl.Utf8, "doc_id": pl.Utf8, "text": pl.Utf8})
+    first_rule = dropped.with_columns(rule=pl.col("drop_rule").str.replace(r": near-duplicate of .*$", ""))
+    picked = first_rule.group_by("rule", maintain_order=True).head(per_rule)
+    texts = store.documents(info, metadata=False, doc_idx=picked["doc_idx"].to_list())
+    return (picked.join(texts.select("doc_idx", "text"), on="doc_idx", how="left")
+            .select("rule", "doc_id", pl.col("drop_rule").alias("reason"),
+                    pl.col("text").str.replace_all(r"\s+", " ").str.slice(0, 120)))
+
+
+def dropped_vs_kept(store: Store, info: CorpusInfo, sae: SAEInfo, doc_idx: np.ndarray, is_dropped: np.ndarray,
+                    *, top: int = 15) -> pl.DataFrame:
+    """Features most over-represented among dropped rows: share of dropped rows where the feature fires
+    minus share of kept rows, with label and an exemplar."""
+    cols = {"feature": pl.Int64, "freq_dropped": pl.Float64, "freq_kept": pl.Float64, "diff": pl.Float64}
+    if is_dropped.all() or not is_dropped.any():
+        return pl.DataFrame(schema=cols | {"label": pl.Utf8, "exemplar": pl.Utf8})
+    X = embedding_matrix(store, Selection(info, sae, doc_idx, info.name), binary=True)
+    fd = np.asarray(X[is_dropped].mean(axis=0)).ravel()
+    fk = np.asarray(X[~is_dropped].mean(axis=0)).ravel()
+    diff = fd - fk
+    best = np.argsort(-diff, kind="stable")[:top]
+    best = best[diff[best] > 0]
+    frame = pl.DataFrame({"feature": best.astype(np.int64), "freq_dropped": fd[best], "freq_kept": fk[best],
+                          "diff": diff[best]}, schema=cols)
+    labels = store.labels(sae.sae_key, best.tolist()).select(pl.col("feature").cast(pl.Int64), "label")
+    ex = store.exemplar_snippets(sae.sae_key, best.tolist(), corpus=info.name, per_feature=1, width=40)
+    ex = ex.select(pl.col("feature").cast(pl.Int64), exemplar="snippet").unique("feature")
+    return frame.join(labels, on="feature", how="left").join(ex, on="feature", how="left")
+
+
+# --- output ----------------------------------------------------------------------------------------
+
+
+def original_rows(store: Store, info: CorpusInfo) -> pl.DataFrame:
+    """The corpus as the user gave it: their id column (if they named one) and text column under their
+    own names, then the metadata columns; plus doc_idx to join on."""
+    docs = store.documents(info)
+    meta = [c for c in docs.columns if c not in ("doc_idx", "doc_id", "text")]
+    text_col = info.text_column or "text"
+    cols = [pl.col("doc_idx")]
+    if info.id_column and info.id_column not in meta:
+        cols.append(pl.col("doc_id").alias(info.id_column))
+    cols.append(pl.col("text").alias(text_col))
+    cols += [pl.col(c) for c in meta]
+    return docs.select(cols)
+
+
+def _format(path: Path) -> str:
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in OUTPUT_FORMATS:
+        raise InputError(f"cannot write {path.name}: use a .jsonl, .parquet or .csv file name")
+    return fmt
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    fmt = _format(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        if fmt == "parquet":
+            frame.write_parquet(tmp)
+        elif fmt == "csv":
+            flat = frame.with_columns([pl.col(c).list.join("; ") for c, t in frame.schema.items()
+                                       if isinstance(t, pl.List)])
+            flat.write_csv(tmp)
+        else:
+            frame.write_ndjson(tmp)
+        os.replace(tmp, path)  # a half-written file never sits under the final name
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_outputs(store: Store, result: FilterResult, out: str | os.PathLike | None,
+                  dropped_out: str | os.PathLike | None = None) -> dict:
+    """Write kept rows (unchanged) to `out` and dropped rows plus drop_rule / drop_rules to `dropped_out`;
+    re-count what was written against the input."""
+    info = store.corpus(result.corpus)
+    paths = [Path(p) for p in (out, dropped_out) if p]
+    for p in paths:
+        _format(p)
+        if not p.parent.exists():
+            raise InputError(f"folder {p.parent} does not exist")
+    if out and dropped_out and Path(out).resolve() == Path(dropped_out).resolve():
+        raise InputError("--out and --dropped must be different files")
+    rows = original_rows(store, info)
+    user_cols = [c for c in rows.columns if c != "doc_idx"]
+    rule_col, rules_col = "drop_rule", "drop_rules"
+    while rule_col in user_cols or rules_col in user_cols:  # never overwrite a user's column
+        rule_col, rules_col = "_" + rule_col, "_" + rules_col
+    written = {}
+    if out:
+        kept = rows.filter(pl.col("doc_idx").is_in(result.kept.tolist())).sort("doc_idx").select(user_cols)
+        _write(kept, Path(out))
+        written["kept_rows"] = kept.height
+    if dropped_out:
+        reasons = result.dropped.select("doc_idx", pl.col("drop_rule").alias(rule_col),
+                                        pl.col("drop_rules").alias(rules_col))
+        dropped = rows.join(reasons, on="doc_idx", how="inner").sort("doc_idx").select(user_cols + [rule_col, rules_col])
+        _write(dropped, Path(dropped_out))
+        written["dropped_rows"] = dropped.height
+    if out and dropped_out and written["kept_rows"] + written["dropped_rows"] != result.n_docs:
+        raise RuntimeError("rows written do not add up to the input")  # pragma: no cover - guarded by _check
+    return written

@@ -1,0 +1,342 @@
+"""From a free-text query ("mentions a specific date") to the SAE features that express it, offline.
+
+Three ways to find them, each a "matcher" returning the same frame (feature, score, label, evidence):
+
+- describe: the query's sentence embedding against each feature's description, which is its label
+  when the store has one, else its exemplars (the strongest tokens, widened to whole words, and the
+  text around them). Feature vectors are cached in the `feature_embeddings` table, keyed by a hash of
+  the text that was embedded, so they are recomputed only when a label or the exemplars change.
+- prf (pseudo-relevance feedback): the documents of the corpus densely most similar to the query are
+  taken as a guess at what the user wants; features over-represented among them (share of those
+  documents minus share of the corpus) are the answer. Needs a corpus and its dense embeddings.
+- auto (default): describe and prf fused (each min-max scaled over the candidates, weighted by
+  PRF_WEIGHT); describe alone when prf is not available (no corpus, or a large corpus without
+  cached dense embeddings).
+
+Other matchers (an LLM choosing features, issue 7) plug in with `register_matcher(name, fn)` or by
+passing `matcher=fn`; `fn(store, sae, query, corpus=..., top=..., **opts)` returns the same frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Callable
+
+import numpy as np
+import polars as pl
+
+from saeembed.errors import InputError
+from saeembed.store import CorpusInfo, SAEInfo, Store
+
+# Columns every matcher returns (more are allowed).
+MATCH_COLUMNS = ["feature", "score", "label", "evidence"]
+# auto runs prf without asking only when the corpus's dense embeddings are cheap to get.
+PRF_AUTO_MAX_DOCS = 20_000
+PRF_WEIGHT = 0.7  # share of prf in the fused score (the rest is describe)
+
+Matcher = Callable[..., pl.DataFrame]
+_MATCHERS: dict[str, Matcher] = {}
+
+
+def register_matcher(name: str, fn: Matcher) -> None:
+    """Make `fn` available as match_features(..., method=name) and `--match name` in the CLI."""
+    _MATCHERS[name] = fn
+
+
+def matchers() -> list[str]:
+    return sorted(_MATCHERS)
+
+
+def match_features(
+    store: Store,
+    sae: SAEInfo,
+    query: str,
+    *,
+    corpus: str | None = None,
+    top: int = 10,
+    method: str = "auto",
+    matcher: Matcher | None = None,
+    **opts,
+) -> pl.DataFrame:
+    """The `top` features that best express `query`, best first: feature, score, label, evidence
+    (plus per-source scores). corpus: only features that fire in it, and enables prf.
+
+    method: auto | describe | prf | any registered name; matcher: a callable used instead of method.
+    opts: model (sentence model, default the embedded MiniLM), prf_docs (50), exemplars (5 per feature),
+    progress (callable(done, total) while embedding feature descriptions or documents).
+    """
+    if not isinstance(query, str) or not query.strip():
+        raise InputError("empty query: say what the documents should be about, e.g. \"mentions a specific date\"")
+    if top < 1:
+        raise InputError("--top must be at least 1")
+    fn = matcher or _MATCHERS.get(method)
+    if fn is None:
+        raise InputError(f"unknown feature matcher {method!r}; choose one of: {', '.join(matchers())}")
+    frame = fn(store, sae, query.strip(), corpus=corpus, top=top, **opts)
+    missing = [c for c in MATCH_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"matcher {method!r} returned no {missing[0]!r} column")
+    return frame.sort(["score", "feature"], descending=[True, False]).head(top)
+
+
+# --- describe: query vs labels / exemplars -------------------------------------------------------
+
+
+def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5, progress=None, **_) -> pl.DataFrame:
+    from saeembed.encode.dense import get_embedder
+
+    embedder = get_embedder(model)
+    candidates = _candidates(store, sae, corpus)
+    texts = feature_texts(store, sae, candidates, per_feature=exemplars)
+    if texts.is_empty():
+        return _empty()
+    vectors = feature_vectors(store, sae, texts, embedder, progress=progress)
+    q = embedder.embed([query])[0]
+    cos = vectors @ q
+    return pl.DataFrame({
+        "feature": texts["feature"],
+        "score": cos.astype(np.float64),
+        "label": texts["label"],
+        "evidence": [
+            f"{src} “{_short(t)}” ~ query (cos {c:.2f})"
+            for src, t, c in zip(texts["source"], texts["shown"], cos)
+        ],
+        "describe": cos.astype(np.float64),
+    }).sort("score", descending=True)
+
+
+def _candidates(store: Store, sae: SAEInfo, corpus: str | None) -> list[int] | None:
+    """Features worth matching: those that fire in the corpus (None = every feature of the SAE)."""
+    if corpus is None:
+        return None
+    info = store.corpus(corpus)
+    return store.query(
+        "SELECT DISTINCT feature FROM exemplars WHERE corpus_id = ? AND sae_key = ? ORDER BY feature",
+        [info.corpus_id, sae.sae_key],
+    )["feature"].to_list()
+
+
+def feature_texts(store: Store, sae: SAEInfo, features: list[int] | None = None, *, per_feature: int = 5) -> pl.DataFrame:
+    """What describes each feature: feature, source (label | exemplars), text (to embed), shown
+    (short form for evidence), label. Labels win; exemplars come from every corpus encoded with the SAE."""
+    labels = store.labels(sae.sae_key, features)
+    labelled = set(labels["feature"].to_list())
+    rows = [
+        (f, "label", lab, lab, lab) for f, lab in zip(labels["feature"], labels["label"]) if lab and lab.strip()
+    ]
+    todo = None if features is None else [f for f in features if f not in labelled]
+    if todo is None or todo:
+        ex = store.query(
+            """
+            SELECT x.feature, d.text, x.span_start, x.span_end FROM exemplars x
+            JOIN documents d ON d.corpus_id = x.corpus_id AND d.doc_idx = x.doc_idx
+            WHERE x.sae_key = ? AND (? OR x.feature IN (SELECT unnest(?)))
+            QUALIFY row_number() OVER (PARTITION BY x.feature ORDER BY x.value DESC, x.corpus_id, x.rank) <= ?
+            ORDER BY x.feature, x.value DESC
+            """,
+            [sae.sae_key, todo is None, todo or [], per_feature],
+        )
+        for (feature,), part in ex.group_by(["feature"], maintain_order=True):
+            if feature in labelled:
+                continue
+            words, contexts = [], []
+            for text, s, e in zip(part["text"], part["span_start"], part["span_end"]):
+                w, c = _word_and_context(text, s, e)
+                if w and w.lower() not in (x.lower() for x in words):
+                    words.append(w)
+                contexts.append(c)
+            # Tokens first (what fires), then their contexts (what it is about).
+            text = ", ".join(words) + ". " + " … ".join(contexts)
+            rows.append((int(feature), "exemplars", text, ", ".join(words), None))
+    return pl.DataFrame(
+        rows, schema={"feature": pl.Int64, "source": pl.Utf8, "text": pl.Utf8, "shown": pl.Utf8, "label": pl.Utf8},
+        orient="row",
+    ).sort("feature")
+
+
+def _word_and_context(text: str, start, end, width: int = 40) -> tuple[str, str]:
+    if start is None or end is None or not 0 <= start < end <= len(text):
+        return "", " ".join(text[: 2 * width].split())
+    while start > 0 and text[start - 1].isalnum():  # widen a subword to its whole word
+        start -= 1
+    while end < len(text) and text[end].isalnum():
+        end += 1
+    left, right = max(0, start - width), min(len(text), end + width)
+    return text[start:end].strip(), " ".join(text[left:right].split())
+
+
+def feature_vectors(store: Store, sae: SAEInfo, texts: pl.DataFrame, embedder, *, progress=None) -> np.ndarray:
+    """Sentence embeddings of texts["text"] (rows aligned), from the feature_embeddings cache where the
+    text is unchanged; the rest are embedded and stored."""
+    hashes = [_hash(t) for t in texts["text"]]
+    cached = store.con.sql(
+        "SELECT feature, source, text_hash, vector FROM feature_embeddings WHERE sae_key = ? AND model = ?",
+        params=[sae.sae_key, embedder.name],
+    ).to_arrow_table()
+    have: dict[tuple, np.ndarray] = {}
+    if cached.num_rows:
+        vecs = cached.column("vector").combine_chunks().flatten().to_numpy().reshape(cached.num_rows, -1)
+        for i, key in enumerate(zip(cached.column("feature").to_pylist(), cached.column("source").to_pylist(),
+                                    cached.column("text_hash").to_pylist())):
+            have[key] = vecs[i]
+    out = np.zeros((texts.height, embedder.dim), dtype=np.float32)
+    todo = []
+    for i, key in enumerate(zip(texts["feature"], texts["source"], hashes)):
+        if key in have:
+            out[i] = have[key]
+        else:
+            todo.append(i)
+    if todo:
+        done = [0]
+
+        def tick(n):
+            done[0] += n
+            if progress is not None:
+                progress(done[0], len(todo))
+
+        new = embedder.embed([texts["text"][i] for i in todo], progress=tick)
+        out[todo] = new
+        _store_vectors(store, sae, embedder.name, texts[todo], [hashes[i] for i in todo], new)
+    return out
+
+
+def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, hashes: list[str], vectors) -> None:
+    import pyarrow as pa
+
+    if store.read_only:
+        return  # still usable, just not cached
+    table = pa.table({
+        "feature": pa.array(texts["feature"].to_numpy().astype(np.int32)),
+        "source": pa.array(texts["source"].to_list()),
+        "text_hash": pa.array(hashes),
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)),
+                                                    vectors.shape[1]),
+    })
+    with store.transaction():
+        store.con.register("_fvec", table)
+        try:
+            # One row per (feature, source): a changed label or exemplar set replaces the old vector.
+            store.con.execute(
+                "DELETE FROM feature_embeddings WHERE sae_key = ? AND model = ? AND (feature, source) IN "
+                "(SELECT (feature, source) FROM _fvec)",
+                [sae.sae_key, model],
+            )
+            store.con.execute(
+                "INSERT INTO feature_embeddings SELECT ?, ?, source, feature, text_hash, vector::FLOAT[] FROM _fvec",
+                [sae.sae_key, model],
+            )
+        finally:
+            store.con.unregister("_fvec")
+
+
+# --- prf: features over-represented among the documents densely nearest the query ------------------
+
+
+def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, progress=None, **_) -> pl.DataFrame:
+    from saeembed.encode.dense import corpus_embeddings, get_embedder
+
+    if corpus is None:
+        raise InputError("feature matching by pseudo-relevance feedback needs a corpus (--corpus)")
+    info = store.corpus(corpus)
+    embedder = get_embedder(model)
+    dense = corpus_embeddings(store, info, model=model, progress=progress)
+    q = embedder.embed([query])[0]
+    sims = dense @ q
+    m = int(min(max(prf_docs, 1), info.n_docs))
+    nearest = np.argpartition(-sims, m - 1)[:m] if m < info.n_docs else np.arange(info.n_docs)
+    frame = store.query(
+        """
+        WITH near AS (SELECT unnest(?) AS doc_idx),
+        df AS (SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? GROUP BY feature)
+        SELECT a.feature, count(*) AS near_docs, any_value(df.docs) AS docs
+        FROM activations a JOIN near USING (doc_idx) JOIN df USING (feature)
+        WHERE a.corpus_id = ? AND a.sae_key = ?
+        GROUP BY a.feature
+        """,
+        [nearest.astype(np.int64).tolist(), info.corpus_id, sae.sae_key, info.corpus_id, sae.sae_key],
+    )
+    if frame.is_empty():
+        return _empty()
+    n = max(_encoded_docs(store, info, sae), 1)
+    frame = frame.with_columns(
+        near=pl.col("near_docs") / m, overall=pl.col("docs") / n
+    ).with_columns(score=pl.col("near") - pl.col("overall")).filter(pl.col("score") > 0)
+    labels = store.labels(sae.sae_key, frame["feature"].to_list()).select("feature", "label")
+    return (
+        frame.join(labels, on="feature", how="left")
+        .with_columns(
+            evidence=pl.format("fires in {}/{} docs nearest the query vs {}% of the corpus",
+                               pl.col("near_docs"), pl.lit(m), (pl.col("overall") * 100).round(1)),
+            prf=pl.col("score"),
+        )
+        .select("feature", "score", "label", "evidence", "prf")
+        .with_columns(pl.col("feature").cast(pl.Int64))
+        .sort("score", descending=True)
+    )
+
+
+def _encoded_docs(store: Store, info: CorpusInfo, sae: SAEInfo) -> int:
+    return store.query(
+        "SELECT count(*) AS n FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, sae.sae_key]
+    )["n"][0]
+
+
+def prf_available(store: Store, corpus: str | None, model: str | None = None) -> bool:
+    """Whether auto should use prf: a corpus whose dense embeddings are cached or cheap to compute."""
+    if corpus is None:
+        return False
+    info = store.corpus(corpus)
+    if info.n_docs <= PRF_AUTO_MAX_DOCS:
+        return True
+    from saeembed.encode.models import resolve_model
+
+    have = store.query(
+        "SELECT count(*) AS n FROM dense_embeddings WHERE corpus_id = ? AND model = ?",
+        [info.corpus_id, resolve_model(model)[1]],
+    )["n"][0]
+    return have >= info.n_docs
+
+
+def _auto(store, sae, query, *, corpus=None, top=10, prf_weight: float = PRF_WEIGHT, **opts) -> pl.DataFrame:
+    desc = _describe(store, sae, query, corpus=corpus, top=top, **opts)
+    if not prf_available(store, corpus, opts.get("model")):
+        return desc
+    prf = _prf(store, sae, query, corpus=corpus, top=top, **opts)
+    if prf.is_empty():
+        return desc
+    both = desc.select("feature", "label", "describe", ev_d="evidence").join(
+        prf.select("feature", "prf", ev_p="evidence", label_p="label"), on="feature", how="full", coalesce=True
+    )
+    d, p = both["describe"].fill_null(both["describe"].min()), both["prf"].fill_null(0.0)
+    score = (1 - prf_weight) * _minmax(d) + prf_weight * _minmax(p)
+    return both.with_columns(
+        score=score,
+        label=pl.coalesce("label", "label_p"),
+        evidence=pl.concat_str([pl.col("ev_p"), pl.col("ev_d")], separator="; ", ignore_nulls=True),
+    ).select("feature", "score", "label", "evidence", "describe", "prf")
+
+
+def _minmax(s: pl.Series) -> pl.Series:
+    lo, hi = s.min(), s.max()
+    if lo is None or hi is None or hi <= lo:
+        return pl.Series(s.name, np.zeros(len(s)))
+    return (s - lo) / (hi - lo)
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(schema={"feature": pl.Int64, "score": pl.Float64, "label": pl.Utf8, "evidence": pl.Utf8})
+
+
+def _short(text: str, n: int = 80) -> str:
+    text = re.sub(r"\s+", " ", text or "")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+register_matcher("describe", _describe)
+register_matcher("prf", _prf)
+register_matcher("auto", _auto)

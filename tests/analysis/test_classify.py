@@ -1,0 +1,183 @@
+"""Probes on planted sparse embeddings: the weights must land on the planted features."""
+
+import json
+
+import numpy as np
+import pytest
+
+from saeembed.analysis.classify import ProbeConfig, apply_classifier, evaluate_classifier, train_classifier
+from saeembed.analysis.scores import load_classifier, read_scores
+from saeembed.analysis.classify import LinearProbe
+from saeembed.analysis.selection import embedding_matrix, select
+from saeembed.errors import InputError, StoreError
+from tests.synthetic import register_sae, write_corpus
+
+
+def planted(n, seed, *, signal=(3, 7), anti=(11,), d=40, noise=0.08):
+    """Positives fire features 3 and 7 (each with prob .9), negatives fire 11; every doc fires random noise."""
+    rng = np.random.default_rng(seed)
+    docs, labels = [], []
+    for i in range(n):
+        pos = bool(i % 3 == 0)
+        row = {int(f): float(rng.uniform(0.2, 1.0)) for f in np.flatnonzero(rng.random(d) < noise)}
+        for f in (signal if pos else anti):
+            if rng.random() < 0.9:
+                row[f] = float(rng.uniform(0.5, 2.0))
+        if not pos:
+            for f in signal:
+                row.pop(f, None)
+        else:
+            for f in anti:
+                row.pop(f, None)
+        docs.append(row)
+        labels.append(pos)
+    return docs, labels
+
+
+@pytest.fixture
+def toy(store):
+    sae = register_sae(store, 40)
+    docs, labels = planted(300, 0)
+    write_corpus(store, sae, "train", docs, meta={"toxic": labels, "src": ["a" if i % 2 else "b" for i in range(300)]})
+    docs2, labels2 = planted(120, 1)
+    write_corpus(store, sae, "other", docs2, meta={"toxic": labels2})
+    return store, sae
+
+
+def test_probe_recovers_planted_features_and_reloads(toy):
+    store, sae = toy
+    res = train_classifier(store, "train", "toxic", "tox", config=ProbeConfig(seed=1))
+    assert res.metrics["auroc"] > 0.95 and res.metrics["f1"] > 0.85
+    pos = res.top_features.filter(res.top_features["direction"] == "+")["feature"].to_list()
+    neg = res.top_features.filter(res.top_features["direction"] == "-")["feature"].to_list()
+    assert set(pos[:2]) == {3, 7} and neg[0] == 11
+    assert res.info["n_test"] == 60 and res.info["n_train"] == 240
+    # PR table: recall never rises with the threshold
+    rec = res.pr["recall"].to_list()
+    assert all(a >= b for a, b in zip(rec, rec[1:]))
+    # saved with SAE identity and provenance; reloaded weights give the same scores as at training time
+    clf = load_classifier(store, "tox")
+    assert clf.sae.sae_hash == sae.sae_hash and clf.provenance["corpus"] == "train"
+    assert len(clf.params["train_doc_idx"]) == 240 and not set(clf.params["train_doc_idx"]) & set(clf.params["test_doc_idx"])
+    stored = read_scores(store, store.corpus("train"), ["tox"])["tox"].to_numpy()
+    probe = LinearProbe.from_json(json.loads(json.dumps(clf.model)))
+    X = embedding_matrix(store, select(store, "train"))
+    assert np.array_equal(probe.predict_proba(X), stored)
+    again = apply_classifier(store, "tox", "train")
+    assert np.array_equal(again["tox"].to_numpy(), stored)
+
+
+def test_probe_matches_sklearn(toy):
+    """Folding the MaxAbs scale into stored weights must not change sklearn's probabilities."""
+    from saeembed.analysis.classify import _maxabs, _scaled, _to_probe, fit_cv
+
+    store, _ = toy
+    sel = select(store, "train")
+    X = embedding_matrix(store, sel)
+    y = np.array([i % 3 == 0 for i in range(300)], dtype=int)
+    scale = _maxabs(X)
+    model, C, _ = fit_cv(_scaled(X, scale), y, ProbeConfig())
+    probe = _to_probe(model, scale, [False, True], True, False)
+    np.testing.assert_allclose(probe.predict_proba(X), model.predict_proba(_scaled(X, scale))[:, 1], atol=1e-9)
+
+
+def test_apply_and_transfer_eval(toy):
+    store, _ = toy
+    train_classifier(store, "train", "toxic", "tox")
+    out = apply_classifier(store, "tox", "other")
+    assert out.height == 120 and out["tox"].is_between(0, 1).all()
+    lab = np.array([i % 3 == 0 for i in range(120)])
+    assert out.filter(lab)["tox"].mean() > out.filter(~lab)["tox"].mean() + 0.5
+    ev = evaluate_classifier(store, "tox", "other", "toxic")
+    assert ev["auroc"] > 0.95 and ev["trained_on"] == "train" and "baseline" not in ev
+    assert "rows_seen_in_training" not in ev
+    assert evaluate_classifier(store, "tox", "train", "toxic")["rows_seen_in_training"] == 240
+
+
+def test_tfidf_baseline_same_split(store):
+    sae = register_sae(store, 40)
+    docs, labels = planted(120, 2)
+    texts = [("you idiot " if y else "thanks friend ") + f"row {i}" for i, y in enumerate(labels)]
+    write_corpus(store, sae, "t", docs, texts=texts, meta={"toxic": labels})
+    res = train_classifier(store, "t", "toxic", "tox", baselines=["tfidf"])
+    assert res.baselines["tfidf"]["auroc"] == 1.0 and res.baselines["tfidf"]["n"] == res.metrics["n"]
+    d = res.to_dict()
+    assert set(d["baseline"]) >= {"auroc", "f1"} and d["baseline"]["kind"] == "tfidf"
+    ev = evaluate_classifier(store, "tox", "t", "toxic", baselines=["tfidf"])
+    assert ev["baseline"]["auroc"] == 1.0
+
+
+def test_multiclass(store):
+    sae = register_sae(store, 30)
+    rng = np.random.default_rng(0)
+    docs, cls = [], []
+    for i in range(240):
+        c = ["hate", "offensive", "neither"][i % 3]
+        row = {int(f): 0.5 for f in np.flatnonzero(rng.random(30) < 0.1)}
+        row[{"hate": 1, "offensive": 2, "neither": 3}[c]] = 1.5
+        docs.append(row)
+        cls.append(c)
+    write_corpus(store, sae, "m", docs, meta={"class": cls})
+    res = train_classifier(store, "m", "class", "kind")
+    assert res.metrics["auroc"] > 0.95 and res.metrics["f1"] > 0.9
+    top = {r["class"]: r["feature"] for r in res.top_features.iter_rows(named=True) if r["direction"] == "+"}
+    assert top == {"hate": 1, "offensive": 2, "neither": 3} or all(
+        res.top_features.filter(res.top_features["class"] == c)["feature"][0] == f
+        for c, f in {"hate": 1, "offensive": 2, "neither": 3}.items())
+    scores = read_scores(store, store.corpus("m"), ["kind.hate", "kind.neither", "kind.offensive"])
+    total = scores["kind.hate"] + scores["kind.neither"] + scores["kind.offensive"]
+    assert np.allclose(total.to_numpy(), 1.0)
+
+
+def test_apply_refuses_other_sae(toy):
+    store, _ = toy
+    train_classifier(store, "train", "toxic", "tox")
+    other = register_sae(store, 40, seed=5)
+    write_corpus(store, other, "elsewhere", planted(30, 3)[0])
+    with pytest.raises(StoreError, match="trained on SAE .* encoded with SAE"):
+        apply_classifier(store, "tox", "elsewhere")
+
+
+@pytest.mark.parametrize("label, err", [("nope", "no column 'nope'"), ("src", None)])
+def test_label_problems(toy, label, err):
+    store, _ = toy
+    if err:
+        with pytest.raises(InputError, match=err):
+            train_classifier(store, "train", label, "x")
+    else:  # a random label: the probe should be near chance on held-out data
+        res = train_classifier(store, "train", label, "x")
+        assert 0.3 < res.metrics["auroc"] < 0.7
+
+
+@pytest.mark.parametrize("name", ["bad name", "1abc", "x'; DROP TABLE classifiers; --", ""])
+def test_hostile_names_rejected(toy, name):
+    store, _ = toy
+    with pytest.raises(InputError):
+        train_classifier(store, "train", "toxic", name)
+    assert store.query("SELECT count(*) AS n FROM classifiers")["n"][0] == 0
+
+
+def test_zero_shot_scores_by_matched_features(toy):
+    """match_features (with a matcher that returns the planted features) -> scores; saved, re-applicable."""
+    import polars as pl
+
+    from saeembed.analysis.classify import zero_shot
+
+    store, _ = toy
+    calls = []
+
+    def matcher(store_, sae, query, *, corpus=None, top=10, **_):
+        calls.append((query, corpus, top))
+        return pl.DataFrame({"feature": [3, 7, 11], "score": [0.9, 0.6, -0.2], "label": [None, None, None],
+                             "evidence": ["planted", "planted", "anti"]})
+
+    res = zero_shot(store, "insults", "train", name="zs", label_column="toxic", match_options={"matcher": matcher})
+    assert calls == [("insults", "train", 10)]
+    assert res.features["feature"].to_list() == [3, 7]  # the negative match is not used
+    assert res.metrics["auroc"] > 0.95
+    top = res.scores.head(20)
+    assert top["zs"].is_sorted(descending=True) and top["zs"].max() <= 1.0
+    again = apply_classifier(store, "zs", "other")
+    lab = np.array([i % 3 == 0 for i in range(120)])
+    assert again.filter(lab)["zs"].mean() > again.filter(~lab)["zs"].mean() + 0.3
+    assert load_classifier(store, "zs").kind == "zero_shot"

@@ -1,0 +1,72 @@
+"""`saeembed search` / `saeembed similar` as a user runs them, on a store with planted embeddings."""
+
+import json
+
+import pytest
+
+from saeembed.store import Store
+from tests.synthetic import register_sae, write_corpus
+from tests.test_cli import run
+
+TEXTS = ["On 3 May 2020 we met.", "Bake the bread at 200 degrees.", "The striker scored on 4 June.",
+         "Knead the dough.", "Nothing here."]
+DOCS = [{3: 2.0}, {5: 1.0}, {3: 1.0, 7: 1.0}, {5: 2.0}, {9: 1.0}]
+
+
+@pytest.fixture
+def path(tmp_path):
+    p = tmp_path / "s.duckdb"
+    with Store(p) as st:
+        sae = register_sae(st, 16)
+        write_corpus(st, sae, "c", DOCS, texts=TEXTS, meta={"src": ["x", "y", "y", "x", "y"]})
+        st.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES "
+                       "(?, 3, 'calendar dates', 't'), (?, 5, 'baking bread', 't'), (?, 7, 'football', 't'), "
+                       "(?, 9, 'emptiness', 't')", [sae.sae_key] * 4)
+    return p
+
+
+def test_search_json_rows(capsys, monkeypatch, path):
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "-f", "7:0.5", "--store", path, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["doc_id"] for r in rows] == ["c0", "c2"]  # c0 3: 2/2 = 1.0; c2: 1/2 + 0.5 = 1.0 -> tie by order
+    assert rows[0]["score"] == pytest.approx(1.0) and rows[1]["score"] == pytest.approx(1.0)
+    assert rows[1]["features"] == [3, 7] and rows[1]["matched"][0]["label"] == "calendar dates"
+    assert "«" in rows[0]["snippet"]
+
+
+def test_search_query_explain_not_feature_where(capsys, monkeypatch, path):
+    code, out, err = run(capsys, monkeypatch, "search", "calendar date", "-c", "c", "--n-features", "1",
+                         "--match", "describe", "--explain", "--store", path, "--json")
+    assert code == 0, err
+    assert [r["doc_id"] for r in json.loads(out)] == ["c0", "c2"]
+    assert "features searched for" in err and "calendar dates" in err
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "--not-feature", "7", "--store", path,
+                         "--json")
+    assert [r["doc_id"] for r in json.loads(out)] == ["c0"]
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "--where", "src = 'y'", "--store", path,
+                         "--csv")
+    assert code == 0 and out.splitlines()[0].startswith("rank,doc_id,score") and "c2" in out and "c0" not in out
+
+
+def test_search_errors_and_empty(capsys, monkeypatch, path):
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "--where", "src = 'x' --; DROP TABLE documents",
+                         "--store", path)
+    assert code == 1 and "filter" in err and "Traceback" not in err
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "--where", "src = 'zzz'", "--store", path)
+    assert code == 0 and "no documents found" in err
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "99", "--store", path)
+    assert code == 1 and "feature 99 does not exist" in err
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "nope", "-f", "1", "--store", path)
+    assert code == 1 and "unknown corpus" in err
+    with Store(path) as st:
+        assert st.query("SELECT count(*) AS n FROM documents")["n"][0] == 5
+
+
+def test_similar_cli(capsys, monkeypatch, path):
+    code, out, err = run(capsys, monkeypatch, "similar", "c0", "-c", "c", "--store", path, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert rows[0]["doc_id"] == "c2" and rows[0]["features"] == [3] and len(rows) == 1
+    code, out, err = run(capsys, monkeypatch, "similar", "c4", "-c", "c", "--store", path)
+    assert code == 0 and "no document" in err
