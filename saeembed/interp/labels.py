@@ -290,7 +290,7 @@ def _save(store: Store, s: SAEInfo, labelled, llm, scorer, corpus_ids) -> None:
 
 def search_labels(
     store: Store, query: str, *, sae: str | None = None, top: int = 20, semantic: bool = True,
-    min_similarity: float = 0.3,
+    min_similarity: float = 0.3, embed: Callable[[list[str]], np.ndarray] | None = None,
 ) -> pl.DataFrame:
     """Labelled features whose label (or LLM description) contains `query` (case-insensitive), then
     those whose label is closest in meaning (sentence-embedding cosine ≥ min_similarity).
@@ -317,9 +317,9 @@ def search_labels(
         newest["description"].str.to_lowercase().str.contains(q, literal=True)
     sims = np.zeros(newest.height, dtype=np.float32)
     if semantic:
-        from saeembed.encode.dense import embed_texts
-
-        vecs = embed_texts([query] + newest["label"].to_list())
+        if embed is None:
+            from saeembed.encode.dense import embed_texts as embed
+        vecs = embed([query] + newest["label"].to_list())
         sims = vecs[1:] @ vecs[0]
     frame = newest.with_columns(
         pl.Series("similarity", sims.astype(float)),

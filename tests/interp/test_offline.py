@@ -78,7 +78,7 @@ def test_search_labels_by_text(store):
 def test_live_features_and_unknown_feature(store):
     from saeembed.errors import UnknownFeatureError
 
-    sae = planted_store(store)
+    planted_store(store)
     s, cids = resolve_scope(store)
     live = live_features(store, s, cids)
     assert live[0] == 0 and 7 not in live and set(live) >= {3, 5}
