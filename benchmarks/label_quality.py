@@ -107,7 +107,7 @@ def main() -> None:
     if not path.exists():
         build_store(path, args.per_file)
     pl.Config.set_tbl_rows(200), pl.Config.set_fmt_str_lengths(90), pl.Config.set_tbl_width_chars(250)
-    with Store(path) as st:
+    with Store(path, read_only=True) as st:
         sae, cids = resolve_scope(st)
         live = live_features(st, sae, cids)
         n_docs = st.query("SELECT count(*) AS n FROM encoded_docs")["n"][0]

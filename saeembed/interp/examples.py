@@ -31,6 +31,7 @@ class Example:
     text: str  # a window of the document
     hl: tuple[int, int] | None  # the highlighted span inside `text` (whole words)
     kind: str  # top | quantile | random | hard
+    # (for a non-activating example, hl is the token its window is centred on, never shown as marked)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -39,6 +40,12 @@ class Example:
     @property
     def span_text(self) -> str:
         return self.text[self.hl[0] : self.hl[1]] if self.hl else ""
+
+    def around(self, width: int) -> str:
+        """A narrower window: `width` characters each side of the highlighted (or centre) span."""
+        if self.hl is None:
+            return self.text
+        return window(self.text, self.hl[0], self.hl[1], width)[0]
 
     def marked(self, hl: tuple[int, int] | None = None, left: str = "<<", right: str = ">>") -> str:
         """The window with a span marked (default: its own highlight)."""
@@ -312,7 +319,7 @@ class ExampleSampler:
             else:
                 s = e = -1
             text, hl = window(texts[key], s if s >= 0 else None, e if e > 0 else None, c.window)
-            return Example(key[0], key[1], 0.0, text, None, kind)
+            return Example(key[0], key[1], 0.0, text, hl, kind)  # hl: the token the window is centred on
 
         hard = [make(i, "hard") for i in hard_idx]
         rand = [make(i, "random") for i in rand_idx]

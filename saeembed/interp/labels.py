@@ -177,14 +177,14 @@ def _example_details(fe: FeatureExamples) -> dict:
 
 def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], background, scorer, cfg):
     meta = metadata_overrep(store, s.sae_key, corpus_ids, list(examples))
-    scorer.prefetch([e.text for fe in examples.values() for e in fe.score + fe.score_negatives])
+    scorer.prefetch([e for fe in examples.values() for e in fe.score + fe.score_negatives])
     out = []
     for f, fe in examples.items():
         if fe.n_active == 0:
             out.append((_row(f, status="never fires", n_active=0), None))
             continue
         lab = offline_label(fe.explain, background, meta.get(f), n_terms=cfg.n_terms)
-        text = ", ".join(lab.terms)
+        text = ", ".join(t.strip("<>") for t in lab.terms)  # "<year>" reads as "year" to a sentence model
         rand = [e for e in fe.score_negatives if e.kind == "random"]
         hard = [e for e in fe.score_negatives if e.kind == "hard"]
         score = scorer.score(text, fe.score, rand)

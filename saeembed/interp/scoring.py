@@ -42,7 +42,8 @@ def balanced_accuracy(truth: list[bool], guess: list[bool]) -> float | None:
 class EmbeddingScorer:
     """Offline label scores. `embed` maps texts to unit vectors (default: the embedded MiniLM)."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, model: str | None = None):
+    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, model: str | None = None,
+                 width: int = 20):
         if embed is None:
             from saeembed.encode.dense import embed_texts
 
@@ -51,6 +52,10 @@ class EmbeddingScorer:
         self._embed = embed
         self._cache: dict[str, np.ndarray] = {}
         self.model = model or "all-MiniLM-L6-v2"
+        # Texts are scored on a narrow window around the span: a sentence model averages over every
+        # word, so wide windows drown the few words a feature is about (median AUROC over 40 random
+        # live features of the default SAE: 0.70 at 80 characters each side, 0.74 at 20).
+        self.width = width
 
     def vectors(self, texts: list[str]) -> np.ndarray:
         new = [t for t in dict.fromkeys(texts) if t not in self._cache]
@@ -59,16 +64,16 @@ class EmbeddingScorer:
                 self._cache[t] = np.asarray(v, dtype=np.float32)
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
 
-    def prefetch(self, texts: list[str]) -> None:
-        """Embed many windows in one batch (faster than feature by feature)."""
-        self.vectors(list(dict.fromkeys(texts)))
+    def prefetch(self, examples: list[Example]) -> None:
+        """Embed many examples in one batch (faster than feature by feature)."""
+        self.vectors(list(dict.fromkeys(e.around(self.width) for e in examples)))
 
     def score(self, label_text: str, positives: list[Example], negatives: list[Example]) -> float | None:
         if not label_text or not positives or not negatives:
             return None
         q = self.vectors([label_text])[0]
-        pos = self.vectors([e.text for e in positives]) @ q
-        neg = self.vectors([e.text for e in negatives]) @ q
+        pos = self.vectors([e.around(self.width) for e in positives]) @ q
+        neg = self.vectors([e.around(self.width) for e in negatives]) @ q
         return auroc(pos, neg)
 
     def forget(self, keep: int = 50_000) -> None:
