@@ -43,7 +43,7 @@ class EmbeddingScorer:
     """Offline label scores. `embed` maps texts to unit vectors (default: the embedded MiniLM)."""
 
     def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, model: str | None = None,
-                 width: int = 20):
+                 width: int = 12):
         if embed is None:
             from saeembed.encode.dense import embed_texts
 
@@ -54,7 +54,8 @@ class EmbeddingScorer:
         self.model = model or "all-MiniLM-L6-v2"
         # Texts are scored on a narrow window around the span: a sentence model averages over every
         # word, so wide windows drown the few words a feature is about (median AUROC over 40 random
-        # live features of the default SAE: 0.70 at 80 characters each side, 0.74 at 20).
+        # live features of the default SAE: 0.70 at 80 characters each side, 0.74 at 20, 0.79 at 12;
+        # benchmarks/results/label_quality.md).
         self.width = width
 
     def vectors(self, texts: list[str]) -> np.ndarray:
