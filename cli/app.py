@@ -48,6 +48,9 @@ def _add_subcommands() -> None:
 
     app.add_typer(report_app, name="report")
     app.command()(browse)
+    from saeembed.cli.label import label
+
+    app.command("label")(label)
 
 
 _add_subcommands()
@@ -182,13 +185,19 @@ def features(
     top: int = typer.Option(20, "--top", "-n", help="How many features."),
     by: str = typer.Option("docs", "--by", help="Rank by docs (how many documents fire), max or mean activation."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the store holds several."),
+    search: Optional[str] = typer.Option(None, "--search", help="Find labelled features by label text or meaning, e.g. \"date\"."),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
     """Top features with their label (when labelled) and strongest exemplar."""
     with _store(store, read_only=True) as st:
-        frame = st.feature_summary(corpus, sae=sae, top=top, order_by=by)
+        if search is not None:
+            from saeembed.interp.labels import search_labels
+
+            frame = search_labels(st, search, sae=sae, top=top)
+        else:
+            frame = st.feature_summary(corpus, sae=sae, top=top, order_by=by)
     render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="features")
 
 

@@ -1,0 +1,125 @@
+"""`saeembed label`: name features, offline by default or with any OpenAI-compatible LLM. Thin: the work
+is saeembed.interp.labels."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Optional, Tuple
+
+import typer
+
+from saeembed.cli import render
+from saeembed.errors import InputError
+
+# Same options as cli/app.py (redefined: app.py registers this module before defining its own).
+StoreOpt = typer.Option(
+    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
+CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+@contextmanager
+def _progress(description: str, total: int, enabled: bool = True):
+    """A bar fed by label_features's progress(done, total) callback."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("features"),
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=render.err_console) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--features takes comma-separated feature ids, e.g. 12,45 (got {text!r})") from None
+
+
+def label(
+    features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated feature ids, e.g. 12,45."),
+    top_diff: Optional[Tuple[str, str]] = typer.Option(
+        None, "--top-diff", help="Two corpora A B: label the features whose frequency differs most between them."),
+    all_live: bool = typer.Option(False, "--all-live", help="Every feature that fires on some document, most frequent first."),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="At most this many features (--top-diff default 20)."),
+    corpus: Optional[list[str]] = typer.Option(
+        None, "--corpus", "-c", help="Explain from these corpora only (repeatable). Default: all encoded with the SAE."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the store holds several."),
+    llm: Optional[str] = typer.Option(
+        None, "--llm", help="Label with this LLM (e.g. gpt-4o-mini) via an OpenAI-compatible API; key from "
+        "$SAEEMBED_LLM_KEY or $OPENAI_API_KEY. Without it labels are made offline."),
+    base_url: Optional[str] = typer.Option(
+        None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server, e.g. http://localhost:8000/v1."),
+    max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop (cleanly) before the estimated cost passes this many USD."),
+    max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Stop (cleanly) after this many uncached LLM calls."),
+    concurrency: int = typer.Option(4, "--concurrency", help="LLM calls in flight at once."),
+    relabel_below: Optional[float] = typer.Option(
+        None, "--relabel-below", help="LLM: explain again once when the score (balanced accuracy) is below this."),
+    price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (cost estimate; 0 for a local server)."),
+    price_out: Optional[float] = typer.Option(None, "--price-out", help="USD per million completion tokens."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Label features from their exemplars and score the labels on held-out examples.
+
+    Offline (default): contrastive words of the activating spans vs background text, plus metadata the
+    feature over-represents; score = AUROC of label-to-text similarity (activating vs random texts).
+    With --llm: an explanation from top and quantile-sampled examples and contrasting ones; score =
+    balanced accuracy of detection and fuzzing on held-out examples. Labels are stored and shown by
+    `saeembed features`; LLM calls are cached in the store, so a re-run costs nothing.
+    """
+    from saeembed.interp.labels import LabelConfig, label_features, live_features, resolve_scope, top_diff_features
+    from saeembed.interp.llm import LLMClient, LLMConfig
+
+    chosen = sum(x is not None and x is not False and x != () for x in (features, top_diff, all_live or None))
+    if chosen != 1:
+        raise InputError("say which features to label: --features 12,45, --top-diff A B or --all-live")
+    if limit is not None and limit < 1:
+        raise InputError("--limit must be at least 1")
+    from saeembed.store import Store
+
+    with Store(store) as st:
+        s, corpus_ids = resolve_scope(st, corpus, sae)
+        if features:
+            ids = _parse_ids(features)[: limit or None]
+        elif top_diff:
+            ids = top_diff_features(st, top_diff[0], top_diff[1], top=limit or 20, sae=s.sae_hash)
+        else:
+            ids = live_features(st, s, corpus_ids, limit)
+        client = None
+        if llm:
+            client = LLMClient(st, LLMConfig(model=llm, base_url=base_url, concurrency=concurrency, max_cost=max_cost,
+                                             max_calls=max_calls, price_in=price_in, price_out=price_out))
+        elif any(v is not None for v in (max_cost, max_calls, relabel_below)):
+            render.note("[yellow]note:[/yellow] --max-cost/--max-calls/--relabel-below apply to --llm only")
+        if not llm and not (as_json or as_csv):
+            render.note("labelling offline (no LLM); pass --llm MODEL to use one")
+        cfg = LabelConfig(relabel_below=relabel_below)
+        with _progress("label", len(ids), enabled=not (quiet or as_json or as_csv)) as bar:
+            run = label_features(st, ids, corpus=corpus or None, sae=s.sae_hash, llm=client, config=cfg,
+                                 progress=bar)
+    frame = run.frame
+    if run.method == "offline":
+        frame = frame.drop("detection", "fuzzing")
+    else:
+        frame = frame.drop("auroc_hard")
+    render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title=f"labels ({run.method})")
+    ok = frame.filter(frame["status"] == "ok")
+    scores = ok["score"].drop_nulls()
+    msg = f"labelled {ok.height} of {frame.height} features ({run.method})"
+    if len(scores):
+        msg += f"; median score {scores.median():.3f}"
+    if run.usage:
+        u = run.usage
+        msg += (f"; LLM {u['calls']} calls ({u['cached']} cached, {u['retries']} retries, {u['failed']} failed), "
+                f"{u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens, est. ${u['cost']:.4f}")
+    render.note(msg)
+    if run.budget_stopped:
+        render.note("[yellow]budget reached:[/yellow] the remaining features were skipped; re-run with a larger "
+                    "--max-cost/--max-calls to finish (answers so far are cached)")

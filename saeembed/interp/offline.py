@@ -1,0 +1,200 @@
+"""The offline labeller: a contrastive label from the words a feature fires on, no LLM.
+
+For one feature: the words and bigrams in its activating windows (and, counted again, the highlighted
+words themselves) against the same counts in background windows. A term scores
+p·log(p/q) (its share of activating examples p against its background share q: frequent *and*
+specific terms win), summed over the window and the highlighted span. The label is the best few terms,
+e.g. "covid · coronavirus · pandemic". Numbers also count as shapes (<year>, <number>) so a feature
+for dates is not labelled by whichever year came first. Metadata values the feature's documents
+over-represent (a share ≥ 50 % and ≥ 1.5× the corpus's) are reported beside the terms.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from saeembed.interp.examples import Example
+from saeembed.store import Store, quote_ident
+
+_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.U)
+_PUNCT = re.compile(r"[^\w\s]", re.U)
+# Only used to drop bigrams made of two function words; single words compete on their statistics.
+_STOP = set(
+    "a an the and or but of to in on at by for with from as is are was were be been it its this that these those "
+    "i you he she we they me him her us them my your our their not no do does did have has had will would can could "
+    "there here so if then than".split()
+)
+
+
+def terms_of(text: str) -> list[str]:
+    """Lower-cased words, number shapes, and bigrams of adjacent words."""
+    words = [w.lower() for w in _WORD.findall(text)]
+    out = list(words)
+    for w in words:
+        if w.isdigit():
+            out.append("<year>" if len(w) == 4 and 1800 <= int(w) <= 2099 else "<number>")
+    out.extend(f"{a} {b}" for a, b in zip(words, words[1:]) if not (a in _STOP and b in _STOP))
+    return out
+
+
+def span_terms(ex: Example) -> list[str]:
+    """Terms of the highlighted span; a span of pure punctuation is its own term."""
+    span = ex.span_text.strip()
+    if not span:
+        return []
+    words = terms_of(span)
+    return words or [c for c in _PUNCT.findall(span)][:1]
+
+
+@dataclass
+class TermStats:
+    """Document frequencies of terms over a set of windows (each window counts a term once)."""
+
+    n: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, texts) -> "TermStats":
+        st = cls()
+        for t in texts:
+            st.n += 1
+            st.counts.update(set(terms_of(t)))
+        return st
+
+
+@dataclass
+class OfflineLabel:
+    label: str  # what is stored and shown: terms, then over-represented metadata
+    terms: list[str]  # what the embedding scorer embeds
+    term_scores: list[float]
+    metadata: list[dict]
+
+
+def contrastive_terms(
+    positives: list[Example], background: TermStats, *, n_terms: int = 3, min_share: float = 0.1
+) -> tuple[list[str], list[float]]:
+    n = len(positives)
+    if n == 0:
+        return [], []
+    window_counts, span_counts = Counter(), Counter()
+    for ex in positives:
+        window_counts.update(set(terms_of(ex.text)))
+        span_counts.update(set(span_terms(ex)))
+    floor = 0.5 / (background.n + 1)
+
+    def kl(p: float, q: float) -> float:
+        return p * math.log(p / q) if p > q else 0.0
+
+    scored = []
+    for t in set(window_counts) | set(span_counts):
+        p_w, p_s = window_counts[t] / n, span_counts[t] / n
+        if max(p_w, p_s) < min_share or window_counts[t] + span_counts[t] < 2:
+            continue
+        q = max((background.counts.get(t, 0) + 0.5) / (background.n + 1), floor)
+        s = kl(p_w, q) + kl(p_s, q)
+        if s > 0:
+            scored.append((s, t))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    chosen, scores = [], []
+    for s, t in scored:
+        words = t.split()
+        if any(t in c.split() for c in chosen):  # a word already said inside a chosen bigram
+            continue
+        inside = [i for i, c in enumerate(chosen) if c in words]
+        if inside:  # a bigram extending chosen words replaces them only when nearly as strong
+            if s < 0.8 * max(scores[i] for i in inside):
+                continue
+            for i in reversed(inside):
+                del chosen[i], scores[i]
+        chosen.append(t)
+        scores.append(s)
+        if len(chosen) == n_terms:
+            break
+    if not chosen:  # nothing contrasts: fall back to the commonest highlighted words
+        common = span_counts.most_common(n_terms)
+        chosen, scores = [t for t, _ in common], [0.0] * len(common)
+    return chosen, [round(s, 4) for s in scores]
+
+
+def metadata_overrep(
+    store: Store, sae_key: int, corpus_ids: list[int], features: list[int], *,
+    min_share: float = 0.5, min_lift: float = 1.5, min_docs: int = 5, max_values: int = 50,
+) -> dict[int, list[dict]]:
+    """Metadata values (and, over several corpora, the corpus) that a feature's documents over-represent:
+    {feature: [{column, value, share, base_share, lift}]} with share ≥ min_share and lift ≥ min_lift."""
+    out: dict[int, list[dict]] = {f: [] for f in features}
+    infos = {r[0]: r[1] for r in store.con.execute(
+        "SELECT corpus_id, name FROM corpora WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids]).fetchall()}
+    totals = store.query(
+        "SELECT feature, count(*) AS n FROM activations WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
+        "AND feature IN (SELECT unnest(?)) GROUP BY feature",
+        [sae_key, corpus_ids, features],
+    )
+    n_active = dict(zip(totals["feature"].to_list(), totals["n"].to_list()))
+    if len(infos) > 1:  # which corpus a feature lives in is the first "metadata"
+        sizes = store.query(
+            "SELECT corpus_id, count(*) AS n FROM encoded_docs WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
+            "GROUP BY corpus_id", [sae_key, corpus_ids])
+        total = max(int(sizes["n"].sum()), 1)
+        base = {c: n / total for c, n in zip(sizes["corpus_id"].to_list(), sizes["n"].to_list())}
+        per = store.query(
+            "SELECT feature, corpus_id, count(*) AS n FROM activations WHERE sae_key = ? "
+            "AND corpus_id IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?)) GROUP BY ALL",
+            [sae_key, corpus_ids, features],
+        )
+        for f, c, n in per.iter_rows():
+            _maybe_add(out, f, "corpus", infos.get(c, c), n, n_active.get(f, 0), base.get(c, 0), min_share,
+                       min_lift, min_docs)
+    for cid in infos:
+        info = store.corpus(infos[cid])
+        for col in info.metadata_columns:
+            qc = quote_ident(col)
+            distinct = store.con.execute(f"SELECT count(DISTINCT {qc}) FROM {info.meta_table}").fetchall()[0][0]
+            if not 1 < distinct <= max_values:
+                continue
+            base_rows = store.query(
+                f"SELECT CAST({qc} AS VARCHAR) AS value, count(*) AS n FROM {info.meta_table} GROUP BY ALL")
+            n_docs = max(int(base_rows["n"].sum()), 1)
+            base = {v: n / n_docs for v, n in base_rows.iter_rows()}
+            per = store.query(
+                f"SELECT a.feature, CAST(m.{qc} AS VARCHAR) AS value, count(*) AS n FROM activations a "
+                f"JOIN {info.meta_table} m ON m.doc_idx = a.doc_idx "
+                "WHERE a.sae_key = ? AND a.corpus_id = ? AND a.feature IN (SELECT unnest(?)) GROUP BY ALL",
+                [sae_key, cid, features],
+            )
+            in_corpus = per.group_by("feature").agg(pl.col("n").sum().alias("tot"))
+            tot = dict(zip(in_corpus["feature"].to_list(), in_corpus["tot"].to_list()))
+            for f, v, n in per.iter_rows():
+                if v is None:
+                    continue
+                _maybe_add(out, f, col, v, n, tot.get(f, 0), base.get(v, 0), min_share, min_lift, min_docs)
+    for f in out:
+        out[f].sort(key=lambda m: -m["lift"])
+    return out
+
+
+def _maybe_add(out, f, column, value, n, total, base, min_share, min_lift, min_docs) -> None:
+    if total < min_docs or base <= 0:
+        return
+    share = n / total
+    lift = share / base
+    if share >= min_share and lift >= min_lift:
+        out[f].append({"column": column, "value": str(value), "share": round(share, 3),
+                       "base_share": round(base, 3), "lift": round(lift, 2)})
+
+
+def offline_label(
+    positives: list[Example], background: TermStats, metadata: list[dict] | None = None, *, n_terms: int = 3
+) -> OfflineLabel:
+    terms, scores = contrastive_terms(positives, background, n_terms=n_terms)
+    label = " · ".join(terms) if terms else "(no clear pattern)"
+    meta = (metadata or [])[:2]
+    if meta:
+        label += " (" + "; ".join(f"{m['column']}={m['value']} {m['share']:.0%} vs {m['base_share']:.0%}"
+                                  for m in meta) + ")"
+    return OfflineLabel(label, terms, scores, list(metadata or []))

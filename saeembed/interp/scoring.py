@@ -1,0 +1,216 @@
+"""How good is a label? Scored only on held-out examples, never the ones it was made from.
+
+- embedding scorer (offline): cosine similarity of the label's sentence embedding to each example
+  window; AUROC of that similarity separating activating from non-activating windows (0.5 = chance).
+- detection (LLM): the judge is told the explanation and says, for a mix of activating and
+  non-activating windows, which ones have the property.
+- fuzzing (LLM): the judge sees activating windows with a word marked — the feature's own strongest
+  word, or a random other word of the window — and says which markings are right.
+Both LLM scores are balanced accuracy; several examples go into one prompt to keep tokens down.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.stats import rankdata
+
+from saeembed.interp.examples import Example, FeatureExamples
+from saeembed.interp.llm import LLMClient, MalformedAnswer, parse_json_answer
+
+
+def auroc(pos, neg) -> float | None:
+    """Probability a random positive scores above a random negative (ties count half)."""
+    pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    ranks = rankdata(np.concatenate([pos, neg]))
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def balanced_accuracy(truth: list[bool], guess: list[bool]) -> float | None:
+    t, g = np.asarray(truth, dtype=bool), np.asarray(guess, dtype=bool)
+    if t.all() or (~t).all():
+        return None
+    return float(((g & t).sum() / t.sum() + (~g & ~t).sum() / (~t).sum()) / 2)
+
+
+class EmbeddingScorer:
+    """Offline label scores. `embed` maps texts to unit vectors (default: the embedded MiniLM)."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, model: str | None = None,
+                 width: int = 12):
+        if embed is None:
+            from saeembed.encode.dense import embed_texts
+
+            def embed(texts):
+                return embed_texts(texts, model=model)
+        self._embed = embed
+        self._cache: dict[str, np.ndarray] = {}
+        self.model = model or "all-MiniLM-L6-v2"
+        # Texts are scored on a narrow window around the span: a sentence model averages over every
+        # word, so wide windows drown the few words a feature is about (median AUROC over 40 random
+        # live features of the default SAE: 0.70 at 80 characters each side, 0.74 at 20, 0.79 at 12;
+        # benchmarks/results/label_quality.md).
+        self.width = width
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if new:
+            for t, v in zip(new, self._embed(new)):
+                self._cache[t] = np.asarray(v, dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+
+    def prefetch(self, examples: list[Example]) -> None:
+        """Embed many examples in one batch (faster than feature by feature)."""
+        self.vectors(list(dict.fromkeys(e.around(self.width) for e in examples)))
+
+    def score(self, label_text: str, positives: list[Example], negatives: list[Example]) -> float | None:
+        if not label_text or not positives or not negatives:
+            return None
+        q = self.vectors([label_text])[0]
+        pos = self.vectors([e.around(self.width) for e in positives]) @ q
+        neg = self.vectors([e.around(self.width) for e in negatives]) @ q
+        return auroc(pos, neg)
+
+    def forget(self, keep: int = 50_000) -> None:
+        if len(self._cache) > keep:  # bounded memory on --all-live runs
+            self._cache.clear()
+
+
+# --- LLM scorers -----------------------------------------------------------------------------------
+
+DETECTION_PROMPT = """You are checking an explanation of a neuron in a language model.
+Explanation: "{explanation}"
+
+Below are {n} numbered text excerpts. For each, decide whether the neuron described by the explanation
+would fire on it, i.e. whether the excerpt contains what the explanation describes.
+
+{examples}
+
+Answer with JSON only: {{"answers": [list of {n} integers, 1 if it fits the explanation, 0 if not, in order]}}"""
+
+FUZZING_PROMPT = """You are checking an explanation of a neuron in a language model.
+Explanation: "{explanation}"
+
+In each numbered excerpt below one span is marked <<like this>>. The neuron fires on every excerpt, but
+in some of them the marked span is the wrong one. For each, decide whether the marked span is where the
+neuron described by the explanation fires.
+
+{examples}
+
+Answer with JSON only: {{"answers": [list of {n} integers, 1 if the marking is right, 0 if not, in order]}}"""
+
+
+@dataclass
+class ScoreItem:
+    text: str
+    truth: bool
+
+
+@dataclass
+class LLMScores:
+    detection: float | None
+    fuzzing: float | None
+    n_detection: int
+    n_fuzzing: int
+    failures: list[str]
+
+    @property
+    def score(self) -> float | None:
+        """The mean of the two balanced accuracies (or the one that could be measured)."""
+        vals = [v for v in (self.detection, self.fuzzing) if v is not None]
+        return float(np.mean(vals)) if vals else None
+
+
+def detection_items(fe: FeatureExamples) -> list[ScoreItem]:
+    items = [ScoreItem(e.text, True) for e in fe.score] + [ScoreItem(e.text, False) for e in fe.score_negatives]
+    random.Random(fe.feature).shuffle(items)
+    return items
+
+
+def fuzzing_items(fe: FeatureExamples) -> list[ScoreItem]:
+    """Half the held-out activating windows marked at the true span, half at a random other word."""
+    rng = random.Random(fe.feature + 1)
+    items = []
+    for i, e in enumerate(fe.score):
+        if not e.hl:
+            continue
+        if i % 2 == 0:
+            items.append(ScoreItem(e.marked(), True))
+            continue
+        spans = [(m.start(), m.end()) for m in re.finditer(r"[^\W_]+", e.text)
+                 if m.end() <= e.hl[0] or m.start() >= e.hl[1]]
+        if spans:
+            items.append(ScoreItem(e.marked(rng.choice(spans)), False))
+    rng.shuffle(items)
+    return items
+
+
+def _prompts(template: str, explanation: str, items: list[ScoreItem], batch: int) -> list[list[dict]]:
+    out = []
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        body = "\n".join(f"{i + 1}. {it.text}" for i, it in enumerate(chunk))
+        out.append([{"role": "user", "content": template.format(explanation=explanation.replace('"', "'"),
+                                                                  n=len(chunk), examples=body)}])
+    return out
+
+
+def _answers(answer_text: str, n: int) -> list[bool]:
+    data = parse_json_answer(answer_text)
+    vals = data.get("answers")
+    if not isinstance(vals, list) or len(vals) != n:
+        raise MalformedAnswer(f"expected {n} answers, got {vals!r:.80}")
+    out = []
+    for v in vals:
+        if isinstance(v, bool):
+            out.append(v)
+        elif isinstance(v, (int, float)) and v in (0, 1):
+            out.append(bool(v))
+        elif isinstance(v, str) and v.strip().lower() in ("0", "1", "yes", "no", "true", "false"):
+            out.append(v.strip().lower() in ("1", "yes", "true"))
+        else:
+            raise MalformedAnswer(f"answer {v!r:.40} is not 0/1")
+    return out
+
+
+def score_prompts(fe: FeatureExamples, explanation: str, batch: int = 10) -> tuple[list, list, list, list]:
+    """The detection and fuzzing prompts for a feature (and their items), for batching across features."""
+    det, fuz = detection_items(fe), fuzzing_items(fe)
+    return det, _prompts(DETECTION_PROMPT, explanation, det, batch), fuz, _prompts(FUZZING_PROMPT, explanation, fuz, batch)
+
+
+def llm_scores(client: LLMClient, fe: FeatureExamples, explanation: str, *, batch: int = 10) -> LLMScores:
+    det_items, det_prompts, fuz_items, fuz_prompts = score_prompts(fe, explanation, batch)
+    results = client.chat_many(det_prompts + fuz_prompts, max_tokens=200)
+    return collect_scores(det_items, fuz_items, results[: len(det_prompts)], results[len(det_prompts):], batch)
+
+
+def collect_scores(det_items, fuz_items, det_results, fuz_results, batch: int) -> LLMScores:
+    failures: list[str] = []
+
+    def gather(items, results):
+        truth, guess = [], []
+        for k, res in enumerate(results):
+            chunk = items[k * batch : (k + 1) * batch]
+            try:
+                answers = _answers(res.text, len(chunk)) if res.ok else None
+            except MalformedAnswer as e:
+                failures.append(str(e))
+                continue
+            if answers is None:
+                failures.append(res.error or "failed")
+                continue
+            truth += [it.truth for it in chunk]
+            guess += answers
+        return truth, guess
+
+    dt, dg = gather(det_items, det_results)
+    ft, fg = gather(fuz_items, fuz_results)
+    return LLMScores(balanced_accuracy(dt, dg) if dt else None, balanced_accuracy(ft, fg) if ft else None,
+                     len(dt), len(ft), failures)
