@@ -31,6 +31,9 @@ def diff(
     max_q: float = typer.Option(1.0, "--max-q", help="Only features with a BH q-value at most this."),
     min_freq: float = typer.Option(0.0, "--min-freq", help="Only features firing on at least this share of one side."),
     exemplars: int = typer.Option(1, "--exemplars", help="Exemplar snippets per side."),
+    summarize: bool = typer.Option(False, "--summarize", help="Also write a few hypotheses (with evidence and frequencies) from the top features: offline, or with --llm."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="With --summarize: an OpenAI-compatible model; key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server for --llm."),
     sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
@@ -50,7 +53,10 @@ def diff(
     if direction not in ("both", "a", "b"):
         raise InputError(f"--direction must be both, a or b, not {direction!r}")
     cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=exemplars, top=None)
-    with render.store(store, read_only=True) as st:
+    if summarize and not (b and not by and not where and not vs):
+        raise InputError("--summarize works on two whole corpora: saeembed diff A B --summarize")
+    hypotheses = None
+    with render.store(store, read_only=not summarize) as st:
         if by:
             if b or vs:
                 raise InputError("--by compares groups within one corpus; drop the second corpus / --vs")
@@ -61,6 +67,8 @@ def diff(
             results = {"": diff_slices(st, a, where, vs, sae=sae, paired_on=paired_on, config=cfg)}
         else:
             raise InputError("give a second corpus, --where (and optionally --vs), or --by COLUMN")
+        if summarize:
+            hypotheses = _summarize(st, results[""].frame, a, b, sae, llm, base_url)
     frames = []
     for group, r in results.items():
         f = _filter_diff(r.frame, direction, max_q, min_freq).head(top)
@@ -69,6 +77,9 @@ def diff(
         frames.append((group, r, f))
     if as_json or as_csv:
         render.emit_frame(pl.concat([f for _, _, f in frames], how="diagonal_relaxed"), as_json=as_json, as_csv=as_csv)
+        if hypotheses is not None:
+            for h in hypotheses.iter_rows(named=True):
+                render.note(f"hypothesis ({h['source']}): {h['hypothesis']} — more in {h['direction']}")
         return
     for group, r, f in frames:
         s = r.summary
@@ -81,6 +92,20 @@ def diff(
         render.note(f"  {s['significant_q05']} of {s['features_tested']} features differ at q ≤ 0.05")
         cols = [c for c in DIFF_TABLE if c in f.columns and not (c == "diff_adj" and not s["length_controlled"])]
         render.emit_frame(f.select(cols), title=f"{by} = {group}" if by else "features that differ")
+    if hypotheses is not None:
+        render.emit_frame(hypotheses.select("hypothesis", "direction", "share_a", "share_b", "evidence", "source"),
+                          title="hypotheses")
+
+
+def _summarize(st, frame: pl.DataFrame, a: str, b: str, sae, llm, base_url) -> pl.DataFrame:
+    from saeembed.interp.assist import summarize_diff
+
+    client = None
+    if llm:
+        from saeembed.interp.llm import LLMClient, LLMConfig
+
+        client = LLMClient(st, LLMConfig(model=llm, base_url=base_url))
+    return summarize_diff(st, frame, corpus_a=a, corpus_b=b, sae=sae, llm=client, freq_a="freq_a", freq_b="freq_b")
 
 
 def _filter_diff(frame: pl.DataFrame, direction: str, max_q: float, min_freq: float) -> pl.DataFrame:

@@ -64,3 +64,11 @@ def test_correlate_json_and_with_column(capsys, monkeypatch, planted_store):
     assert {r["category"] for r in json.loads(out)} == {"x", "y", "z"}
     code, _, err = run(capsys, monkeypatch, "correlate", "A", "--with-column", "nope", "-s", planted_store)
     assert code == 1 and "no column 'nope'" in err
+
+
+def test_diff_summarize_offline(capsys, monkeypatch, planted_store):
+    code, out, err = run(capsys, monkeypatch, "diff", "A", "B", "-s", planted_store, "--summarize", "--top", "5")
+    assert code == 0, err
+    assert "hypotheses" in out
+    code, _, err = run(capsys, monkeypatch, "diff", "A", "--where", "gen = 'x'", "-s", planted_store, "--summarize")
+    assert code == 1 and "two whole corpora" in err

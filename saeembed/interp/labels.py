@@ -90,18 +90,11 @@ def live_features(store: Store, sae: SAEInfo, corpus_ids: list[int], limit: int 
 
 
 def top_diff_features(store: Store, a: str, b: str, top: int = 20, sae: str | None = None) -> list[int]:
-    """The features whose document frequency differs most between corpora a and b, alternating the ones
-    over-represented in a and in b."""
-    from saeembed.analysis.frequency import distinctive_features
+    """The features that differ most between corpora a and b (saeembed.analysis.diff's ranking: generic
+    features left out, length-controlled when the corpora's lengths differ)."""
+    from saeembed.analysis.diff import DiffConfig, diff_corpora
 
-    more_a = distinctive_features(store, a, [b], top=top, sae=sae)["feature"].to_list()
-    more_b = distinctive_features(store, b, [a], top=top, sae=sae)["feature"].to_list()
-    out: list[int] = []
-    for pair in zip(more_a + [None] * top, more_b + [None] * top):
-        for f in pair:
-            if f is not None and f not in out:
-                out.append(f)
-    return out[:top]
+    return diff_corpora(store, a, b, sae=sae, config=DiffConfig(top=top)).frame["feature"].to_list()
 
 
 # --- labelling --------------------------------------------------------------------------------------
