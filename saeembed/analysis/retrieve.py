@@ -96,7 +96,7 @@ def plan_query(
     rows = []
     if query:
         matched = match_features(store, t.sae, query, corpus=t.corpus.name, top=n_features, method=match,
-                                 matcher=matcher, **match_opts)
+                                 matcher=matcher, doc_idx=t.doc_idx, **match_opts)
         best = float(matched["score"].max()) if matched.height else 0.0
         for f, s, lab, ev in matched.select("feature", "score", "label", "evidence").iter_rows():
             if f in given:

@@ -33,8 +33,8 @@ class Selection:
 
 
 def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None) -> pl.DataFrame:
-    """One row per document: doc_idx, doc_id, n_chars, n_tokens (when encoded with `sae`), and the
-    user's metadata columns: what a filter can name."""
+    """One row per document: doc_idx, doc_id, n_chars, n_tokens (when encoded with `sae`), the
+    user's metadata columns, and `cluster.NAME` per saved clustering: what a filter can name."""
     info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
     frame = store.documents(info, text=False)
     chars = store.query(
@@ -47,6 +47,11 @@ def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None
             [info.corpus_id, sae.sae_key],
         )
         frame = frame.join(tokens, on="doc_idx", how="left")
+    from saeembed.analysis.cluster import cluster_columns  # saved clusterings as `cluster.NAME` columns
+
+    clusters = cluster_columns(store, info)
+    if clusters is not None:
+        frame = frame.join(clusters, on="doc_idx", how="left")
     return frame.sort("doc_idx")
 
 

@@ -233,7 +233,8 @@ def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, 
 # --- prf: features over-represented among the documents densely nearest the query ------------------
 
 
-def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, progress=None, **_) -> pl.DataFrame:
+def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, doc_idx=None, progress=None,
+         **_) -> pl.DataFrame:
     from saeembed.encode.dense import corpus_embeddings, get_embedder
 
     if corpus is None:
@@ -241,24 +242,32 @@ def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, pro
     info = store.corpus(corpus)
     embedder = get_embedder(model)
     dense = corpus_embeddings(store, info, model=model, progress=progress)
-    q = embedder.embed([query])[0]
-    sims = dense @ q
-    m = int(min(max(prf_docs, 1), info.n_docs))
-    nearest = np.argpartition(-sims, m - 1)[:m] if m < info.n_docs else np.arange(info.n_docs)
+    # doc_idx (a search restricted by --where): feedback only from, and frequencies only over, those docs
+    pool = np.arange(info.n_docs) if doc_idx is None else np.asarray(doc_idx, dtype=np.int64)
+    if len(pool) == 0:
+        return _empty()
+    sims = dense[pool] @ embedder.embed([query])[0]
+    m = int(min(max(prf_docs, 1), len(pool)))
+    nearest = pool[np.argpartition(-sims, m - 1)[:m]] if m < len(pool) else pool
+    restrict = doc_idx is not None
     frame = store.query(
         """
-        WITH near AS (SELECT unnest(?) AS doc_idx),
-        df AS (SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? GROUP BY feature)
+        WITH near AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
+        pool AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
+        df AS (SELECT feature, count(*) AS docs FROM activations
+               WHERE corpus_id = ? AND sae_key = ? AND (NOT ? OR doc_idx IN (SELECT doc_idx FROM pool))
+               GROUP BY feature)
         SELECT a.feature, count(*) AS near_docs, any_value(df.docs) AS docs
         FROM activations a JOIN near USING (doc_idx) JOIN df USING (feature)
         WHERE a.corpus_id = ? AND a.sae_key = ?
         GROUP BY a.feature
         """,
-        [nearest.astype(np.int64).tolist(), info.corpus_id, sae.sae_key, info.corpus_id, sae.sae_key],
+        [nearest.tolist(), pool.tolist() if restrict else [], info.corpus_id, sae.sae_key, restrict,
+         info.corpus_id, sae.sae_key],
     )
     if frame.is_empty():
         return _empty()
-    n = max(_encoded_docs(store, info, sae), 1)
+    n = len(pool) if restrict else max(_encoded_docs(store, info, sae), 1)
     frame = frame.with_columns(
         near=pl.col("near_docs") / m, overall=pl.col("docs") / n
     ).with_columns(score=pl.col("near") - pl.col("overall")).filter(pl.col("score") > 0)
