@@ -28,9 +28,10 @@ def _add_subcommands() -> None:
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
-    from saeembed.cli import search as search_cli  # search, similar
+    from saeembed.cli import cluster as cluster_cli, search as search_cli  # search, similar, cluster(ings)
 
     search_cli.register(app)
+    cluster_cli.register(app)
 
 
 _add_subcommands()
