@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--per-property", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pool-others", type=int, default=2000)
-    ap.add_argument("--n-features", type=int, default=10)
+    ap.add_argument("--n-features", type=int, default=30)
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--out", default=None, help="write per-property rows as JSON here")
     a = ap.parse_args()
