@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=1_000_000)
     ap.add_argument("--cluster-docs", type=int, default=100_000)
     ap.add_argument("--skip-query", action="store_true", help="skip the text-query timing (needs the model)")
+    ap.add_argument("--only-cluster", action="store_true", help="time the clustering only")
     a = ap.parse_args()
     SCRATCH.mkdir(parents=True, exist_ok=True)
     store = Store(SCRATCH / f"speed_{a.docs}_{a.cluster_docs}.duckdb")
@@ -92,14 +93,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     common = store.query("SELECT feature FROM exemplars WHERE corpus_id = 1 AND rank = 1 ORDER BY feature")["feature"].to_numpy()
     res = {}
+    if a.only_cluster:
+        a.skip_query = True
     sets = [rng.choice(common, 10, replace=False).tolist() for _ in range(6)]
-    first, got = timed(lambda: search(store, "big", features=sets[0], top=20))
-    later = [timed(lambda s=s: search(store, "big", features=s, top=20))[0] for s in sets[1:]]
-    res["search 10 features, first"] = first
-    res["search 10 features, median of next 5"] = statistics.median(later)
-    w = [timed(lambda s=s: search(store, "big", features=s, top=20, where="bucket = 3", not_features=[int(common[0])]))[0]
-         for s in sets[:4]]
-    res["search + --where + --not-feature, median of 4"] = statistics.median(w)
+    if a.only_cluster:
+        sets = []
+    first, got = timed(lambda: search(store, "big", features=sets[0], top=20)) if sets else (0.0, None)
+    if sets:
+        later = [timed(lambda s=s: search(store, "big", features=s, top=20))[0] for s in sets[1:]]
+        res["search 10 features, first"] = first
+        res["search 10 features, median of next 5"] = statistics.median(later)
+        w = [timed(lambda s=s: search(store, "big", features=s, top=20, where="bucket = 3",
+                                      not_features=[int(common[0])]))[0] for s in sets[:4]]
+        res["search + --where + --not-feature, median of 4"] = statistics.median(w)
     if not a.skip_query:
         q = ["mentions a specific date", "angry customer complaint", "football match results", "a recipe"]
         first, _ = timed(lambda: search(store, "big", q[0], top=20, match="describe"))

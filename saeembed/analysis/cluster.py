@@ -7,7 +7,9 @@ Geometry: each chosen feature's value is divided by its corpus maximum (so featu
 scales count alike) and rows are L2-normalised (cosine geometry). Documents where none of the chosen
 features fire cannot be placed on the axis: they get cluster -1 with the HDBSCAN noise and are
 counted separately (`n_empty`). Without an axis or features, all features are used through a seeded
-TruncatedSVD to `svd_dims` dimensions (never a dense N x d_sae matrix).
+TruncatedSVD to `svd_dims` dimensions (never a dense N x d_sae matrix). HDBSCAN runs on at most
+`max_dims` PCA dimensions and, above `max_fit` documents, on a seeded sample whose clusters the other
+documents join through their nearest sampled neighbour (HDBSCAN's cost grows faster than linearly).
 
 A saved clustering named NAME becomes a filter column `cluster.NAME` of its corpus, so
 `--where "cluster.NAME = 3"` (or `cluster.NAME = -1` for noise) selects a cluster in search, diff, etc.
@@ -43,6 +45,7 @@ class ClusterConfig:
     min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
     min_samples: int | None = 5  # HDBSCAN; lower = less noise
     max_dims: int = 10  # HDBSCAN runs on at most this many PCA dimensions (it slows sharply with more)
+    max_fit: int = 20_000  # HDBSCAN fits on a seeded sample this large; the rest join their nearest sampled doc
     svd_dims: int = 50  # all-features mode: TruncatedSVD dimensions
     binary: bool = False  # presence instead of scaled values
     seed: int = 0
@@ -193,9 +196,21 @@ def _fit(Z: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
     ms = None if cfg.min_samples is None else max(1, min(cfg.min_samples, n - 1))
     if Z.shape[1] > cfg.max_dims:
         Z = _pca(Z, cfg.max_dims, cfg.seed)
-    # jitter-free determinism: HDBSCAN itself has no randomness; ties are broken by row order.
-    model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, copy=True).fit(Z)
-    return model.labels_.astype(np.int64), np.asarray(model.probabilities_, dtype=np.float64)
+    if n <= cfg.max_fit:  # HDBSCAN itself has no randomness: same input, same clusters
+        model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, copy=True).fit(Z)
+        return model.labels_.astype(np.int64), np.asarray(model.probabilities_, dtype=np.float64)
+    # Large inputs: HDBSCAN's cost grows faster than linearly, so fit a seeded sample (cluster sizes
+    # scaled down with it) and give every other document the label of its nearest sampled document.
+    from sklearn.neighbors import NearestNeighbors
+
+    sample = np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.max_fit, replace=False))
+    mcs_s = max(2, int(round(mcs * cfg.max_fit / n)))
+    model = HDBSCAN(min_cluster_size=mcs_s, min_samples=ms, copy=True).fit(Z[sample])
+    nearest = NearestNeighbors(n_neighbors=1).fit(Z[sample]).kneighbors(Z, return_distance=False)[:, 0]
+    labels = model.labels_.astype(np.int64)[nearest]
+    prob = np.asarray(model.probabilities_, dtype=np.float64)[nearest]
+    labels[sample], prob[sample] = model.labels_, model.probabilities_
+    return labels, prob
 
 
 def _pca(Z: np.ndarray, dims: int, seed: int) -> np.ndarray:

@@ -15,6 +15,8 @@ Three ways to find them, each a "matcher" returning the same frame (feature, sco
 
 Other matchers (an LLM choosing features, issue 7) plug in with `register_matcher(name, fn)` or by
 passing `matcher=fn`; `fn(store, sae, query, corpus=..., top=..., **opts)` returns the same frame.
+opts may carry doc_idx (the documents a search is restricted to), model and progress; a matcher
+ignores what it does not use (accept **_). `saeembed search --match NAME` picks a registered matcher.
 """
 
 from __future__ import annotations

@@ -51,6 +51,16 @@ def test_features_steer_the_clusters(planted):
     assert by_topic.clusters["size"].sum() == 90 and by_topic.n_noise == 0
 
 
+def test_hdbscan_on_a_sample_assigns_the_rest_to_their_nearest(planted):
+    store, topic, _ = planted
+    full = cluster(store, "c", features=[1, 2, 3, 4, 5, 6], save=False, min_cluster_size=10)
+    part = cluster(store, "c", features=[1, 2, 3, 4, 5, 6], save=False, min_cluster_size=10, max_fit=45, seed=2)
+    assert adjusted_rand_score(topic, part.assignments["cluster"]) == pytest.approx(1.0)
+    again = cluster(store, "c", features=[1, 2, 3, 4, 5, 6], save=False, min_cluster_size=10, max_fit=45, seed=2)
+    assert part.assignments["cluster"].to_list() == again.assignments["cluster"].to_list()
+    assert part.params["max_fit"] == 45 and full.n_noise == 0
+
+
 def test_kmeans_and_hdbscan_are_stable_with_a_seed(planted):
     store, topic, _ = planted
     a = cluster(store, "c", save=False, seed=3)  # all features, HDBSCAN
