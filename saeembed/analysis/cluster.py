@@ -42,6 +42,8 @@ class ClusterConfig:
     k: int | None = None
     n_features: int = 50  # features chosen for an axis
     match: str = "describe"  # query-to-feature matcher for the axis (see interp.match)
+    min_df: float = 0.01  # an axis picks among features firing in 1 %..70 % of the documents
+    max_df: float = 0.7
     min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
     min_samples: int | None = 5  # HDBSCAN; lower = less noise
     max_dims: int = 10  # HDBSCAN runs on at most this many PCA dimensions (it slows sharply with more)
@@ -145,11 +147,25 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
         from saeembed.interp.match import match_features
 
         got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=cfg.match,
-                             doc_idx=sel.doc_idx, progress=progress)
+                             doc_idx=sel.doc_idx, candidates=_splitting_features(store, sel, cfg),
+                             progress=progress)
         if got.is_empty():
             raise InputError(f"no feature of this corpus matches the axis {axis!r}")
         return got.select(*schema).cast(schema)
     return pl.DataFrame(schema=schema)  # all features
+
+
+def _splitting_features(store: Store, sel: Selection, cfg: ClusterConfig) -> list[int]:
+    """Features that can split the selection: firing in between min_df and max_df of its documents
+    (a feature on 0.1 % or 95 % of documents cannot shape clusters; skipping them also saves embedding
+    thousands of feature descriptions)."""
+    df = store.query(
+        "SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? "
+        "AND doc_idx IN (SELECT unnest(?)) GROUP BY feature",
+        [sel.corpus.corpus_id, sel.sae.sae_key, sel.doc_idx.tolist()],
+    )
+    share = df["docs"] / max(sel.n_docs, 1)
+    return df.filter((share >= cfg.min_df) & (share <= cfg.max_df))["feature"].sort().to_list()
 
 
 def _matrix(store: Store, sel: Selection, chosen: pl.DataFrame, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -66,6 +66,7 @@ def match_features(
 
     method: auto | describe | prf | any registered name; matcher: a callable used instead of method.
     opts: model (sentence model, default the embedded MiniLM), prf_docs (50), exemplars (5 per feature),
+    candidates (only these feature ids, for describe), doc_idx (documents a search is restricted to),
     progress (callable(done, total) while embedding feature descriptions or documents).
     """
     if not isinstance(query, str) or not query.strip():
@@ -85,11 +86,13 @@ def match_features(
 # --- describe: query vs labels / exemplars -------------------------------------------------------
 
 
-def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5, progress=None, **_) -> pl.DataFrame:
+def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5, progress=None, candidates=None,
+              **_) -> pl.DataFrame:
     from saeembed.encode.dense import get_embedder
 
     embedder = get_embedder(model)
-    candidates = _candidates(store, sae, corpus)
+    if candidates is None:
+        candidates = _candidates(store, sae, corpus)
     texts = feature_texts(store, sae, candidates, per_feature=exemplars)
     if texts.is_empty():
         return _empty()

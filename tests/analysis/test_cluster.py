@@ -109,3 +109,18 @@ def test_bad_options(planted):
         cluster(store, "c", k=1)
     with pytest.raises(InputError, match="nothing to cluster"):
         cluster(store, "c", features=[31])
+
+
+def test_axis_picks_labelled_features_and_steers(planted):
+    store, topic, style = planted
+    labels = {1: "cooking recipes", 2: "kitchen food", 3: "sports", 4: "football games", 5: "stock markets",
+              6: "finance and banks", 10: "formal polite tone of voice", 11: "casual slangy tone of voice"}
+    store.con.execute("DELETE FROM feature_labels")
+    for f, lab in labels.items():
+        store.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES (1, ?, ?, 't')", [f, lab])
+    by_tone = cluster(store, "c", axis="tone of voice", n_features=2, k=2, save=False)
+    assert set(by_tone.features["feature"]) == {10, 11}
+    assert adjusted_rand_score(style, by_tone.assignments["cluster"]) == pytest.approx(1.0)
+    by_subject = cluster(store, "c", axis="food, sport and money", n_features=6, k=3, save=False)
+    assert set(by_subject.features["feature"]) == {1, 2, 3, 4, 5, 6}
+    assert adjusted_rand_score(topic, by_subject.assignments["cluster"]) == pytest.approx(1.0)
