@@ -93,10 +93,17 @@ def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5
     embedder = get_embedder(model)
     if candidates is None:
         candidates = _candidates(store, sae, corpus)
-    texts = feature_texts(store, sae, candidates, per_feature=exemplars)
+    key = (str(store.path.resolve()), sae.sae_key, embedder.name, exemplars,
+           _hash(",".join(map(str, candidates))) if candidates is not None else None, _fingerprint(store, sae))
+    if key not in _DESCRIBED:  # rebuilding 4k description texts costs seconds; labels/exemplars rarely change
+        texts = feature_texts(store, sae, candidates, per_feature=exemplars)
+        vectors = feature_vectors(store, sae, texts, embedder, progress=progress) if texts.height else None
+        if len(_DESCRIBED) > 8:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = (texts, vectors)
+    texts, vectors = _DESCRIBED[key]
     if texts.is_empty():
         return _empty()
-    vectors = feature_vectors(store, sae, texts, embedder, progress=progress)
     q = embedder.embed([query])[0]
     cos = vectors @ q
     return pl.DataFrame({
@@ -109,6 +116,21 @@ def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5
         ],
         "describe": cos.astype(np.float64),
     }).sort("score", descending=True)
+
+
+_DESCRIBED: dict[tuple, tuple] = {}
+
+
+def _fingerprint(store: Store, sae: SAEInfo) -> tuple:
+    """Changes whenever a label or an exemplar of this SAE changes (cheap: small tables)."""
+    row = store.query(
+        "SELECT (SELECT count(*) FROM feature_labels WHERE sae_key = ?) AS a, "
+        "(SELECT max(created_at)::VARCHAR FROM feature_labels WHERE sae_key = ?) AS b, "
+        "(SELECT count(*) FROM exemplars WHERE sae_key = ?) AS c, "
+        "(SELECT sum(hash(corpus_id, feature, doc_idx, value)) FROM exemplars WHERE sae_key = ?) AS d",
+        [sae.sae_key] * 4,
+    )
+    return tuple(row.row(0))
 
 
 def _candidates(store: Store, sae: SAEInfo, corpus: str | None) -> list[int] | None:
