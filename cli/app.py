@@ -28,6 +28,17 @@ def _add_subcommands() -> None:
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
+    from saeembed.cli.browse import browse
+    from saeembed.cli.report import app as report_app
+
+    app.add_typer(report_app, name="report")
+    app.command()(browse)
+
+    from saeembed.cli import analyze
+
+    app.command()(analyze.diff)
+    app.command()(analyze.correlate)
+
     from saeembed.cli import cluster as cluster_cli, search as search_cli  # search, similar, cluster(ings)
 
     search_cli.register(app)

@@ -63,6 +63,13 @@ def _cell(value) -> str:
     return str(value)
 
 
+def store(path: str, *, read_only: bool = False):
+    """Open the store a command names (a context manager)."""
+    from saeembed.store import Store
+
+    return Store(path, read_only=read_only)
+
+
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
 

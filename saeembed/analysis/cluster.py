@@ -370,6 +370,12 @@ def clusterings(store: Store, corpus: str | None = None) -> pl.DataFrame:
     )
 
 
+def cluster_names(store: Store, info: CorpusInfo) -> list[str]:
+    """The filter columns `cluster.NAME` of the corpus's saved clusterings."""
+    saved = store.query("SELECT name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id", [info.corpus_id])
+    return [COLUMN_PREFIX + n for n in saved["name"].to_list()]
+
+
 def cluster_columns(store: Store, info: CorpusInfo) -> pl.DataFrame | None:
     """doc_idx plus one column `cluster.NAME` per saved clustering of the corpus (null for documents a
     clustering did not cover): what makes clusters usable in --where filters."""

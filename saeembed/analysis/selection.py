@@ -20,7 +20,8 @@ from saeembed.store import CorpusInfo, SAEInfo, Store
 
 @dataclass(frozen=True)
 class Selection:
-    """Documents of one corpus (sorted doc_idx) seen through one SAE; `name` says how they were chosen."""
+    """Documents of one corpus seen through one SAE; `name` says how they were chosen. doc_idx is sorted,
+    except where an analysis needs an order (paired documents)."""
 
     corpus: CorpusInfo
     sae: SAEInfo
@@ -32,27 +33,59 @@ class Selection:
         return len(self.doc_idx)
 
 
-def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None) -> pl.DataFrame:
-    """One row per document: doc_idx, doc_id, n_chars, n_tokens (when encoded with `sae`), the
-    user's metadata columns, and `cluster.NAME` per saved clustering: what a filter can name."""
-    info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
-    frame = store.documents(info, text=False)
-    chars = store.query(
-        "SELECT doc_idx, n_chars FROM documents WHERE corpus_id = ? ORDER BY doc_idx", [info.corpus_id]
-    )
-    frame = frame.join(chars, on="doc_idx", how="left")
-    if sae is not None:
-        tokens = store.query(
-            "SELECT doc_idx, n_tokens FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?",
-            [info.corpus_id, sae.sae_key],
-        )
-        frame = frame.join(tokens, on="doc_idx", how="left")
-    from saeembed.analysis.cluster import cluster_columns  # saved clusterings as `cluster.NAME` columns
+BUILTIN_COLUMNS = ("doc_idx", "doc_id", "n_chars", "n_tokens")
 
-    clusters = cluster_columns(store, info)
-    if clusters is not None:
-        frame = frame.join(clusters, on="doc_idx", how="left")
-    return frame.sort("doc_idx")
+
+def filter_columns(info: CorpusInfo, store: Store | None = None) -> list[str]:
+    """Columns a filter may name: doc_id, n_chars, n_tokens, the user's metadata, and (given the
+    store) `cluster.NAME` for each clustering of the corpus saved by `saeembed cluster`."""
+    cols = ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
+    if store is not None:
+        from saeembed.analysis.cluster import cluster_names
+
+        cols += cluster_names(store, info)
+    return cols
+
+
+def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
+              columns: list[str] | None = None) -> pl.DataFrame:
+    """One row per document, in doc_idx order: doc_idx plus `columns` (default: doc_id, n_chars,
+    n_tokens when encoded with `sae`, and every metadata column) — what a filter can name."""
+    from saeembed.store.store import quote_ident
+
+    info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
+    wanted = filter_columns(info, store) if columns is None else [c for c in columns if c != "doc_idx"]
+    if sae is None:
+        wanted = [c for c in wanted if c != "n_tokens"]
+    clusters = [c for c in wanted if c.startswith("cluster.") and c not in info.metadata_columns]
+    wanted = [c for c in wanted if c not in clusters]
+    cols, joins, params = ["d.doc_idx"], [], []
+    for c in wanted:
+        if c in ("doc_id", "n_chars"):
+            cols.append(f"d.{c}")
+        elif c == "n_tokens":
+            cols.append("e.n_tokens")
+        elif c in info.metadata_columns:
+            cols.append(f"m.{quote_ident(c)}")
+        else:
+            raise InputError(f"corpus {info.name!r} has no column {c!r}; columns: {', '.join(filter_columns(info))}")
+    if any(c in info.metadata_columns for c in wanted):
+        joins.append(f"LEFT JOIN {info.meta_table} m ON m.doc_idx = d.doc_idx")
+    if "n_tokens" in wanted:
+        joins.append("LEFT JOIN encoded_docs e ON e.corpus_id = d.corpus_id AND e.doc_idx = d.doc_idx AND e.sae_key = ?")
+        params.append(sae.sae_key)
+    sql = f"SELECT {', '.join(cols)} FROM documents d {' '.join(joins)} WHERE d.corpus_id = ? ORDER BY d.doc_idx"
+    frame = store.query(sql, params + [info.corpus_id])
+    if clusters:  # saved clusterings (`saeembed cluster --name NAME`) as columns cluster.NAME
+        from saeembed.analysis.cluster import cluster_columns
+
+        saved = cluster_columns(store, info)
+        missing = [c for c in clusters if saved is None or c not in saved.columns]
+        if missing:
+            raise InputError(f"corpus {info.name!r} has no saved clustering {missing[0][len('cluster.'):]!r}; "
+                             "see `saeembed clusterings`")
+        frame = frame.join(saved.select("doc_idx", *clusters), on="doc_idx", how="left")
+    return frame
 
 
 def select(
@@ -61,12 +94,14 @@ def select(
     """Documents of `corpus` matching `where` (a filter over doc_id, n_chars, n_tokens and metadata)."""
     info = store.corpus(corpus)
     s = store.encoded_sae(info, sae)
-    table = doc_table(store, info, s)
+    flt = parse_filter(where, filter_columns(info, store)) if where else None
+    needed = sorted((flt.columns if flt else set()) | ({"n_tokens"} if encoded_only else set()))
+    table = doc_table(store, info, s, columns=needed)
     if encoded_only:
         table = table.filter(pl.col("n_tokens").is_not_null())
     name = corpus
-    if where:
-        table = parse_filter(where, table.columns).apply(table)
+    if flt is not None:
+        table = flt.apply(table)
         name = f"{corpus} where {where}"
     return Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
 
@@ -82,13 +117,16 @@ def embedding_matrix(
         params=[selection.corpus.corpus_id, selection.sae.sae_key, features is None, list(features or [])],
     ).fetchnumpy()
     doc, feat, val = rows["doc_idx"], rows["feature"], rows["value"]
-    pos = np.searchsorted(selection.doc_idx, doc)
-    keep = (pos < len(selection.doc_idx)) & (selection.doc_idx[np.minimum(pos, len(selection.doc_idx) - 1)] == doc)
-    if len(selection.doc_idx) == 0:
+    order = np.argsort(selection.doc_idx, kind="stable")  # rows may be in any order (e.g. paired)
+    ordered = selection.doc_idx[order]
+    pos = np.searchsorted(ordered, doc)
+    if len(ordered) == 0:
         keep = np.zeros(len(doc), dtype=bool)
+    else:
+        keep = (pos < len(ordered)) & (ordered[np.minimum(pos, len(ordered) - 1)] == doc)
     data = np.ones(int(keep.sum()), dtype=np.float32) if binary else np.asarray(val[keep], dtype=np.float32)
     return sp.csr_matrix(
-        (data, (pos[keep], np.asarray(feat[keep]))), shape=(selection.n_docs, selection.sae.d_sae)
+        (data, (order[pos[keep]], np.asarray(feat[keep]))), shape=(selection.n_docs, selection.sae.d_sae)
     )
 
 

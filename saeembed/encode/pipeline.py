@@ -18,11 +18,16 @@ import torch
 from saeembed.encode.capture import ActivationCapture
 from saeembed.encode.models import LoadedModel, load_model
 from saeembed.encode.pooling import TokenLatents, pool_max
+from saeembed.encode.probe import PROBE, run_random_probe
 from saeembed.encode.tokens import batches, pad_token_id, tokenize
 from saeembed.errors import InputError, SAEError
 from saeembed.hookpoints import parse_hook
 from saeembed.sae.model import SAE
 from saeembed.store import CorpusInfo, Store
+
+
+# Random-token texts encoded once per SAE to find features that fire regardless of content.
+RANDOM_PROBE_DOCS = 128
 
 
 @dataclass
@@ -138,6 +143,9 @@ def encode_corpus(
             rows += acts.height
             if progress:
                 progress(done_docs, done_tokens, to_do)
+        if not store.has_probe(sae_info, PROBE):
+            stats = run_random_probe(loaded, capture, sae_obj, cfg, window, n_docs=RANDOM_PROBE_DOCS)
+            store.set_probe(sae_info, PROBE, stats, RANDOM_PROBE_DOCS, {"model": loaded.name, "hook": hook_name})
     finally:
         capture.close()
     if done_docs or store.encoding(info, sae_info)["status"] != "complete":

@@ -90,6 +90,7 @@ class Store:
         except duckdb.Error as e:
             raise StoreError(f"cannot open store {self.path}: {_first_line(str(e))}") from None
         try:
+            self.con.execute("SET enable_progress_bar = false")  # saeembed draws its own progress
             self._check_schema()
         except BaseException:
             self.con.close()
@@ -553,6 +554,35 @@ class Store:
         out = row.row(0, named=True)
         out["params"] = json.loads(out["params"] or "{}")
         return out
+
+    # --- SAE probes (generic-feature detection) ---------------------------------------------------
+
+    def has_probe(self, sae: SAEInfo, probe: str) -> bool:
+        return bool(self._one("SELECT count(*) FROM sae_probes WHERE sae_key = ? AND probe = ?", [sae.sae_key, probe]))
+
+    def set_probe(self, sae: SAEInfo, probe: str, stats: pl.DataFrame, n_docs: int, details: dict | None = None) -> None:
+        """Store a probe's per-feature values (feature, value), replacing an older run of it."""
+        with self.transaction():
+            self.con.execute("DELETE FROM feature_stats WHERE sae_key = ? AND probe = ?", [sae.sae_key, probe])
+            self.con.execute("DELETE FROM sae_probes WHERE sae_key = ? AND probe = ?", [sae.sae_key, probe])
+            self.con.register("_probe", stats.select("feature", "value").to_arrow())
+            try:
+                self.con.execute("INSERT INTO feature_stats SELECT ?, ?, feature, value FROM _probe", [sae.sae_key, probe])
+            finally:
+                self.con.unregister("_probe")
+            self.con.execute(
+                "INSERT INTO sae_probes (sae_key, probe, n_docs, details) VALUES (?, ?, ?, ?)",
+                [sae.sae_key, probe, n_docs, json.dumps(details or {})],
+            )
+
+    def probe(self, sae: SAEInfo, probe: str) -> pl.DataFrame | None:
+        """(feature, value) of a stored probe; None when the probe was never run for this SAE."""
+        if not self.has_probe(sae, probe):
+            return None
+        return self.query(
+            "SELECT feature, value FROM feature_stats WHERE sae_key = ? AND probe = ? ORDER BY feature",
+            [sae.sae_key, probe],
+        )
 
     # --- dense embeddings (baseline / query matching) ----------------------------------------------
 

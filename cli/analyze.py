@@ -1,0 +1,147 @@
+"""`saeembed diff` and `saeembed correlate`: parse, call saeembed.analysis, render."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import polars as pl
+import typer
+
+from saeembed.cli import render
+
+StoreOpt = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file.")
+JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects, best first).")
+CsvOpt = typer.Option(False, "--csv", help="Print CSV.")
+SaeOpt = typer.Option(None, "--sae", help="SAE hash (prefix) when a corpus has several encodings.")
+
+DIFF_TABLE = ["feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "q_value", "more_in", "exemplar_a", "exemplar_b"]
+
+
+def diff(
+    a: str = typer.Argument(..., help="Corpus A (or the one corpus to slice with --where/--vs or --by)."),
+    b: Optional[str] = typer.Argument(None, help="Corpus B. Omit to compare slices of A."),
+    by: Optional[str] = typer.Option(None, "--by", help="Metadata column: each of its values against the rest."),
+    where: Optional[str] = typer.Option(None, "--where", help="Filter for side A, e.g. \"source = 'web' and stars >= 4\"."),
+    vs: Optional[str] = typer.Option(None, "--vs", help="Filter for side B (default: the rest of the corpus, or all of corpus B)."),
+    paired_on: Optional[str] = typer.Option(None, "--paired-on", help="Column pairing A and B documents (e.g. prompt_id): McNemar's test."),
+    top: int = typer.Option(30, "--top", "-n", help="Rows to show (per group with --by)."),
+    length_control: str = typer.Option("auto", "--length-control", help="on, off or auto: rank within token-length strata (CMH) so longer documents do not win by firing more features."),
+    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly everything or on random tokens."),
+    direction: str = typer.Option("both", "--direction", help="both, a (more in A) or b (more in B)."),
+    max_q: float = typer.Option(1.0, "--max-q", help="Only features with a BH q-value at most this."),
+    min_freq: float = typer.Option(0.0, "--min-freq", help="Only features firing on at least this share of one side."),
+    exemplars: int = typer.Option(1, "--exemplars", help="Exemplar snippets per side."),
+    sae: Optional[str] = SaeOpt,
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """How do two corpora (or two slices of one) differ? Features ranked by the difference in the share
+    of documents where they fire, with p/q-values, labels and exemplars from each side.
+
+    Examples:
+      saeembed diff support_tickets product_reviews
+      saeembed diff toxicity --where "toxic = true" --vs "toxic = false"
+      saeembed diff answers --by generator
+    """
+    from saeembed.analysis.diff import DiffConfig, diff_by, diff_corpora, diff_slices
+    from saeembed.errors import InputError
+
+    if direction not in ("both", "a", "b"):
+        raise InputError(f"--direction must be both, a or b, not {direction!r}")
+    cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=exemplars, top=None)
+    with render.store(store, read_only=True) as st:
+        if by:
+            if b or vs:
+                raise InputError("--by compares groups within one corpus; drop the second corpus / --vs")
+            results = diff_by(st, a, by, where=where, sae=sae, config=cfg)
+        elif b:
+            results = {"": diff_corpora(st, a, b, where_a=where, where_b=vs, sae=sae, paired_on=paired_on, config=cfg)}
+        elif where:
+            results = {"": diff_slices(st, a, where, vs, sae=sae, paired_on=paired_on, config=cfg)}
+        else:
+            raise InputError("give a second corpus, --where (and optionally --vs), or --by COLUMN")
+    frames = []
+    for group, r in results.items():
+        f = _filter_diff(r.frame, direction, max_q, min_freq).head(top)
+        if by:
+            f = f.with_columns(pl.lit(group).alias(by)).select(by, pl.all().exclude(by))
+        frames.append((group, r, f))
+    if as_json or as_csv:
+        render.emit_frame(pl.concat([f for _, _, f in frames], how="diagonal_relaxed"), as_json=as_json, as_csv=as_csv)
+        return
+    for group, r, f in frames:
+        s = r.summary
+        render.note(f"[bold]A[/bold] = {s['a']} ({s['n_a']} docs) · [bold]B[/bold] = {s['b']} ({s['n_b']} docs) · "
+                    f"test: {s['test']} · SAE {s['sae']}")
+        render.note(f"  length: {s['length_note']}")
+        if s["generic_excluded"]:
+            render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to show them); "
+                        f"random-token probe: {s['random_probe']}")
+        render.note(f"  {s['significant_q05']} of {s['features_tested']} features differ at q ≤ 0.05")
+        cols = [c for c in DIFF_TABLE if c in f.columns and not (c == "diff_adj" and not s["length_controlled"])]
+        render.emit_frame(f.select(cols), title=f"{by} = {group}" if by else "features that differ")
+
+
+def _filter_diff(frame: pl.DataFrame, direction: str, max_q: float, min_freq: float) -> pl.DataFrame:
+    if direction != "both":
+        frame = frame.filter(pl.col("more_in") == direction.upper())
+    if max_q < 1.0:
+        frame = frame.filter(pl.col("q_value") <= max_q)
+    if min_freq > 0:
+        frame = frame.filter(pl.max_horizontal("freq_a", "freq_b") >= min_freq)
+    return frame
+
+
+def correlate(
+    corpus: str = typer.Argument(..., help="Corpus to mine."),
+    with_column: Optional[str] = typer.Option(None, "--with-column", help="Metadata column (category, number or date): which features rise or fall with it."),
+    where: Optional[str] = typer.Option(None, "--where", help="Only documents matching this filter."),
+    min_support: float = typer.Option(0.001, "--min-support", help="A feature must fire in at least this share of documents."),
+    min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
+    top: int = typer.Option(30, "--top", "-n", help="Pairs (or features per category) to show."),
+    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
+    sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights (path/hub id) for decoder directions, when the store's recorded source is gone."),
+    sae: Optional[str] = SaeOpt,
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """Which features fire together (NPMI over documents), which pairs are unexpected (strong co-occurrence
+    of features with dissimilar decoder directions or labels), or which features rise and fall with a
+    metadata column.
+
+    Examples:
+      saeembed correlate support_tickets
+      saeembed correlate toxicity --with-column category
+    """
+    from saeembed.analysis.correlate import CorrelateConfig, correlate as run, correlate_with_column
+
+    with render.store(store, read_only=True) as st:
+        if with_column:
+            r = correlate_with_column(st, corpus, with_column, where=where, sae=sae, top=top, min_docs=min_docs)
+        else:
+            cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top,
+                                  keep_generic=keep_generic)
+            r = run(st, corpus, where=where, sae=sae, sae_weights=sae_weights, config=cfg)
+    if with_column:
+        if as_json or as_csv:
+            render.emit_frame(r.frame, as_json=as_json, as_csv=as_csv)
+            return
+        render.note(f"{r.summary['corpus']}: {r.summary['n_docs']} documents · column {with_column} ({r.summary['kind']})")
+        render.emit_frame(r.frame, title=f"features that move with {with_column}")
+        if r.trend is not None and r.trend.height:
+            render.emit_frame(r.trend, title="share of documents per bin (columns: f<feature>)")
+        return
+    rows = pl.concat([r.pairs.with_columns(list=pl.lit("strongest")),
+                      r.unexpected.with_columns(list=pl.lit("unexpected"))], how="diagonal_relaxed")
+    if as_json or as_csv:
+        render.emit_frame(rows, as_json=as_json, as_csv=as_csv)
+        return
+    s = r.summary
+    render.note(f"{s['corpus']}: {s['n_docs']} documents · {s['features_with_support']} features with support ≥ "
+                f"{s['min_support']:.2%} and ≥ {s['min_docs']} docs · similarity: {s['similarity']}")
+    if s["generic_excluded"]:
+        render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to keep them)")
+    render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI)")
+    render.emit_frame(r.unexpected, title="unexpected pairs: strong co-occurrence, dissimilar meaning")

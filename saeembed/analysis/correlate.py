@@ -1,0 +1,356 @@
+"""Concept-correlation mining: which features fire in the same documents, and which rise or fall
+with a metadata column.
+
+Co-occurrence is counted across documents from the sparse binary embedding (X^T X over the features
+with enough support, in row blocks so memory stays bounded) and scored as normalised PMI:
+
+    npmi(i, j) = log(p_ij / (p_i p_j)) / -log(p_ij),   and -1 when i and j never co-occur.
+
+A pair is *unexpected* when it co-occurs strongly although the two features mean different things:
+their decoder directions are nearly orthogonal (and their labels, when both have one, are dissimilar).
+Pairs with similar decoder directions are the usual split/absorbed features and are expected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+from scipy import stats
+
+from saeembed.analysis.selection import Selection, doc_table, embedding_matrix, require_docs, select
+from saeembed.errors import InputError, SAEError
+from saeembed.store import SAEInfo, Store
+
+
+@dataclass
+class CorrelateConfig:
+    min_support: float = 0.001  # a feature must fire in at least this share of documents...
+    min_docs: int = 5  # ...and in at least this many
+    min_pair_docs: int = 5  # a listed pair must co-occur in at least this many documents
+    top: int = 50
+    unexpected_npmi: float = 0.3  # co-occurrence at least this strong...
+    unexpected_cosine: float = 0.2  # ...between features whose decoder directions are this dissimilar
+    unexpected_label_similarity: float = 0.5  # ...and labels (when both exist) less similar than this
+    block_docs: int = 100_000  # documents per block of the co-occurrence product
+    keep_generic: bool = False  # features on nearly every document co-occur with everything (NPMI ~ 1)
+    generic_freq: float = 0.9
+    random_freq: float = 0.9
+
+
+@dataclass
+class CorrelateResult:
+    pairs: pl.DataFrame  # strongest pairs, best first
+    unexpected: pl.DataFrame  # strong pairs of dissimilar features
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class ColumnCorrelation:
+    frame: pl.DataFrame  # features that rise/fall with the column (per category when categorical)
+    trend: pl.DataFrame | None  # numeric/date columns: feature frequency per bin of the column
+    summary: dict = field(default_factory=dict)
+
+
+def npmi_from_counts(c_ij: np.ndarray, c_i: np.ndarray, c_j: np.ndarray, n: int) -> np.ndarray:
+    """NPMI for document counts; -1 where a pair never co-occurs, 1 where both fire in every document."""
+    c_ij = np.asarray(c_ij, dtype=np.float64)
+    p_ij, p_i, p_j = c_ij / n, np.asarray(c_i) / n, np.asarray(c_j) / n
+    out = np.full(c_ij.shape, -1.0)
+    pos = c_ij > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pmi = np.log(p_ij[pos] / (p_i[pos] * p_j[pos]))
+        denom = -np.log(p_ij[pos])
+        out[pos] = np.where(denom > 0, pmi / np.where(denom > 0, denom, 1.0), 1.0)
+    return np.clip(out, -1.0, 1.0)
+
+
+def cooccurrence(x: sp.csr_matrix, block_docs: int = 100_000) -> sp.csr_matrix:
+    """Upper triangle (i < j) of X^T X for a binary CSR X [docs, features], summed block by block."""
+    x = x.tocsr()
+    total = None
+    for start in range(0, x.shape[0], block_docs):
+        block = x[start : start + block_docs]
+        prod = sp.triu((block.T @ block).tocsr(), k=1).astype(np.int64)
+        total = prod if total is None else total + prod
+    if total is None:
+        return sp.csr_matrix((x.shape[1], x.shape[1]), dtype=np.int64)
+    return total.tocsr()
+
+
+def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str | None = None,
+              sae_weights: str | None = None, config: CorrelateConfig | None = None) -> CorrelateResult:
+    """Feature × feature co-occurrence over a corpus (or a filtered slice of it)."""
+    cfg = config or CorrelateConfig()
+    sel = require_docs(select(store, corpus, where=where, sae=sae))
+    n = sel.n_docs
+    x = embedding_matrix(store, sel, binary=True)
+    counts = np.asarray(x.sum(0)).ravel()
+    supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n)
+    generic = generic_features(store, sel.sae, counts / n, cfg.generic_freq, cfg.random_freq)
+    keep = np.flatnonzero(supported & (cfg.keep_generic | ~generic))
+    xs = x.tocsc()[:, keep].tocsr()
+    co = cooccurrence(xs, cfg.block_docs).tocoo()
+    strong = co.data >= cfg.min_pair_docs
+    i, j, cij = keep[co.row[strong]], keep[co.col[strong]], co.data[strong]
+    npmi = npmi_from_counts(cij, counts[i], counts[j], n)
+    pairs = pl.DataFrame({
+        "feature_a": i.astype(np.int64), "feature_b": j.astype(np.int64), "npmi": npmi,
+        "support": cij / n, "docs": cij.astype(np.int64),
+        "freq_a": counts[i] / n, "freq_b": counts[j] / n,
+    }).sort(["npmi", "docs", "feature_a", "feature_b"], descending=[True, True, False, False])
+    candidates = pairs.filter(pl.col("npmi") >= cfg.unexpected_npmi).head(max(cfg.top * 20, 1000))
+    similarity, note = _pair_similarity(store, sel.sae, candidates, sae_weights)
+    candidates = candidates.join(similarity, on=["feature_a", "feature_b"], how="left")
+    top = _with_labels(store, sel.sae, pairs.head(cfg.top).join(similarity, on=["feature_a", "feature_b"], how="left"))
+    unexpected = candidates
+    if "decoder_cosine" in candidates.columns:
+        unexpected = unexpected.filter(pl.col("decoder_cosine").abs() < cfg.unexpected_cosine)
+    if "label_similarity" in candidates.columns:
+        unexpected = unexpected.filter(
+            pl.col("label_similarity").is_null() | (pl.col("label_similarity") < cfg.unexpected_label_similarity)
+        )
+    if "decoder_cosine" not in candidates.columns and "label_similarity" not in candidates.columns:
+        unexpected = candidates.clear()
+    unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top))
+    summary = {
+        "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
+        "features_with_support": int(len(keep)), "pairs_listed": int(pairs.height),
+        "generic_excluded": 0 if cfg.keep_generic else int((supported & generic).sum()),
+        "min_support": cfg.min_support, "min_docs": cfg.min_docs, "min_pair_docs": cfg.min_pair_docs,
+        "similarity": note,
+    }
+    return CorrelateResult(top, unexpected, summary)
+
+
+def generic_features(store: Store, sae: SAEInfo, freq: np.ndarray, generic_freq: float, random_freq: float) -> np.ndarray:
+    """Boolean per feature: fires on >= generic_freq of these documents, or on >= random_freq of the
+    SAE's random-token probe texts."""
+    from saeembed.encode.probe import PROBE
+
+    out = np.asarray(freq) >= generic_freq
+    probe = store.probe(sae, PROBE)
+    if probe is not None and probe.height:
+        f, v = probe["feature"].to_numpy(), probe["value"].to_numpy()
+        ok = f < len(out)
+        out[f[ok]] |= v[ok] >= random_freq
+    return out
+
+
+def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame) -> pl.DataFrame:
+    feats = sorted(set(frame["feature_a"].to_list()) | set(frame["feature_b"].to_list())) if frame.height else []
+    labels = store.labels(sae.sae_key, feats).select("feature", "label")
+    out = (
+        frame.join(labels.rename({"feature": "feature_a", "label": "label_a"}), on="feature_a", how="left")
+        .join(labels.rename({"feature": "feature_b", "label": "label_b"}), on="feature_b", how="left")
+    )
+    first = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "support", "docs"]
+    return out.select(first + [c for c in out.columns if c not in first])
+
+
+def _pair_similarity(store: Store, sae: SAEInfo, pairs: pl.DataFrame, weights: str | None):
+    """decoder_cosine (when the SAE weights can be loaded) and label_similarity (when labelled)."""
+    out = pairs.select("feature_a", "feature_b")
+    notes = []
+    try:
+        w = load_decoder(store, sae, weights)
+    except SAEError as e:
+        w = None
+        notes.append(f"decoder directions unavailable ({e}); pass --sae-weights PATH")
+    if w is not None and pairs.height:
+        a, b = pairs["feature_a"].to_numpy(), pairs["feature_b"].to_numpy()
+        out = out.with_columns(decoder_cosine=pl.Series(np.einsum("ij,ij->i", w[a], w[b]).astype(np.float64)))
+        notes.append("decoder cosine")
+    elif w is not None:
+        out = out.with_columns(decoder_cosine=pl.Series([], dtype=pl.Float64))
+    feats = sorted(set(pairs["feature_a"].to_list()) | set(pairs["feature_b"].to_list()))
+    labels = store.labels(sae.sae_key, feats)
+    if labels.height:
+        from saeembed.encode.dense import embed_texts
+
+        vec = dict(zip(labels["feature"].to_list(), embed_texts(labels["label"].to_list())))
+        sims = [float(vec[x] @ vec[y]) if x in vec and y in vec else None
+                for x, y in zip(pairs["feature_a"].to_list(), pairs["feature_b"].to_list())]
+        out = out.with_columns(label_similarity=pl.Series(sims, dtype=pl.Float64))
+        notes.append("label similarity")
+    return out, ", ".join(notes) or "none"
+
+
+def load_decoder(store: Store, sae: SAEInfo, weights: str | None = None) -> np.ndarray:
+    """Unit-norm decoder directions [d_sae, d_in] of a stored SAE, from `weights`, its recorded source,
+    or the embedded default SAE; checked against the stored identity."""
+    from saeembed.sae.formats import load_sae
+
+    candidates = [weights] if weights else [sae.source, "default"]
+    errors = []
+    for source in candidates:
+        if not source:
+            continue
+        try:
+            if source == "default":
+                from saeembed.sae.default import load_default_sae
+
+                obj = load_default_sae()
+            else:
+                obj = load_sae(source)
+        except Exception as e:  # noqa: BLE001 - any failure means "not here"; say why below
+            errors.append(f"{source}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
+        if obj.identity != sae.sae_hash:
+            errors.append(f"{source} holds SAE {obj.identity[:16]}, not {sae.sae_hash}")
+            continue
+        w = obj.W_dec.detach().float().cpu().numpy()
+        return w / np.maximum(np.linalg.norm(w, axis=1, keepdims=True), 1e-12)
+    raise SAEError("; ".join(errors) or f"no weights recorded for SAE {sae.sae_hash}")
+
+
+# --- features against a metadata column -----------------------------------------------------------
+
+
+def correlate_with_column(store: Store, corpus: str, column: str, *, where: str | None = None,
+                          sae: str | None = None, top: int = 20, min_docs: int = 5, bins: int = 5) -> ColumnCorrelation:
+    """Which features rise or fall with a metadata column.
+
+    Categorical column: per category and feature, frequency inside vs outside, lift, NPMI with the
+    category, and Fisher/z-test p with BH correction. Numeric or date column: Spearman rank correlation
+    of the feature's activation (0 when inactive) with the column, and a trend table of the feature's
+    frequency per quantile bin (per value when there are few)."""
+    sel = require_docs(select(store, corpus, where=where, sae=sae))
+    table = doc_table(store, sel.corpus, sel.sae)
+    if column not in table.columns:
+        raise InputError(f"corpus {corpus!r} has no column {column!r}; columns: {', '.join(table.columns)}")
+    table = table.filter(pl.col("doc_idx").is_in(sel.doc_idx.tolist())).sort("doc_idx")
+    values = table[column]
+    present = values.is_not_null().to_numpy()
+    if present.sum() < 2:
+        raise InputError(f"column {column!r} has fewer than 2 non-null values in {sel.name!r}")
+    sel = Selection(sel.corpus, sel.sae, table["doc_idx"].to_numpy()[present].astype(np.int64), sel.name)
+    values = _as_dates(values.filter(pl.Series(present)))
+    x = embedding_matrix(store, sel)
+    dtype = values.dtype
+    if dtype.is_numeric() and dtype != pl.Boolean and values.n_unique() > 2 or dtype.is_temporal():
+        result = _numeric_trend(store, sel, x, values, top=top, min_docs=min_docs, bins=bins)
+    else:
+        result = _categorical(store, sel, x, values.cast(pl.Utf8), top=top, min_docs=min_docs)
+    result.summary.update({"corpus": sel.name, "column": column, "n_docs": sel.n_docs, "sae": sel.sae.sae_hash})
+    return result
+
+
+def _as_dates(values: pl.Series) -> pl.Series:
+    """A text column whose every value reads as a date or datetime is treated as one."""
+    if values.dtype != pl.Utf8:
+        return values
+    for parse in (lambda v: v.str.to_date(strict=False), lambda v: v.str.to_datetime(strict=False)):
+        try:
+            parsed = parse(values)
+        except pl.exceptions.PolarsError:
+            continue
+        if parsed.null_count() == 0:
+            return parsed
+    return values
+
+
+def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Series, *, top: int, min_docs: int):
+    from saeembed.analysis.diff import _two_proportion_p
+
+    n = sel.n_docs
+    xb = (x > 0).astype(np.int64).tocsr()
+    total = np.asarray(xb.sum(0)).ravel()
+    feats = np.flatnonzero(total >= min_docs)
+    cats = values.to_numpy()
+    rows = []
+    distinct = sorted(set(cats.tolist()))
+    if len(distinct) > 100:
+        raise InputError(f"the column has {len(distinct)} distinct values; as a category it needs at most 100 "
+                         "(numbers and dates are handled as trends)")
+    for cat in distinct:
+        mask = cats == cat
+        n_in = int(mask.sum())
+        if n_in < min_docs or n_in == n:  # too small a category says nothing
+            continue
+        c_in = np.asarray(xb[mask].sum(0)).ravel()[feats]
+        c_out = total[feats] - c_in
+        p = _two_proportion_p(c_in, n_in, c_out, n - n_in)
+        f_in, f_all = c_in / n_in, total[feats] / n
+        rows.append(pl.DataFrame({
+            "category": [str(cat)] * len(feats), "feature": feats.astype(np.int64),
+            "freq_in": f_in, "freq_out": c_out / (n - n_in),
+            "lift": (c_in + 0.5) / (n_in + 1) / ((total[feats] + 0.5) / (n + 1)),
+            "npmi": npmi_from_counts(c_in, total[feats], np.full(len(feats), n_in), n),
+            "p_value": p, "docs_in": c_in.astype(np.int64), "n_in": n_in,
+        }))
+    if not rows:
+        raise InputError(f"no category of the column has at least {min_docs} documents (and not all); nothing to compare")
+    frame = pl.concat(rows)
+    frame = frame.with_columns(q_value=pl.Series(stats.false_discovery_control(frame["p_value"].to_numpy())))
+    frame = (
+        frame.with_columns(diff=pl.col("freq_in") - pl.col("freq_out"))
+        .sort(["category", "diff", "feature"], descending=[False, True, False])
+        .group_by("category", maintain_order=True).head(top)
+    )
+    labels = store.labels(sel.sae.sae_key, frame["feature"].unique().to_list()).select("feature", "label")
+    frame = frame.join(labels, on="feature", how="left").select(
+        "category", "feature", "label", "freq_in", "freq_out", "diff", "lift", "npmi", "p_value", "q_value",
+        "docs_in", "n_in")
+    return ColumnCorrelation(frame, None, {"kind": "categorical", "categories": int(frame["category"].n_unique())})
+
+
+def _numeric_trend(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Series, *, top: int,
+                   min_docs: int, bins: int):
+    n = sel.n_docs
+    numeric = values.cast(pl.Int64) if values.dtype.is_temporal() else values.cast(pl.Float64)
+    v = numeric.to_numpy().astype(np.float64)
+    rv = stats.rankdata(v)
+    xc = x.tocsc()
+    total = np.diff(xc.indptr)
+    feats = np.flatnonzero(total >= min_docs)
+    rho = np.zeros(len(feats))
+    rv_c = rv - rv.mean()
+    for k, f in enumerate(feats):
+        lo, hi = xc.indptr[f], xc.indptr[f + 1]
+        rows, vals = xc.indices[lo:hi], xc.data[lo:hi]
+        # ranks of the activation with zeros tied at the bottom, computed sparsely
+        n0 = n - len(rows)
+        r_active = n0 + stats.rankdata(vals)
+        r_zero = (n0 + 1) / 2.0
+        mean_r = (n + 1) / 2.0
+        cov = r_zero * rv_c.sum() - r_zero * rv_c[rows].sum() + (r_active * rv_c[rows]).sum()
+        var_f = n0 * (r_zero - mean_r) ** 2 + ((r_active - mean_r) ** 2).sum()
+        denom = np.sqrt(var_f * (rv_c**2).sum())
+        rho[k] = cov / denom if denom > 0 else 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = rho * np.sqrt((n - 2) / np.maximum(1 - rho**2, 1e-300))
+    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    frame = pl.DataFrame({"feature": feats.astype(np.int64), "spearman": rho, "p_value": p,
+                          "docs": total[feats].astype(np.int64)})
+    frame = frame.with_columns(q_value=pl.Series(stats.false_discovery_control(p) if len(p) else [], dtype=pl.Float64))
+    frame = frame.with_columns(direction=pl.when(pl.col("spearman") >= 0).then(pl.lit("rises")).otherwise(pl.lit("falls")))
+    frame = frame.sort([pl.col("spearman").abs(), pl.col("feature")], descending=[True, False]).head(top)
+    # trend table: frequency per bin (per value when few distinct values)
+    distinct = np.unique(v)
+    if len(distinct) <= max(bins, 12):
+        bin_of = np.searchsorted(distinct, v)
+        names = [str(values.filter(pl.Series(v == d))[0]) for d in distinct]
+    else:
+        edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
+        bin_of = np.searchsorted(edges, v, side="right")
+        names = []
+        for b in range(len(edges) + 1):
+            in_bin = values.filter(pl.Series(bin_of == b))
+            names.append(f"{in_bin.min()} … {in_bin.max()}" if in_bin.len() else "")
+    trend_rows = []
+    xb = (xc[:, frame["feature"].to_numpy()] > 0).tocsr()
+    for b, name in enumerate(names):
+        mask = bin_of == b
+        if not mask.any():
+            continue
+        freq = np.asarray(xb[mask].sum(0)).ravel() / mask.sum()
+        trend_rows.append({"bin": name, "n_docs": int(mask.sum()),
+                           **{f"f{f}": float(q) for f, q in zip(frame["feature"].to_list(), freq)}})
+    trend = pl.DataFrame(trend_rows)
+    labels = store.labels(sel.sae.sae_key, frame["feature"].to_list()).select("feature", "label")
+    frame = frame.join(labels, on="feature", how="left").select(
+        "feature", "label", "spearman", "direction", "p_value", "q_value", "docs")
+    return ColumnCorrelation(frame, trend, {"kind": "numeric", "bins": len(names)})

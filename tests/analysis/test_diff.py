@@ -1,0 +1,183 @@
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from saeembed.analysis.diff import DiffConfig, _cmh, diff_by, diff_corpora, diff_slices
+from saeembed.errors import FilterError, InputError
+from tests.synthetic import register_sae, write_corpus
+
+
+def _docs(rng, n, probs: dict[int, float], background=0.2, d_sae=16):
+    out = []
+    for _ in range(n):
+        feats = [f for f in range(1, d_sae) if rng.random() < probs.get(f, background)]
+        out.append([0] + feats)  # feature 0 fires everywhere: generic
+    return out
+
+
+@pytest.fixture
+def planted(store):
+    rng = np.random.default_rng(0)
+    sae = register_sae(store)
+    write_corpus(store, sae, "A", _docs(rng, 200, {3: 0.6, 7: 0.1}))
+    write_corpus(store, sae, "B", _docs(rng, 200, {3: 0.2, 7: 0.5}))
+    return store, sae
+
+
+def test_planted_differences_rank_first_with_direction(planted):
+    store, _ = planted
+    r = diff_corpora(store, "A", "B", config=DiffConfig(top=None))
+    assert set(r.frame["feature"][:2].to_list()) == {3, 7}
+    rows = {row["feature"]: row for row in r.frame.iter_rows(named=True)}
+    assert rows[3]["more_in"] == "A" and rows[7]["more_in"] == "B"
+    assert rows[3]["q_value"] < 1e-6 and rows[7]["q_value"] < 1e-6
+    assert 0 not in rows  # fires everywhere: generic, left out by default
+    assert r.summary["generic_excluded"] == 1 and r.summary["n_a"] == 200 and not r.summary["length_controlled"]
+    kept = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True)).frame
+    g = kept.filter(pl.col("feature") == 0).row(0, named=True)
+    assert g["generic"] and "documents" in g["generic_reason"]
+
+
+def test_p_values_agree_with_scipy_and_q_values_are_bh(planted):
+    store, _ = planted
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True)).frame
+    for row in f.iter_rows(named=True):
+        table = np.array([[row["docs_a"], 200 - row["docs_a"]], [row["docs_b"], 200 - row["docs_b"]]])
+        expected_cells = stats.contingency.expected_freq(table)
+        if expected_cells.min() < 5:
+            p = stats.fisher_exact(table).pvalue
+        else:
+            p = stats.chi2_contingency(table, correction=False).pvalue  # = two-proportion z-test
+        assert row["p_raw"] == pytest.approx(p, rel=1e-6, abs=1e-12)
+        assert row["freq_a"] == pytest.approx(row["docs_a"] / 200)
+    assert np.allclose(f["q_value"].to_numpy(), stats.false_discovery_control(f["p_value"].to_numpy()))
+
+
+def test_fisher_is_used_for_small_counts(store):
+    sae = register_sae(store)
+    write_corpus(store, sae, "A", [[1, 2]] * 4 + [[2]] * 6)
+    write_corpus(store, sae, "B", [[2]] * 10)
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True)).frame
+    row = f.filter(pl.col("feature") == 1).row(0, named=True)
+    assert row["p_raw"] == pytest.approx(stats.fisher_exact([[4, 6], [0, 10]]).pvalue)
+
+
+def test_random_probe_flags_generic_features(planted):
+    store, sae = planted
+    store.set_probe(sae, "random", pl.DataFrame({"feature": [3, 7], "value": [0.95, 0.5]}), 128)
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=None)).frame
+    assert 3 not in f["feature"].to_list() and 7 in f["feature"].to_list()  # 7 is below the 0.9 threshold
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True)).frame
+    assert "random-token" in f.filter(pl.col("feature") == 3)["generic_reason"][0]
+
+
+def test_paired_mode_uses_mcnemar_and_differs_from_unpaired(store):
+    sae = register_sae(store)
+    # 100 prompts; feature 2 fires for prompts 0..59 in A and 0..49 in B: 10 discordant pairs, all one way
+    a = [[2, 5] if i < 60 else [5] for i in range(100)]
+    b = [[2, 5] if i < 50 else [5] for i in range(100)]
+    prompts = [f"p{i}" for i in range(100)]
+    write_corpus(store, sae, "A", a, meta={"prompt": prompts})
+    write_corpus(store, sae, "B", b[::-1], meta={"prompt": prompts[::-1]})  # stored in another order
+    cfg = DiffConfig(top=None, keep_generic=True)
+    unpaired = diff_corpora(store, "A", "B", config=cfg).frame.filter(pl.col("feature") == 2).row(0, named=True)
+    paired_r = diff_corpora(store, "A", "B", paired_on="prompt", config=cfg)
+    paired = paired_r.frame.filter(pl.col("feature") == 2).row(0, named=True)
+    assert paired_r.summary["test"] == "mcnemar" and paired_r.summary["pairs"] == 100
+    assert paired["p_value"] == pytest.approx(stats.binomtest(10, 10, 0.5).pvalue)
+    assert unpaired["p_value"] > 0.1 and paired["p_value"] < 0.01
+
+
+def test_cmh_matches_a_hand_computation():
+    ca = np.array([[3], [10]])
+    cb = np.array([[1], [4]])
+    na, nb = np.array([10, 20]), np.array([10, 8])
+    d, p = _cmh(ca, cb, na, nb)
+    num = var = wsum = wd = 0.0
+    for s in range(2):
+        N, m1 = na[s] + nb[s], ca[s, 0] + cb[s, 0]
+        num += ca[s, 0] - na[s] * m1 / N
+        var += na[s] * nb[s] * m1 * (N - m1) / (N**2 * (N - 1))
+        w = na[s] * nb[s] / N
+        wsum += w
+        wd += w * (ca[s, 0] / na[s] - cb[s, 0] / nb[s])
+    assert d[0] == pytest.approx(wd / wsum)
+    assert p[0] == pytest.approx(stats.chi2.sf(num**2 / var, 1))
+
+
+def test_length_control_removes_a_pure_length_effect(store):
+    rng = np.random.default_rng(1)
+    sae = register_sae(store)
+
+    def side(n, p_long, p4):
+        docs, lengths = [], []
+        for _ in range(n):
+            long = rng.random() < p_long
+            feats = [f for f in range(1, 16) if rng.random() < 0.2]
+            feats = [f for f in feats if f not in (4, 9)]
+            if rng.random() < (0.8 if long else 0.1):
+                feats.append(9)  # depends on length only
+            if rng.random() < p4:
+                feats.append(4)  # a real difference
+            docs.append(feats)
+            lengths.append(int(rng.integers(150, 300)) if long else int(rng.integers(10, 40)))
+        return docs, lengths
+
+    da, la = side(400, 0.7, 0.5)
+    db, lb = side(400, 0.3, 0.15)
+    write_corpus(store, sae, "A", da, n_tokens=la)
+    write_corpus(store, sae, "B", db, n_tokens=lb)
+    raw = diff_corpora(store, "A", "B", config=DiffConfig(top=None, length_control="off"))
+    ctl = diff_corpora(store, "A", "B", config=DiffConfig(top=None))  # auto -> on: lengths differ
+    assert ctl.summary["length_controlled"] and not raw.summary["length_controlled"]
+    assert "as long as" in ctl.summary["length_note"]
+    r9 = raw.frame.filter(pl.col("feature") == 9).row(0, named=True)
+    c9 = ctl.frame.filter(pl.col("feature") == 9).row(0, named=True)
+    assert r9["q_value"] < 1e-6 and raw.frame["feature"][:2].to_list().count(9) == 1
+    assert c9["q_value"] > 0.05 and abs(c9["diff_adj"]) < 0.1
+    assert ctl.frame["feature"][0] == 4
+
+
+def test_slices_by_groups_and_hostile_filters(store):
+    rng = np.random.default_rng(2)
+    sae = register_sae(store)
+    docs = _docs(rng, 120, {})
+    src = ["web"] * 60 + ["x'; DROP TABLE documents; --"] * 60
+    for i in range(60, 120):
+        docs[i] = docs[i] + [11]
+    write_corpus(store, sae, "C", docs, meta={"src": src, "gen": ["m1", "m2", "m3"] * 40})
+    r = diff_slices(store, "C", "src = 'x''; DROP TABLE documents; --'")
+    assert r.frame["feature"][0] == 11 and r.summary["n_a"] == 60 and r.summary["n_b"] == 60
+    assert store.query("SELECT count(*) AS n FROM documents")["n"][0] == 120  # nothing dropped
+    r2 = diff_slices(store, "C", "src = 'web'", "gen = 'm1'")
+    assert r2.summary["n_b"] == 40
+    for bad in ["src = 'a'; DROP TABLE documents", "src = 'a' UNION SELECT 1", "nope = 1"]:
+        with pytest.raises(FilterError):
+            diff_slices(store, "C", bad)
+    groups = diff_by(store, "C", "gen")
+    assert set(groups) == {"m1", "m2", "m3"} and groups["m1"].summary["n_a"] == 40
+    assert groups["m1"].summary["n_b"] == 80
+    with pytest.raises(InputError, match="no column"):
+        diff_by(store, "C", "nope")
+    with pytest.raises(InputError, match="no encoded documents"):
+        diff_slices(store, "C", "src = 'nothing'")
+
+
+def test_exemplars_come_from_their_own_side(planted):
+    store, _ = planted
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=3)).frame
+    assert all(s.startswith("«A document") for s in f["exemplar_a"].drop_nulls())
+    assert all(s.startswith("«B document") for s in f["exemplar_b"].drop_nulls())
+
+
+def test_mean_value_where_active_per_side(store):
+    sae = register_sae(store)
+    write_corpus(store, sae, "A", [{1: 2.0}, {1: 4.0}, {2: 1.0}])
+    write_corpus(store, sae, "B", [{1: 1.0}, {2: 3.0}, {2: 5.0}])
+    for lc in ("off", "on"):
+        f = diff_corpora(store, "A", "B", config=DiffConfig(top=None, keep_generic=True, length_control=lc)).frame
+        r1 = f.filter(pl.col("feature") == 1).row(0, named=True)
+        r2 = f.filter(pl.col("feature") == 2).row(0, named=True)
+        assert (r1["mean_a"], r1["mean_b"], r2["mean_a"], r2["mean_b"]) == (3.0, 1.0, 1.0, 4.0)
+        assert (r1["docs_a"], r1["docs_b"]) == (2, 1)
