@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--cluster-docs", type=int, default=100_000)
     ap.add_argument("--skip-query", action="store_true", help="skip the text-query timing (needs the model)")
     ap.add_argument("--only-cluster", action="store_true", help="time the clustering only")
+    ap.add_argument("--only-search", action="store_true", help="time the searches only")
     a = ap.parse_args()
     SCRATCH.mkdir(parents=True, exist_ok=True)
     store = Store(SCRATCH / f"speed_{a.docs}_{a.cluster_docs}.duckdb")
@@ -112,6 +113,12 @@ def main() -> None:
         res["text query (describe), first (embeds 4096 descriptions)"] = first
         res["text query (describe), median of next 3"] = statistics.median(
             [timed(lambda x=x: search(store, "big", x, top=20, match="describe"))[0] for x in q[1:]])
+    if a.only_search:
+        print(f"\n{a.docs:,} docs, {rows:,} activation rows; {machine()}")
+        print("| step | seconds |\n|---|---|")
+        for k_, v in res.items():
+            print(f"| {k_} | {v:.2f} |")
+        return
     import sklearn.cluster  # noqa: F401  (import once, ~2-15 s on a loaded machine; not clustering time)
 
     feats = list(range(4000, 4048)) + [int(common[1]), int(common[2])]  # 48 planted + 2 common
