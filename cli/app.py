@@ -25,32 +25,26 @@ app = typer.Typer(
 )
 
 def _add_subcommands() -> None:
+    from saeembed.cli import analyze
+    from saeembed.cli import cluster as cluster_cli, search as search_cli  # search, similar, cluster(ings)
+    from saeembed.cli.browse import browse
+    from saeembed.cli.classify import app as classify_app
+    from saeembed.cli.filter import clean_command, filter_command
+    from saeembed.cli.label import label
+    from saeembed.cli.report import app as report_app
     from saeembed.cli.sae import app as sae_app
 
     app.add_typer(sae_app, name="sae")
-    from saeembed.cli import analyze
-
     app.command()(analyze.diff)
     app.command()(analyze.correlate)
-
-    from saeembed.cli import search as search_cli  # search, similar
-
     search_cli.register(app)
-    from saeembed.cli.classify import app as classify_app
-    from saeembed.cli.filter import clean_command, filter_command
-
+    cluster_cli.register(app)
     app.add_typer(classify_app, name="classify")
     app.command("filter")(filter_command)
     app.command("clean")(clean_command)
-
-    from saeembed.cli.browse import browse
-    from saeembed.cli.report import app as report_app
-
+    app.command("label")(label)
     app.add_typer(report_app, name="report")
     app.command()(browse)
-    from saeembed.cli.label import label
-
-    app.command("label")(label)
 
 
 _add_subcommands()

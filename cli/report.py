@@ -163,6 +163,7 @@ def correlate_cmd(
     min_support: float = typer.Option(0.001, "--min-support", help="A feature must fire in at least this share of documents."),
     min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
     top: int = typer.Option(30, "--top", "-n", min=1, help="Pairs listed (strongest and unexpected)."),
+    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
     sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
     out: Path = out_option("correlate.html"),
@@ -175,7 +176,8 @@ def correlate_cmd(
     from saeembed.report.data import provenance
     from saeembed.store import Store
 
-    cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top)
+    cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top,
+                          keep_generic=keep_generic)
     with Store(store, read_only=True) as st, steps(2, not as_json) as advance:
         r = correlate(st, corpus, where=where, sae=sae, sae_weights=sae_weights, config=cfg)
         info = st.encoded_sae(corpus, sae)

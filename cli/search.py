@@ -61,7 +61,7 @@ def search_cmd(
     explain: bool = typer.Option(False, "--explain", help="Show which features were chosen for the query and why."),
     dense: bool = typer.Option(False, "--dense", help="Search by sentence embeddings (FAISS) instead of SAE features."),
     hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion)."),
-    n_features: int = typer.Option(10, "--n-features", help="How many features a query is mapped to."),
+    n_features: int = typer.Option(30, "--n-features", help="How many features a query is mapped to."),
     match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe (labels/exemplars), prf (pseudo-relevance feedback), or a registered one."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
     store: str = StoreOpt,

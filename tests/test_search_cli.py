@@ -70,3 +70,25 @@ def test_similar_cli(capsys, monkeypatch, path):
     assert rows[0]["doc_id"] == "c2" and rows[0]["features"] == [3] and len(rows) == 1
     code, out, err = run(capsys, monkeypatch, "similar", "c4", "-c", "c", "--store", path)
     assert code == 0 and "no document" in err
+
+
+def test_cluster_cli(capsys, monkeypatch, path):
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "-f", "3", "-f", "5", "--k", "2", "--name", "bytopic",
+                         "--store", path, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["name"] == "bytopic" and res["n_clusters"] == 2 and res["n_empty"] == 1  # c4 fires neither
+    by_doc = {}
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "-f", "3", "-f", "5", "--k", "2", "--name", "bytopic",
+                         "--store", path, "--csv")
+    for line in out.splitlines()[1:]:
+        cells = line.split(",")
+        by_doc[cells[1]] = int(cells[2])
+    assert by_doc["c0"] == by_doc["c2"] != by_doc["c1"] == by_doc["c3"] and by_doc["c4"] == -1
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "5", "--where",
+                         f"cluster.bytopic = {by_doc['c1']}", "--store", path, "--json")
+    assert sorted(r["doc_id"] for r in json.loads(out)) == ["c1", "c3"]
+    code, out, err = run(capsys, monkeypatch, "clusterings", "--store", path, "--json")
+    assert json.loads(out)[0]["name"] == "bytopic"
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "--k", "1", "--store", path)
+    assert code == 1 and "k" in err

@@ -36,9 +36,15 @@ class Selection:
 BUILTIN_COLUMNS = ("doc_idx", "doc_id", "n_chars", "n_tokens")
 
 
-def filter_columns(info: CorpusInfo) -> list[str]:
-    """Columns a filter may name: doc_id, n_chars, n_tokens and the user's metadata."""
-    return ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
+def filter_columns(info: CorpusInfo, store: Store | None = None) -> list[str]:
+    """Columns a filter may name: doc_id, n_chars, n_tokens, the user's metadata, and (given the
+    store) `cluster.NAME` for each clustering of the corpus saved by `saeembed cluster`."""
+    cols = ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
+    if store is not None:
+        from saeembed.analysis.cluster import cluster_names
+
+        cols += cluster_names(store, info)
+    return cols
 
 
 def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
@@ -48,9 +54,11 @@ def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None
     from saeembed.store.store import quote_ident
 
     info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
-    wanted = filter_columns(info) if columns is None else [c for c in columns if c != "doc_idx"]
+    wanted = filter_columns(info, store) if columns is None else [c for c in columns if c != "doc_idx"]
     if sae is None:
         wanted = [c for c in wanted if c != "n_tokens"]
+    clusters = [c for c in wanted if c.startswith("cluster.") and c not in info.metadata_columns]
+    wanted = [c for c in wanted if c not in clusters]
     cols, joins, params = ["d.doc_idx"], [], []
     for c in wanted:
         if c in ("doc_id", "n_chars"):
@@ -67,7 +75,17 @@ def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None
         joins.append("LEFT JOIN encoded_docs e ON e.corpus_id = d.corpus_id AND e.doc_idx = d.doc_idx AND e.sae_key = ?")
         params.append(sae.sae_key)
     sql = f"SELECT {', '.join(cols)} FROM documents d {' '.join(joins)} WHERE d.corpus_id = ? ORDER BY d.doc_idx"
-    return store.query(sql, params + [info.corpus_id])
+    frame = store.query(sql, params + [info.corpus_id])
+    if clusters:  # saved clusterings (`saeembed cluster --name NAME`) as columns cluster.NAME
+        from saeembed.analysis.cluster import cluster_columns
+
+        saved = cluster_columns(store, info)
+        missing = [c for c in clusters if saved is None or c not in saved.columns]
+        if missing:
+            raise InputError(f"corpus {info.name!r} has no saved clustering {missing[0][len('cluster.'):]!r}; "
+                             "see `saeembed clusterings`")
+        frame = frame.join(saved.select("doc_idx", *clusters), on="doc_idx", how="left")
+    return frame
 
 
 def select(
@@ -76,7 +94,7 @@ def select(
     """Documents of `corpus` matching `where` (a filter over doc_id, n_chars, n_tokens and metadata)."""
     info = store.corpus(corpus)
     s = store.encoded_sae(info, sae)
-    flt = parse_filter(where, filter_columns(info)) if where else None
+    flt = parse_filter(where, filter_columns(info, store)) if where else None
     needed = sorted((flt.columns if flt else set()) | ({"n_tokens"} if encoded_only else set()))
     table = doc_table(store, info, s, columns=needed)
     if encoded_only:

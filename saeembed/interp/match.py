@@ -15,6 +15,8 @@ Three ways to find them, each a "matcher" returning the same frame (feature, sco
 
 Other matchers (an LLM choosing features, issue 7) plug in with `register_matcher(name, fn)` or by
 passing `matcher=fn`; `fn(store, sae, query, corpus=..., top=..., **opts)` returns the same frame.
+opts may carry doc_idx (the documents a search is restricted to), model and progress; a matcher
+ignores what it does not use (accept **_). `saeembed search --match NAME` picks a registered matcher.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def match_features(
 
     method: auto | describe | prf | any registered name; matcher: a callable used instead of method.
     opts: model (sentence model, default the embedded MiniLM), prf_docs (50), exemplars (5 per feature),
+    candidates (only these feature ids, for describe), doc_idx (documents a search is restricted to),
     progress (callable(done, total) while embedding feature descriptions or documents).
     """
     if not isinstance(query, str) or not query.strip():
@@ -83,15 +86,24 @@ def match_features(
 # --- describe: query vs labels / exemplars -------------------------------------------------------
 
 
-def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5, progress=None, **_) -> pl.DataFrame:
+def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5, progress=None, candidates=None,
+              **_) -> pl.DataFrame:
     from saeembed.encode.dense import get_embedder
 
     embedder = get_embedder(model)
-    candidates = _candidates(store, sae, corpus)
-    texts = feature_texts(store, sae, candidates, per_feature=exemplars)
+    if candidates is None:
+        candidates = _candidates(store, sae, corpus)
+    key = (str(store.path.resolve()), sae.sae_key, embedder.name, exemplars,
+           _hash(",".join(map(str, candidates))) if candidates is not None else None, _fingerprint(store, sae))
+    if key not in _DESCRIBED:  # rebuilding 4k description texts costs seconds; labels/exemplars rarely change
+        texts = feature_texts(store, sae, candidates, per_feature=exemplars)
+        vectors = feature_vectors(store, sae, texts, embedder, progress=progress) if texts.height else None
+        if len(_DESCRIBED) > 8:
+            _DESCRIBED.clear()
+        _DESCRIBED[key] = (texts, vectors)
+    texts, vectors = _DESCRIBED[key]
     if texts.is_empty():
         return _empty()
-    vectors = feature_vectors(store, sae, texts, embedder, progress=progress)
     q = embedder.embed([query])[0]
     cos = vectors @ q
     return pl.DataFrame({
@@ -104,6 +116,21 @@ def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5
         ],
         "describe": cos.astype(np.float64),
     }).sort("score", descending=True)
+
+
+_DESCRIBED: dict[tuple, tuple] = {}
+
+
+def _fingerprint(store: Store, sae: SAEInfo) -> tuple:
+    """Changes whenever a label or an exemplar of this SAE changes (cheap: small tables)."""
+    row = store.query(
+        "SELECT (SELECT count(*) FROM feature_labels WHERE sae_key = ?) AS a, "
+        "(SELECT max(created_at)::VARCHAR FROM feature_labels WHERE sae_key = ?) AS b, "
+        "(SELECT count(*) FROM exemplars WHERE sae_key = ?) AS c, "
+        "(SELECT sum(hash(corpus_id, feature, doc_idx, value)) FROM exemplars WHERE sae_key = ?) AS d",
+        [sae.sae_key] * 4,
+    )
+    return tuple(row.row(0))
 
 
 def _candidates(store: Store, sae: SAEInfo, corpus: str | None) -> list[int] | None:
@@ -233,7 +260,8 @@ def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, 
 # --- prf: features over-represented among the documents densely nearest the query ------------------
 
 
-def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, progress=None, **_) -> pl.DataFrame:
+def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, doc_idx=None, progress=None,
+         **_) -> pl.DataFrame:
     from saeembed.encode.dense import corpus_embeddings, get_embedder
 
     if corpus is None:
@@ -241,24 +269,32 @@ def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, pro
     info = store.corpus(corpus)
     embedder = get_embedder(model)
     dense = corpus_embeddings(store, info, model=model, progress=progress)
-    q = embedder.embed([query])[0]
-    sims = dense @ q
-    m = int(min(max(prf_docs, 1), info.n_docs))
-    nearest = np.argpartition(-sims, m - 1)[:m] if m < info.n_docs else np.arange(info.n_docs)
+    # doc_idx (a search restricted by --where): feedback only from, and frequencies only over, those docs
+    pool = np.arange(info.n_docs) if doc_idx is None else np.asarray(doc_idx, dtype=np.int64)
+    if len(pool) == 0:
+        return _empty()
+    sims = dense[pool] @ embedder.embed([query])[0]
+    m = int(min(max(prf_docs, 1), len(pool)))
+    nearest = pool[np.argpartition(-sims, m - 1)[:m]] if m < len(pool) else pool
+    restrict = doc_idx is not None
     frame = store.query(
         """
-        WITH near AS (SELECT unnest(?) AS doc_idx),
-        df AS (SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? GROUP BY feature)
+        WITH near AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
+        pool AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
+        df AS (SELECT feature, count(*) AS docs FROM activations
+               WHERE corpus_id = ? AND sae_key = ? AND (NOT ? OR doc_idx IN (SELECT doc_idx FROM pool))
+               GROUP BY feature)
         SELECT a.feature, count(*) AS near_docs, any_value(df.docs) AS docs
         FROM activations a JOIN near USING (doc_idx) JOIN df USING (feature)
         WHERE a.corpus_id = ? AND a.sae_key = ?
         GROUP BY a.feature
         """,
-        [nearest.astype(np.int64).tolist(), info.corpus_id, sae.sae_key, info.corpus_id, sae.sae_key],
+        [nearest.tolist(), pool.tolist() if restrict else [], info.corpus_id, sae.sae_key, restrict,
+         info.corpus_id, sae.sae_key],
     )
     if frame.is_empty():
         return _empty()
-    n = max(_encoded_docs(store, info, sae), 1)
+    n = len(pool) if restrict else max(_encoded_docs(store, info, sae), 1)
     frame = frame.with_columns(
         near=pl.col("near_docs") / m, overall=pl.col("docs") / n
     ).with_columns(score=pl.col("near") - pl.col("overall")).filter(pl.col("score") > 0)

@@ -159,6 +159,11 @@ def test_report_correlate_cli(capsys, monkeypatch, planted_file, tmp_path, load)
     code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3",
                             "--store", planted_file, "--out", out, "--json")
     assert code == 0, err
+    # feature 1 fires in every alpha document: generic, left out by default -> only the pair 3-4
+    assert json.loads(stdout)["pairs"] == 1
+    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3", "--keep-generic",
+                            "--store", planted_file, "--out", out, "--json")
+    assert code == 0, err
     summary = json.loads(stdout)
     # In alpha, features 1, 3, 4 fire in >= 3 docs, and every pair of them co-occurs in >= 3 docs (1-4: 6, 1-3: 5, 3-4: 5).
     assert summary["pairs"] == 3

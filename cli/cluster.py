@@ -1,0 +1,94 @@
+"""`saeembed cluster` and `saeembed clusterings`: thin wrappers over saeembed.analysis.cluster."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from saeembed.cli import render
+
+StoreOpt = typer.Option(
+    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
+CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cluster")(cluster_cmd)
+    app.command("clusterings")(clusterings_cmd)
+
+
+def cluster_cmd(
+    corpus: str = typer.Argument(..., help="Corpus to cluster."),
+    axis: Optional[str] = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"writing style\"; features matching it are used."),
+    features: List[int] = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise)."),
+    n_features: int = typer.Option(50, "--n-features", help="How many features an --axis selects."),
+    min_cluster_size: Optional[int] = typer.Option(None, "--min-cluster-size", help="HDBSCAN: smallest cluster (default max(10, docs/50))."),
+    min_samples: Optional[int] = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less noise."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
+    name: Optional[str] = typer.Option(None, "--name", help="Save under this name (default CORPUS_AXIS); filter later with --where \"cluster.NAME = 3\"."),
+    no_save: bool = typer.Option(False, "--no-save", help="Do not store the assignments."),
+    seed: int = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout."),
+    binary: bool = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values."),
+    show_features: bool = typer.Option(False, "--explain", help="Also show which features were clustered on and why."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """Cluster documents on the features of an axis (or given features, or all), describe each cluster
+    by its over-represented features, and save the assignments + 2-D layout in the store.
+
+    Examples: `saeembed cluster support --axis "writing style"`; `saeembed cluster support -f 12 -f 40 --k 4`.
+    """
+    from saeembed.analysis.cluster import ClusterConfig, cluster
+    from saeembed.store import Store
+
+    cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
+                        seed=seed, binary=binary)
+    with Store(store) as st:
+        result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
+                         save=not no_save, config=cfg)
+    if as_json:
+        render.emit_json({
+            "name": result.name, "saved": result.clustering_id is not None, "n_docs": result.assignments.height,
+            "n_clusters": int((result.clusters["cluster"] >= 0).sum()), "n_noise": result.n_noise,
+            "noise_share": result.noise_share, "n_empty": result.n_empty,
+            "features": result.features.to_dicts(), "clusters": result.clusters.to_dicts(),
+            "descriptions": result.descriptions.to_dicts(),
+        })
+        return
+    if as_csv:
+        render.emit_frame(result.assignments, as_csv=True)
+        return
+    if show_features and result.features.height:
+        render.emit_frame(result.features, title="features clustered on")
+    render.emit_frame(result.clusters, title=f"clusters of {corpus}" + (f" along {axis!r}" if axis else ""))
+    n_clusters = int((result.clusters["cluster"] >= 0).sum())
+    msg = (f"{n_clusters} clusters over {result.assignments.height} documents; noise {result.n_noise} "
+           f"({result.noise_share:.0%})")
+    if result.n_empty:
+        msg += f", of which {result.n_empty} have none of the chosen features"
+    if result.noise_share > 0.3 and k is None:
+        msg += "; lots of noise: try --min-cluster-size smaller, --min-samples 1, or --k"
+    render.note(msg)
+    if result.clustering_id is not None:
+        render.note(f"saved as [bold]{result.name}[/bold]; select a cluster with --where \"cluster.{result.name} = 0\"")
+
+
+def clusterings_cmd(
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """List saved clusterings (usable as --where "cluster.NAME = N")."""
+    from saeembed.analysis.cluster import clusterings
+    from saeembed.store import Store
+
+    with Store(store, read_only=True) as st:
+        frame = clusterings(st, corpus)
+    render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="clusterings")

@@ -1,0 +1,408 @@
+"""Clustering steered by features: choose the features that express an axis ("writing style"), keep
+only them in every document's SAE embedding, cluster (HDBSCAN by default, k-means with k), describe
+each cluster by the features over-represented in it against the rest, lay the documents out in 2-D,
+and save it all in the store under a name.
+
+Geometry: each chosen feature's value is divided by its corpus maximum (so features on different
+scales count alike) and rows are L2-normalised (cosine geometry). Documents where none of the chosen
+features fire cannot be placed on the axis: they get cluster -1 with the HDBSCAN noise and are
+counted separately (`n_empty`). Without an axis or features, all features are used through a seeded
+TruncatedSVD to `svd_dims` dimensions (never a dense N x d_sae matrix). HDBSCAN runs on at most
+`max_dims` PCA dimensions and, above `max_fit` documents, on a seeded sample whose clusters the other
+documents join through their nearest sampled neighbour (HDBSCAN's cost grows faster than linearly).
+
+A saved clustering named NAME becomes a filter column `cluster.NAME` of its corpus, so
+`--where "cluster.NAME = 3"` (or `cluster.NAME = -1` for noise) selects a cluster in search, diff, etc.
+Saving under an existing name replaces that clustering.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from saeembed.analysis.selection import Selection, check_features, embedding_matrix, require_docs, select
+from saeembed.errors import InputError, StoreError
+from saeembed.store import CorpusInfo, Store
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+COLUMN_PREFIX = "cluster."
+
+
+@dataclass
+class ClusterConfig:
+    """How to cluster. Defaults are documented here once; the CLI reads them."""
+
+    method: str = "hdbscan"  # hdbscan | kmeans (k given -> kmeans)
+    k: int | None = None
+    n_features: int = 50  # features chosen for an axis
+    match: str = "describe"  # query-to-feature matcher for the axis (see interp.match)
+    min_df: float = 0.01  # an axis picks among features firing in 1 %..70 % of the documents
+    max_df: float = 0.7
+    min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
+    min_samples: int | None = 5  # HDBSCAN; lower = less noise
+    max_dims: int = 10  # HDBSCAN runs on at most this many PCA dimensions (it slows sharply with more)
+    max_fit: int = 20_000  # HDBSCAN fits on a seeded sample this large; the rest join their nearest sampled doc
+    svd_dims: int = 50  # all-features mode: TruncatedSVD dimensions
+    binary: bool = False  # presence instead of scaled values
+    seed: int = 0
+    describe_top: int = 5  # features per cluster description
+
+
+@dataclass
+class ClusterResult:
+    name: str
+    clustering_id: int | None
+    assignments: pl.DataFrame  # doc_idx, doc_id, cluster, probability, x, y
+    clusters: pl.DataFrame  # cluster, size, share, features, description, exemplar
+    descriptions: pl.DataFrame  # cluster, rank, feature, freq_in, freq_out, diff, label, exemplar
+    features: pl.DataFrame  # the features clustered on: feature, label, score, evidence
+    params: dict = field(default_factory=dict)
+    n_noise: int = 0
+    n_empty: int = 0
+
+    @property
+    def noise_share(self) -> float:
+        return self.n_noise / max(self.assignments.height, 1)
+
+
+def cluster(
+    store: Store,
+    corpus: str,
+    *,
+    axis: str | None = None,
+    features=None,
+    where: str | None = None,
+    sae: str | None = None,
+    name: str | None = None,
+    save: bool = True,
+    config: ClusterConfig | None = None,
+    progress=None,
+    **overrides,
+) -> ClusterResult:
+    """Cluster the documents of `corpus` (matching `where`) on the features of `axis`, on `features`,
+    or on all features. overrides: any ClusterConfig field (k=8, min_cluster_size=20, ...)."""
+    cfg = config or ClusterConfig()
+    for key, value in overrides.items():
+        if not hasattr(cfg, key):
+            raise InputError(f"unknown clustering option {key!r}")
+        setattr(cfg, key, value)
+    if cfg.k is not None:
+        cfg.method = "kmeans"
+    if cfg.method not in ("hdbscan", "kmeans"):
+        raise InputError(f"unknown clustering method {cfg.method!r}; use hdbscan or kmeans (--k)")
+    if cfg.method == "kmeans" and (cfg.k is None or cfg.k < 2):
+        raise InputError("k-means needs --k of at least 2")
+    if axis is not None and features:
+        raise InputError("give an --axis or --features, not both")
+    name = _check_name(name or _default_name(corpus, axis, features))
+    sel = require_docs(select(store, corpus, where=where, sae=sae))
+    chosen = _choose_features(store, sel, axis, features, cfg, progress)
+    X, empty = _matrix(store, sel, chosen, cfg)
+    n = sel.n_docs
+    fit_rows = np.flatnonzero(~empty)
+    if len(fit_rows) < 2:
+        raise InputError(f"only {len(fit_rows)} of {n} documents have any of the chosen features; nothing to cluster")
+    labels = np.full(n, -1, dtype=np.int64)
+    prob = np.zeros(n)
+    Z = X[fit_rows]
+    fit_labels, fit_prob = _fit(Z, cfg)
+    labels[fit_rows], prob[fit_rows] = fit_labels, fit_prob
+    xy = np.zeros((n, 2))
+    xy[fit_rows] = _layout(Z, cfg.seed)
+    if empty.any():  # off the axis: park them left of the layout
+        xy[empty] = [xy[fit_rows, 0].min() - 1.0, 0.0]
+    ids = store.documents(sel.corpus, text=False, metadata=False, doc_idx=sel.doc_idx.tolist())["doc_id"]
+    assignments = pl.DataFrame({
+        "doc_idx": sel.doc_idx, "doc_id": ids, "cluster": labels, "probability": prob,
+        "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32),
+    })
+    descriptions = describe_clusters(store, sel, labels, top=cfg.describe_top)
+    clusters = _cluster_table(labels, descriptions)
+    params = {"corpus": corpus, "axis": axis, "features": [int(f) for f in chosen["feature"]], "where": where,
+              **{k: v for k, v in cfg.__dict__.items()}}
+    result = ClusterResult(name, None, assignments, clusters, descriptions, chosen, params,
+                           n_noise=int((labels == -1).sum()), n_empty=int(empty.sum()))
+    if save:
+        result.clustering_id = save_clustering(store, sel, result)
+    return result
+
+
+# --- features -----------------------------------------------------------------------------------
+
+
+def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterConfig, progress) -> pl.DataFrame:
+    schema = {"feature": pl.Int64, "label": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
+    if features:
+        feats = check_features(sel.sae, [int(f) for f in features])
+        labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
+        return pl.DataFrame([(f, labels.get(f), 1.0, "given with --features") for f in dict.fromkeys(feats)],
+                            schema=schema, orient="row")
+    if axis is not None:
+        from saeembed.interp.match import match_features
+
+        got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=cfg.match,
+                             doc_idx=sel.doc_idx, candidates=_splitting_features(store, sel, cfg),
+                             progress=progress)
+        if got.is_empty():
+            raise InputError(f"no feature of this corpus matches the axis {axis!r}")
+        return got.select(*schema).cast(schema)
+    return pl.DataFrame(schema=schema)  # all features
+
+
+def _splitting_features(store: Store, sel: Selection, cfg: ClusterConfig) -> list[int]:
+    """Features that can split the selection: firing in between min_df and max_df of its documents
+    (a feature on 0.1 % or 95 % of documents cannot shape clusters; skipping them also saves embedding
+    thousands of feature descriptions)."""
+    df = store.query(
+        "SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? "
+        "AND doc_idx IN (SELECT unnest(?)) GROUP BY feature",
+        [sel.corpus.corpus_id, sel.sae.sae_key, sel.doc_idx.tolist()],
+    )
+    share = df["docs"] / max(sel.n_docs, 1)
+    return df.filter((share >= cfg.min_df) & (share <= cfg.max_df))["feature"].sort().to_list()
+
+
+def _matrix(store: Store, sel: Selection, chosen: pl.DataFrame, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Rows to cluster (dense, n x |features| or n x svd_dims) and which rows are empty."""
+    from sklearn.preprocessing import normalize
+
+    feats = chosen["feature"].to_list() or None
+    X = embedding_matrix(store, sel, features=feats, binary=cfg.binary).tocsc()
+    if feats:
+        X = X[:, feats]
+    X = X.tocsr()
+    if not cfg.binary:  # each feature on its corpus scale
+        top = np.asarray(X.max(axis=0).todense()).ravel()
+        X = X @ sp.diags(1.0 / np.where(top > 0, top, 1.0))
+    empty = np.diff(X.indptr) == 0
+    X = normalize(X)
+    if feats:
+        return np.asarray(X.todense(), dtype=np.float32), empty
+    from sklearn.decomposition import TruncatedSVD
+
+    dims = min(cfg.svd_dims, X.shape[1] - 1, max(X.shape[0] - 1, 1))
+    Z = TruncatedSVD(dims, random_state=cfg.seed).fit_transform(X)
+    return Z.astype(np.float32), empty
+
+
+# --- fitting and layout ---------------------------------------------------------------------------
+
+
+def _fit(Z: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        if len(Z) < cfg.k:
+            raise InputError(f"--k {cfg.k} is more than the {len(Z)} documents to cluster")
+        km = KMeans(cfg.k, n_init=4, random_state=cfg.seed).fit(Z)
+        d = km.transform(Z)
+        near = d.min(axis=1)
+        return km.labels_.astype(np.int64), 1.0 / (1.0 + near)
+    from sklearn.cluster import HDBSCAN
+
+    n = len(Z)
+    mcs = cfg.min_cluster_size or max(10, n // 50)
+    mcs = max(2, min(mcs, n))
+    ms = None if cfg.min_samples is None else max(1, min(cfg.min_samples, n - 1))
+    if Z.shape[1] > cfg.max_dims:
+        Z = _pca(Z, cfg.max_dims, cfg.seed)
+    if n <= cfg.max_fit:  # HDBSCAN itself has no randomness: same input, same clusters
+        model = HDBSCAN(min_cluster_size=mcs, min_samples=ms, copy=True).fit(Z)
+        return model.labels_.astype(np.int64), np.asarray(model.probabilities_, dtype=np.float64)
+    # Large inputs: HDBSCAN's cost grows faster than linearly, so fit a seeded sample (cluster sizes
+    # scaled down with it) and give every other document the label of its nearest sampled document.
+    from sklearn.neighbors import NearestNeighbors
+
+    sample = np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.max_fit, replace=False))
+    mcs_s = max(2, int(round(mcs * cfg.max_fit / n)))
+    model = HDBSCAN(min_cluster_size=mcs_s, min_samples=ms, copy=True).fit(Z[sample])
+    nearest = NearestNeighbors(n_neighbors=1).fit(Z[sample]).kneighbors(Z, return_distance=False)[:, 0]
+    labels = model.labels_.astype(np.int64)[nearest]
+    prob = np.asarray(model.probabilities_, dtype=np.float64)[nearest]
+    labels[sample], prob[sample] = model.labels_, model.probabilities_
+    return labels, prob
+
+
+def _pca(Z: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = max(1, min(dims, Z.shape[1], len(Z)))
+    return PCA(dims, random_state=seed, svd_solver="randomized" if len(Z) > 2000 else "full").fit_transform(Z)
+
+
+def _layout(Z: np.ndarray, seed: int) -> np.ndarray:
+    """2-D layout for plots: the first two principal components (fast and deterministic at any size)."""
+    if Z.shape[1] < 2 or len(Z) < 2:
+        out = np.zeros((len(Z), 2))
+        out[:, : min(Z.shape[1], 2)] = Z[:, :2]
+        return out
+    return _pca(Z, 2, seed)
+
+
+# --- descriptions -----------------------------------------------------------------------------------
+
+
+def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: int = 5) -> pl.DataFrame:
+    """Per cluster (noise excluded), the features most over-represented in it against the rest of the
+    selection (share of documents where the feature fires, in minus out), with label and an exemplar
+    snippet from inside the cluster."""
+    schema = {"cluster": pl.Int64, "rank": pl.Int64, "feature": pl.Int64, "freq_in": pl.Float64,
+              "freq_out": pl.Float64, "diff": pl.Float64, "label": pl.Utf8, "exemplar": pl.Utf8}
+    ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
+    if not ids:
+        return pl.DataFrame(schema=schema)
+    B = embedding_matrix(store, sel, binary=True)  # sparse presence over all features
+    V = embedding_matrix(store, sel).tocsc()
+    n = len(labels)
+    total = np.asarray(B.sum(axis=0)).ravel()
+    rows = []
+    for c in ids:
+        mask = labels == c
+        n_in, n_out = int(mask.sum()), n - int(mask.sum())
+        inside = np.asarray(B[mask].sum(axis=0)).ravel()
+        f_in = inside / n_in
+        f_out = (total - inside) / max(n_out, 1)
+        diff = f_in - f_out
+        best = np.lexsort((np.arange(len(diff)), -diff))[:top]
+        for r, f in enumerate(best, 1):
+            if diff[f] <= 0:
+                break
+            rows.append((c, r, int(f), float(f_in[f]), float(f_out[f]), float(diff[f])))
+    frame = pl.DataFrame(rows, schema=list(schema)[:6], orient="row")
+    feats = sorted(set(frame["feature"].to_list()))
+    lab = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows()) if feats else {}
+    # exemplar: the cluster member where the feature is strongest, its strongest token marked
+    picks = []
+    for c, f in frame.select("cluster", "feature").iter_rows():
+        col = V[:, f].toarray().ravel() * (labels == c)
+        picks.append(int(sel.doc_idx[int(np.argmax(col))]))
+    snippets = _snippets(store, sel, list(zip(picks, frame["feature"].to_list())))
+    return frame.with_columns(
+        label=pl.Series([lab.get(f) for f in frame["feature"]], dtype=pl.Utf8),
+        exemplar=pl.Series(snippets, dtype=pl.Utf8),
+    ).cast(schema)
+
+
+def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> list[str]:
+    from saeembed.store.store import snippet
+
+    if not pairs:
+        return []
+    docs = [d for d, _ in pairs]
+    spans = store.query(
+        "SELECT a.doc_idx, a.feature, a.span_start, a.span_end, d.text FROM activations a "
+        "JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx "
+        "WHERE a.corpus_id = ? AND a.sae_key = ? AND a.doc_idx IN (SELECT unnest(?))",
+        [sel.corpus.corpus_id, sel.sae.sae_key, docs],
+    )
+    by = {(d, f): (t, s, e) for d, f, s, e, t in spans.iter_rows()}
+    return [snippet(*by[p], width=40) if p in by else None for p in pairs]
+
+
+def _cluster_table(labels: np.ndarray, descriptions: pl.DataFrame) -> pl.DataFrame:
+    n = len(labels)
+    rows = []
+    for c in sorted(np.unique(labels).tolist()):
+        size = int((labels == c).sum())
+        part = descriptions.filter(pl.col("cluster") == c)
+        if c == -1:
+            rows.append((c, size, size / n, [], "noise (no cluster)", None))
+            continue
+        desc = "; ".join(
+            f"{f}" + (f" ({lab})" if lab else "") + f" {fi:.0%} vs {fo:.0%}"
+            for f, lab, fi, fo in part.select("feature", "label", "freq_in", "freq_out").iter_rows()
+        )
+        rows.append((c, size, size / n, part["feature"].to_list(), desc, part["exemplar"][0] if part.height else None))
+    return pl.DataFrame(rows, schema={"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64,
+                                      "features": pl.List(pl.Int64), "description": pl.Utf8, "exemplar": pl.Utf8},
+                        orient="row")
+
+
+# --- saving and reuse ---------------------------------------------------------------------------------
+
+
+def save_clustering(store: Store, sel: Selection, result: ClusterResult) -> int:
+    """Store the clustering under result.name (replacing one of that name); returns its id."""
+    if store.read_only:
+        raise StoreError("store is open read-only; cannot save the clustering")
+    a = result.assignments.select("doc_idx", "cluster", "probability", "x", "y")
+    with store.transaction():
+        old = store.query("SELECT clustering_id FROM clusterings WHERE name = ?", [result.name])
+        if old.height:
+            cid = int(old["clustering_id"][0])
+            store.con.execute("DELETE FROM cluster_assignments WHERE clustering_id = ?", [cid])
+            store.con.execute("DELETE FROM clusterings WHERE clustering_id = ?", [cid])
+        cid = int(store.query("SELECT coalesce(max(clustering_id), 0) + 1 AS id FROM clusterings")["id"][0])
+        store.con.execute(
+            "INSERT INTO clusterings (clustering_id, name, corpus_id, sae_key, params, features) VALUES (?, ?, ?, ?, ?, ?)",
+            [cid, result.name, sel.corpus.corpus_id, sel.sae.sae_key, json.dumps(result.params, default=str),
+             json.dumps(result.params["features"])],
+        )
+        store.con.register("_assign", a)
+        try:
+            store.con.execute("INSERT INTO cluster_assignments SELECT ?, doc_idx, cluster, probability, x, y FROM _assign",
+                              [cid])
+        finally:
+            store.con.unregister("_assign")
+    store.record_run("cluster", result.params, {"name": result.name, "clustering_id": cid,
+                                                "n_noise": result.n_noise, "n_empty": result.n_empty})
+    return cid
+
+
+def clusterings(store: Store, corpus: str | None = None) -> pl.DataFrame:
+    """Saved clusterings: name, corpus, clusters, noise share, created_at, params."""
+    return store.query(
+        """
+        SELECT c.name, co.name AS corpus, count(DISTINCT a.cluster) FILTER (WHERE a.cluster >= 0) AS clusters,
+               avg((a.cluster = -1)::INT) AS noise_share, count(a.doc_idx) AS docs, c.created_at, c.params
+        FROM clusterings c JOIN corpora co USING (corpus_id)
+        LEFT JOIN cluster_assignments a USING (clustering_id)
+        WHERE (? OR co.name = ?)
+        GROUP BY ALL ORDER BY c.created_at
+        """,
+        [corpus is None, corpus],
+    )
+
+
+def cluster_names(store: Store, info: CorpusInfo) -> list[str]:
+    """The filter columns `cluster.NAME` of the corpus's saved clusterings."""
+    saved = store.query("SELECT name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id", [info.corpus_id])
+    return [COLUMN_PREFIX + n for n in saved["name"].to_list()]
+
+
+def cluster_columns(store: Store, info: CorpusInfo) -> pl.DataFrame | None:
+    """doc_idx plus one column `cluster.NAME` per saved clustering of the corpus (null for documents a
+    clustering did not cover): what makes clusters usable in --where filters."""
+    saved = store.query("SELECT clustering_id, name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id",
+                        [info.corpus_id])
+    if saved.is_empty():
+        return None
+    rows = store.query(
+        "SELECT a.clustering_id, a.doc_idx, a.cluster FROM cluster_assignments a "
+        "JOIN clusterings c USING (clustering_id) WHERE c.corpus_id = ?", [info.corpus_id],
+    )
+    names = dict(saved.iter_rows())
+    wide = rows.pivot(on="clustering_id", index="doc_idx", values="cluster")
+    return wide.rename({str(k): COLUMN_PREFIX + v for k, v in names.items() if str(k) in wide.columns})
+
+
+def _default_name(corpus: str, axis, features) -> str:
+    what = _slug(axis) if axis else "features" if features else "all"
+    return f"{_slug(corpus)}_{what}"[:64]
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "x"
+    return s if not s[0].isdigit() else "c" + s
+
+
+def _check_name(name: str) -> str:
+    if not NAME_RE.match(name or ""):
+        raise InputError(f"clustering name {name!r}: use letters, digits and _ (not starting with a digit), ≤ 64 chars")
+    return name
