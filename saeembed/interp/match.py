@@ -376,3 +376,28 @@ def _hash(text: str) -> str:
 register_matcher("describe", _describe)
 register_matcher("prf", _prf)
 register_matcher("auto", _auto)
+
+
+# --- llm: an LLM chooses among the labelled features (issue #7's choose_features) -------------------
+
+
+def _llm_matcher(store: Store, sae: SAEInfo, query: str, *, corpus: str | None = None, top: int = 10, **_):
+    """`--match llm`: the model named by $SAEEMBED_LLM_MODEL (server: $SAEEMBED_LLM_BASE_URL, key:
+    $SAEEMBED_LLM_KEY or $OPENAI_API_KEY) picks features among the labelled ones closest to the query."""
+    import os
+
+    from saeembed.interp.assist import choose_features
+    from saeembed.interp.llm import LLMClient, LLMConfig
+
+    model = os.environ.get("SAEEMBED_LLM_MODEL")
+    if not model:
+        raise InputError("--match llm needs a model: set SAEEMBED_LLM_MODEL (and SAEEMBED_LLM_KEY or "
+                         "OPENAI_API_KEY; SAEEMBED_LLM_BASE_URL for another OpenAI-compatible server)")
+    client = LLMClient(store, LLMConfig(model=model, base_url=os.environ.get("SAEEMBED_LLM_BASE_URL")))
+    chosen = choose_features(store, query, sae=sae.sae_hash, llm=client, top=top)
+    if chosen.is_empty():
+        raise InputError("--match llm chooses among labelled features and none are labelled; run `saeembed label` first")
+    return chosen.select("feature", pl.col("similarity").alias("score"), "label", pl.col("reason").alias("evidence"))
+
+
+register_matcher("llm", _llm_matcher)

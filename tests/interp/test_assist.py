@@ -76,3 +76,23 @@ def test_name_clusters(store, llm_server):
     out = {r["cluster"]: r for r in name_clusters(store, "planted", assign, llm=_client(store, llm_server)).to_dicts()}
     assert out[0]["name"] == "Pandemic news" and out[0]["source"] == "llm:helper"
     assert out[1]["source"].startswith("offline (LLM answer unusable") and out[1]["name"] == rows[1]["name"]
+
+
+def test_llm_matcher_for_search_and_axes(store, llm_server, monkeypatch):
+    import pytest
+
+    from saeembed.errors import InputError
+    from saeembed.interp.match import match_features
+
+    _two_corpora(store)
+    sae = store.encoded_sae("a")
+    monkeypatch.delenv("SAEEMBED_LLM_MODEL", raising=False)
+    with pytest.raises(InputError, match="SAEEMBED_LLM_MODEL"):
+        match_features(store, sae, "sorry", method="llm")
+    monkeypatch.setenv("SAEEMBED_LLM_MODEL", "helper")
+    monkeypatch.setenv("SAEEMBED_LLM_BASE_URL", llm_server.url)
+    monkeypatch.setenv("SAEEMBED_LLM_KEY", "k")
+    llm_server.push('{"features": [{"id": 1, "reason": "apologising"}, {"id": 99}]}')
+    out = match_features(store, sae, "saying sorry", method="llm", top=3)
+    assert out["feature"].to_list() == [1] and out["evidence"][0] == "apologising"
+    assert out["label"][0] == "apologies"
