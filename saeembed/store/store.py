@@ -99,6 +99,9 @@ class Store(ShardingMixin):
             self._lock_down(tuple(allow_paths))
             self._check_schema()
             self._load_shards()
+        except duckdb.Error as e:  # e.g. a truncated file: DuckDB opens it, then cannot read its blocks
+            self.con.close()
+            raise StoreError(f"store {self.path} is damaged or truncated ({_first_line(str(e))})") from None
         except BaseException:
             self.con.close()
             raise
@@ -177,7 +180,10 @@ class Store(ShardingMixin):
     # --- small query helpers ----------------------------------------------------------------
 
     def _all(self, sql: str, params: list | None = None) -> list[tuple]:
-        return self.con.execute(sql, params or []).fetchall()
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        except duckdb.IOException as e:
+            raise self._damaged(e) from None
 
     def _one(self, sql: str, params: list | None = None):
         rows = self._all(sql, params)
@@ -185,7 +191,14 @@ class Store(ShardingMixin):
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run a read query with bound parameters and return a polars DataFrame."""
-        return self.con.sql(sql, params=params or None).pl()
+        try:
+            return self.con.sql(sql, params=params or None).pl()
+        except duckdb.IOException as e:
+            raise self._damaged(e) from None
+
+    def _damaged(self, e: Exception) -> StoreError:
+        """A read that failed on the disk: name the file (the store or one of its shards)."""
+        return StoreError(f"cannot read store {self.path}: {_first_line(str(e))}; the file may be damaged or truncated")
 
     def _meta(self, key: str) -> str | None:
         return self._one("SELECT value FROM meta WHERE key = ?", [key])
