@@ -115,6 +115,10 @@ def encode_corpus(
     """
     cfg = config or EncodeConfig()
     info = store.corpus(corpus)  # unknown corpus -> clear error before any loading
+    if cfg.backend == "ray":
+        from saeembed.encode.ray_backend import _ray
+
+        _ray()  # a missing extra is said before anything loads or is written
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
     hook_name = resolve_hook(hook, sae_obj, warnings)

@@ -98,26 +98,29 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
     from saeembed.encode.pipeline import _prompts
     from saeembed.store.shards import encoding_dir
 
+    import logging
+
+    for name in ("ray", "ray.data"):  # saeembed shows its own progress bar
+        logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.max_errored_blocks = 0
     parts = [pa.table({"doc_idx": pa.array(i, pa.int32()), "text": pa.array(t, pa.string())})
              for i, t in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs)]
-    docs = pa.concat_tables(parts)
     prompts = None
     if cfg.chat_template and cfg.prompt_column:
-        idx = docs.column("doc_idx").to_pylist()
+        idx = [i for p in parts for i in p.column("doc_idx").to_pylist()]
         prompts = dict(zip(idx, _prompts(store, info, cfg.prompt_column, idx)))
     folder = encoding_dir(store.shard_root, info.corpus_id, sae_info.sae_key)
     folder.mkdir(parents=True, exist_ok=True)
-    # the SAE travels through the object store once, not once per actor
-    ds = ray.data.from_arrow(docs).map_batches(
+        # one block per chunk, so every actor gets work
+    ds = ray.data.from_arrow(parts).map_batches(
         _EncodeActor,
         fn_constructor_kwargs=dict(model_name=model_name, sae=sae.to("cpu"), hook=hook, cfg=cfg, window=window,
                                    folder=str(folder), sae_hash=sae_info.sae_hash, corpus=info.name, prompts=prompts),
         batch_size=cfg.chunk_docs,
         batch_format="pyarrow",
-        concurrency=cfg.workers,
+        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
         num_gpus=cfg.gpus_per_worker or None,
         num_cpus=1,
         zero_copy_batch=True,
