@@ -47,12 +47,26 @@ def run_and_kill(args, delay: float, *, armed=None, arm_timeout: float = 300) ->
         return True, time.perf_counter() - started
 
 
-def writing(store_path):
-    """A trigger for run_and_kill: the encode has begun writing (WAL or a shard file exists)."""
+def writing(store_path, *, rows: bool = False):
+    """A trigger for run_and_kill: the encode has begun writing (WAL or a shard file exists). With
+    rows=True: it has written rows (a shard file exists, or the WAL grew after it first appeared)."""
     store_path = Path(store_path)
     wal = store_path.with_name(store_path.name + ".wal")
     shards = store_path.with_name(store_path.name + ".shards")
-    return lambda: wal.exists() or (shards.exists() and any(shards.rglob("*.parquet")))
+    first = []
+
+    def armed() -> bool:
+        if shards.exists() and any(shards.rglob("*.parquet")):
+            return True
+        if not wal.exists():
+            return False
+        size = wal.stat().st_size
+        if not rows:
+            return True
+        first.append(size)
+        return size > first[0]
+
+    return armed
 
 
 def snapshot(store_path, corpus: str) -> dict:

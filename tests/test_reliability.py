@@ -65,7 +65,8 @@ def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path,
     ingest(project["data"], store)
     killed_mid_run = 0
     for trial in range(2):  # two kills of the same encode, at random moments once it writes
-        killed, _ = run_and_kill(encode_args(project, store, shards), rng.uniform(0.0, 1.0), armed=writing(store))
+        killed, _ = run_and_kill(encode_args(project, store, shards), rng.uniform(0.0, 0.3),
+                                 armed=writing(store, rows=True))
         with Store(store) as st:  # always opens
             done = st.query("SELECT count(*) AS n FROM encoded_docs")["n"][0]
             assert done == st.query("SELECT count(DISTINCT doc_idx) AS n FROM encoded_docs")["n"][0]
