@@ -45,6 +45,9 @@ def _add_subcommands() -> None:
     app.command("label")(label)
     app.add_typer(report_app, name="report")
     app.command()(browse)
+    from saeembed.cli.scale import register as register_scale  # compact, shards
+
+    register_scale(app)
 
 
 _add_subcommands()
@@ -121,14 +124,26 @@ def encode(
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    backend: str = typer.Option("local", "--backend", help="local, or ray (pip install 'saeembed[ray]'): an actor pool, one model+SAE per actor."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: cluster address ('auto' joins the running cluster; default starts a local one)."),
+    workers: int = typer.Option(2, "--workers", help="With --backend ray: number of actors."),
+    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="With --backend ray: GPUs each actor reserves."),
+    shards: str = typer.Option("auto", "--shards", help="Write activations as Parquet shards beside the store: on, off, auto (100k+ documents; always with Ray)."),
+    shard_docs: Optional[int] = typer.Option(None, "--shard-docs", help="Documents per shard."),
+    chunk_docs: Optional[int] = typer.Option(None, "--chunk-docs", help="Documents per write (local) or per Ray batch."),
 ):
     """Encode a corpus into sparse SAE embeddings (resumable: re-running skips stored documents)."""
     from saeembed.encode.pipeline import EncodeConfig, encode_corpus
 
     cfg = EncodeConfig(device=device, window=window, chat_template=chat_template, prompt_column=prompt_column,
-                       exclude_special=not keep_special, replace=replace, trust_remote_code=trust_remote_code)
-    if batch_size:
-        cfg.batch_size = batch_size
+                       exclude_special=not keep_special, replace=replace, trust_remote_code=trust_remote_code,
+                       backend=backend, ray_address=address, workers=workers, gpus_per_worker=gpus_per_worker,
+                       shards=shards)
+    for name, value in (("batch_size", batch_size), ("shard_docs", shard_docs), ("chunk_docs", chunk_docs)):
+        if value is not None:
+            if value < 1:
+                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
+            setattr(cfg, name, value)
     with _store(store) as st, render.encode_progress(f"encode {corpus}", enabled=not (quiet or as_json)) as bar:
         result = encode_corpus(st, corpus, model=model, sae=sae, hook=hook, config=cfg, progress=bar)
     if as_json:

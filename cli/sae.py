@@ -25,6 +25,7 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 2e-4 / sqrt(latents / 16384))."),
     seed: int = typer.Option(0, "--seed"),
     checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save checkpoints here; re-running resumes."),
+    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="Steps between checkpoints."),
     text_column: str = typer.Option("text", "--text-column", help="Text column of --data files."),
     device: str = typer.Option("auto", "--device"),
     fp16: bool = typer.Option(False, "--fp16", help="Save weights in fp16 (half the size)."),
@@ -43,7 +44,7 @@ def train(
     loaded = load_model(model, device=device)
     cfg = TrainConfig(d_sae=latents, k=k, max_tokens=max_tokens, batch_size=batch_size, lr=lr, seed=seed,
                       device=str(pick_device(device)),
-                      checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None)
+                      checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, checkpoint_every=checkpoint_every)
     if max_tokens:  # short runs: scale the schedule to the run, or warm-up and dead-latent rules never finish
         steps = max(1, max_tokens // batch_size)
         cfg.warmup_steps = min(cfg.warmup_steps, max(1, steps // 10))

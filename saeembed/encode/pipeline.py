@@ -29,6 +29,8 @@ from saeembed.store import CorpusInfo, Store
 # Random-token texts encoded once per SAE to find features that fire regardless of content.
 RANDOM_PROBE_DOCS = 128
 
+SHARD_AUTO_DOCS = 100_000  # encodes at least this large write Parquet shards by default
+
 
 @dataclass
 class EncodeConfig:
@@ -45,6 +47,18 @@ class EncodeConfig:
     device: str | None = "auto"
     replace: bool = False  # drop a stored encoding of this corpus with this SAE first
     trust_remote_code: bool = False
+    # --- scale (issue 8) ---
+    shards: str = "auto"  # write activations as Parquet shards: "on", "off", or "auto" (>= SHARD_AUTO_DOCS to do)
+    shard_docs: int = 16384  # documents per shard (what a crash can lose when sharding)
+    backend: str = "local"  # "local" or "ray" (saeembed[ray]: an actor pool, one model+SAE per actor)
+    ray_address: str | None = None  # None: start a local Ray; "auto": join the running cluster
+    workers: int = 2  # Ray actors
+    gpus_per_worker: float = 0.0  # GPUs each Ray actor reserves (0: CPU)
+
+    def use_shards(self, to_do: int) -> bool:
+        if self.shards not in ("on", "off", "auto"):
+            raise InputError(f"--shards must be on, off or auto, not {self.shards!r}")
+        return self.backend == "ray" or self.shards == "on" or (self.shards == "auto" and to_do >= SHARD_AUTO_DOCS)
 
     def pooling_params(self, window: int) -> dict:
         return {
@@ -105,11 +119,17 @@ def encode_corpus(
     """
     cfg = config or EncodeConfig()
     info = store.corpus(corpus)  # unknown corpus -> clear error before any loading
+    if cfg.backend == "ray":
+        from saeembed.encode.ray_backend import _ray
+
+        _ray()  # a missing extra is said before anything loads or is written
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
     hook_name = resolve_hook(hook, sae_obj, warnings)
     loaded = model if isinstance(model, LoadedModel) else load_model(
-        model if model is not None else sae_model_name(sae_obj), device=cfg.device, trust_remote_code=cfg.trust_remote_code
+        model if model is not None else sae_model_name(sae_obj),
+        # with Ray the driver's copy only checks widths and windows; the actors hold the working ones
+        device="cpu" if cfg.backend == "ray" else cfg.device, trust_remote_code=cfg.trust_remote_code
     )
     check_width(sae_obj, loaded)
     if sae_obj.cfg.model and sae_model_name(sae_obj) != loaded.name:
@@ -125,9 +145,28 @@ def encode_corpus(
     to_do = info.n_docs - already
     started = time.perf_counter()
     done_docs = done_tokens = split_docs = rows = 0
-    capture = ActivationCapture(loaded, hook_name)
+    if cfg.backend not in ("local", "ray"):
+        raise InputError(f"unknown backend {cfg.backend!r}; use local or ray")
+    sharded = cfg.use_shards(to_do)
     if progress:
         progress(0, 0, to_do)
+    if cfg.backend == "ray":
+        from saeembed.encode.ray_backend import encode_on_ray
+
+        stats = encode_on_ray(store, info, sae_info, sae_obj, loaded.name, hook_name, cfg, window, to_do, progress)
+        if not store.has_probe(sae_info, PROBE):
+            with ActivationCapture(loaded, hook_name) as capture:
+                _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name)
+        return _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings)
+    capture = ActivationCapture(loaded, hook_name)
+    pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []  # chunks not yet written (sharding only)
+
+    def flush() -> None:
+        if pending:
+            store.write_encoded(info, sae_info, pl.concat([a for a, _ in pending]),
+                                pl.concat([d for _, d in pending]), shard=True)
+            pending.clear()
+
     try:
         for doc_idx, texts in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs):
             prompts = _prompts(store, info, cfg.prompt_column, doc_idx) if cfg.chat_template else None
@@ -136,18 +175,38 @@ def encode_corpus(
             global_idx = np.asarray(doc_idx, dtype=np.int32)
             acts = acts.with_columns(pl.Series("doc_idx", global_idx[acts["doc_idx"].to_numpy()]))
             docs = docs.with_columns(pl.Series("doc_idx", global_idx))
-            store.write_encoded(info, sae_info, acts, docs)
+            if sharded:  # one shard per shard_docs documents, not per chunk: few, large files
+                pending.append((acts, docs))
+                if sum(d.height for _, d in pending) >= cfg.shard_docs:
+                    flush()
+            else:
+                store.write_encoded(info, sae_info, acts, docs)
             done_docs += len(doc_idx)
             done_tokens += int(docs["n_tokens"].sum())
             split_docs += int((docs["n_windows"] > 1).sum())
             rows += acts.height
             if progress:
                 progress(done_docs, done_tokens, to_do)
+        flush()
         if not store.has_probe(sae_info, PROBE):
-            stats = run_random_probe(loaded, capture, sae_obj, cfg, window, n_docs=RANDOM_PROBE_DOCS)
-            store.set_probe(sae_info, PROBE, stats, RANDOM_PROBE_DOCS, {"model": loaded.name, "hook": hook_name})
+            _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name)
+    except KeyboardInterrupt:
+        flush()  # keep the finished chunks of an interrupted sharded encode
+        raise
     finally:
         capture.close()
+    return _finish(store, info, sae_info, loaded, hook_name, cfg, already, (done_docs, done_tokens, split_docs, rows),
+                   started, warnings)
+
+
+def _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name) -> None:
+    """Once per SAE: which features fire on random-token text (flags generic features in analyses)."""
+    stats = run_random_probe(loaded, capture, sae_obj, cfg, window, n_docs=RANDOM_PROBE_DOCS)
+    store.set_probe(sae_info, PROBE, stats, RANDOM_PROBE_DOCS, {"model": loaded.name, "hook": hook_name})
+
+
+def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings) -> EncodeResult:
+    done_docs, done_tokens, split_docs, rows = stats
     if done_docs or store.encoding(info, sae_info)["status"] != "complete":
         store.finish_encoding(info, sae_info, exemplars_per_feature=cfg.exemplars_per_feature)
     return EncodeResult(

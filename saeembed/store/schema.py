@@ -167,6 +167,18 @@ TABLES = [
         name VARCHAR NOT NULL,
         doc_idx INTEGER NOT NULL,
         score DOUBLE NOT NULL)""",
+    # --- issue 8 ---
+    # Parquet shards of `activations` (see store/shards.py); path is relative to `<store>.shards/`.
+    """CREATE TABLE IF NOT EXISTS activation_shards (
+        shard_id INTEGER PRIMARY KEY,
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        path VARCHAR UNIQUE NOT NULL,
+        n_rows BIGINT NOT NULL,
+        n_docs INTEGER NOT NULL,
+        doc_min INTEGER,
+        doc_max INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
 ]
 
 # Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.

@@ -25,6 +25,7 @@ from saeembed.errors import (
     UnknownCorpusError,
 )
 from saeembed.store.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION, TABLES
+from saeembed.store.sharding import ShardingMixin
 
 DEFAULT_STORE = "saeembed.duckdb"
 
@@ -67,10 +68,13 @@ class SAEInfo:
     source: str | None
 
 
-class Store:
+class Store(ShardingMixin):
     """A saeembed project file. Open with `Store(path)` or `open_store(path)`; close when done."""
 
-    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, *, read_only: bool = False, create: bool = True):
+    def __init__(self, path: str | os.PathLike = DEFAULT_STORE, *, read_only: bool = False, create: bool = True,
+                 allow_paths: tuple = ()):
+        """allow_paths: extra folders DuckDB may read/write through this connection (besides the store
+        and its shard folder); file access is otherwise off, see store/sharding.py."""
         self.path = Path(path)
         self.read_only = read_only
         exists = self.path.exists()
@@ -78,6 +82,8 @@ class Store:
             raise StoreError(f"no store at {self.path}; create one with `saeembed ingest FILE --corpus NAME`")
         if exists and self.path.is_dir():
             raise StoreError(f"{self.path} is a folder, not a store file")
+        if exists and self.path.stat().st_size == 0:  # DuckDB would silently start a new database in it
+            raise StoreError(f"{self.path} is an empty file (0 bytes), not a saeembed store; delete it to start a new store")
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as e:
@@ -91,7 +97,12 @@ class Store:
             raise StoreError(f"cannot open store {self.path}: {_first_line(str(e))}") from None
         try:
             self.con.execute("SET enable_progress_bar = false")  # saeembed draws its own progress
+            self._lock_down(tuple(allow_paths))
             self._check_schema()
+            self._load_shards()
+        except duckdb.Error as e:  # e.g. a truncated file: DuckDB opens it, then cannot read its blocks
+            self.con.close()
+            raise StoreError(f"store {self.path} is damaged or truncated ({_first_line(str(e))})") from None
         except BaseException:
             self.con.close()
             raise
@@ -114,8 +125,10 @@ class Store:
             yield
         except BaseException:
             self.con.rollback()
+            self._run_commit_hooks(False)
             raise
         self.con.commit()
+        self._run_commit_hooks(True)
 
     def _tables(self) -> set[str]:
         return {r[0] for r in self._all("SELECT table_name FROM information_schema.tables")}
@@ -168,7 +181,10 @@ class Store:
     # --- small query helpers ----------------------------------------------------------------
 
     def _all(self, sql: str, params: list | None = None) -> list[tuple]:
-        return self.con.execute(sql, params or []).fetchall()
+        try:
+            return self.con.execute(sql, params or []).fetchall()
+        except duckdb.IOException as e:
+            raise self._damaged(e) from None
 
     def _one(self, sql: str, params: list | None = None):
         rows = self._all(sql, params)
@@ -176,7 +192,14 @@ class Store:
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run a read query with bound parameters and return a polars DataFrame."""
-        return self.con.sql(sql, params=params or None).pl()
+        try:
+            return self.con.sql(sql, params=params or None).pl()
+        except duckdb.IOException as e:
+            raise self._damaged(e) from None
+
+    def _damaged(self, e: Exception) -> StoreError:
+        """A read that failed on the disk: name the file (the store or one of its shards)."""
+        return StoreError(f"cannot read store {self.path}: {_first_line(str(e))}; the file may be damaged or truncated")
 
     def _meta(self, key: str) -> str | None:
         return self._one("SELECT value FROM meta WHERE key = ?", [key])
@@ -335,7 +358,8 @@ class Store:
             "DELETE FROM cluster_assignments WHERE clustering_id IN "
             "(SELECT clustering_id FROM clusterings WHERE corpus_id = ?)", [info.corpus_id]
         )
-        for table in ("activations", "encoded_docs", "exemplars", "encodings", "documents", "dense_embeddings",
+        self._drop_shards(info.corpus_id)  # issue 8: shard files go once this commits
+        for table in (self.activations_table, "encoded_docs", "exemplars", "encodings", "documents", "dense_embeddings",
                       "clusterings", "doc_scores"):
             self.con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [info.corpus_id])
         self.con.execute(f"DROP TABLE IF EXISTS {info.meta_table}")
@@ -443,6 +467,7 @@ class Store:
             raise StoreError(
                 f"corpus {info.name!r} is encoded with several SAEs ({', '.join(r[1] for r in rows)}); pick one with --sae"
             )
+        self.check_encoding(info.corpus_id, rows[0][0])  # issue 8: missing/damaged/foreign shard
         return self.sae_info(rows[0][0])
 
     # --- encoding -------------------------------------------------------------------------------
@@ -452,6 +477,7 @@ class Store:
 
         A resumed encoding must pool the same way as the stored rows, or the rows would mix rules.
         """
+        self.check_encoding(info.corpus_id, sae.sae_key)  # a bad shard: --replace, not a silent gap
         row = self._all(
             "SELECT model, hook, params FROM encodings WHERE corpus_id = ? AND sae_key = ?",
             [info.corpus_id, sae.sae_key],
@@ -487,27 +513,37 @@ class Store:
 
     def drop_encoding(self, info: CorpusInfo, sae: SAEInfo) -> None:
         with self.transaction():
-            for table in ("activations", "encoded_docs", "exemplars", "encodings"):
+            self._drop_shards(info.corpus_id, sae.sae_key)
+            for table in (self.activations_table, "encoded_docs", "exemplars", "encodings"):
                 self.con.execute(
                     f"DELETE FROM {table} WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, sae.sae_key]
                 )
 
-    def write_encoded(self, info: CorpusInfo, sae: SAEInfo, activations, docs) -> None:
+    def write_encoded(self, info: CorpusInfo, sae: SAEInfo, activations, docs, *, shard: bool = False,
+                      shard_file: tuple | None = None) -> None:
         """Store one batch: sparse rows and the documents they cover, in one transaction.
 
         activations: arrow/polars table (doc_idx, feature, value, active_tokens, span_start, span_end)
         docs: arrow/polars table (doc_idx, n_tokens, n_windows)
+        shard: write the rows as a Parquet shard instead of into the store's table.
+        shard_file: (path, n_rows) of a shard already written (e.g. by a Ray worker); activations unused.
         """
         params = [info.corpus_id, sae.sae_key]
-        self.con.register("_acts", activations)
+        if shard and shard_file is None:
+            shard_file = self._write_shard_file(info, sae, activations)
+        if shard_file is None:
+            self.con.register("_acts", activations)
         self.con.register("_docs", docs)
         try:
             with self.transaction():
-                self.con.execute(
-                    "INSERT INTO activations SELECT ?, ?, doc_idx, feature, value, active_tokens, span_start, span_end "
-                    "FROM _acts",
-                    params,
-                )
+                if shard_file is not None:
+                    self._register_shard(info, sae, Path(shard_file[0]), shard_file[1], docs)
+                else:
+                    self.con.execute(
+                        f"INSERT INTO {self.activations_table} SELECT ?, ?, doc_idx, feature, value, active_tokens, "
+                        "span_start, span_end FROM _acts",
+                        params,
+                    )
                 self.con.execute("INSERT INTO encoded_docs SELECT ?, ?, doc_idx, n_tokens, n_windows FROM _docs", params)
                 self.con.execute(
                     "UPDATE encodings SET n_docs = n_docs + (SELECT count(*) FROM _docs), "
@@ -516,8 +552,13 @@ class Store:
                     "WHERE corpus_id = ? AND sae_key = ?",
                     params,
                 )
+        except BaseException:
+            if shard and shard_file is not None:  # our own file, never registered: remove it
+                Path(shard_file[0]).unlink(missing_ok=True)
+            raise
         finally:
-            self.con.unregister("_acts")
+            if shard_file is None:
+                self.con.unregister("_acts")
             self.con.unregister("_docs")
 
     def finish_encoding(self, info: CorpusInfo, sae: SAEInfo, *, exemplars_per_feature: int = 20) -> None:
@@ -746,6 +787,7 @@ class Store:
             "saes": self._one("SELECT count(*) FROM saes"),
             "encodings": self._one("SELECT count(*) FROM encodings"),
             "activation_rows": self._one("SELECT count(*) FROM activations"),
+            "activation_shards": len(self.shards()),
             "labelled_features": self._one("SELECT count(DISTINCT (sae_key, feature)) FROM feature_labels"),
         }
 

@@ -1,0 +1,53 @@
+"""`saeembed compact` and `saeembed shards`: look after the Parquet shards of large encodes."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from saeembed.cli import render
+
+
+# Same as cli/app.py's (redefined: app.py registers this module before it defines them).
+StoreOpt = typer.Option(
+    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
+CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compact(
+        corpus: Optional[str] = typer.Argument(None, help="Only this corpus (default: every corpus with shards)."),
+        into: str = typer.Option("shard", "--into", help="shard: one sorted shard per encoding; table: move the rows into the store file."),
+        store: str = StoreOpt,
+        as_json: bool = JsonOpt,
+    ):
+        """Merge the activation shards of each encoding (and remove files left by crashed runs)."""
+        from saeembed.store import Store
+
+        with Store(store) as st:
+            frame = st.compact(corpus, into=into)
+        if frame.is_empty():
+            if as_json:
+                render.emit_json([])
+            else:
+                render.note("nothing to compact: no activation shards" + (f" for corpus {corpus}" if corpus else ""))
+            return
+        render.emit_frame(frame, as_json=as_json, title="compacted")
+
+    @app.command("shards")
+    def list_shards(
+        corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus."),
+        store: str = StoreOpt,
+        as_json: bool = JsonOpt,
+        as_csv: bool = CsvOpt,
+    ):
+        """List the Parquet shards of the store's activations, and whether each is readable."""
+        from saeembed.store import Store
+
+        with Store(store, read_only=True) as st:
+            frame = st.shards(corpus)
+        render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="activation shards")

@@ -1,0 +1,159 @@
+"""Distributed encode on Ray (`pip install saeembed[ray]`, `saeembed encode … --backend ray`).
+
+Ray Data streams the documents not yet encoded through an actor pool: each actor loads the model and
+the SAE once, encodes batches of `chunk_docs` documents exactly as the local pipeline does
+(`encode_chunk`), and writes each batch's sparse rows as a Parquet shard straight into the store's
+shard folder, in parallel. Only per-document counts and the shard's path travel back; the driver
+registers each shard together with its documents' `encoded_docs` rows in one transaction, so a run
+killed at any moment resumes like a local one (files written but never registered are swept by
+`saeembed compact`).
+
+On a multi-node cluster the store's shard folder (`<store>.shards/`) must be on a filesystem every
+node mounts at the same path (NFS, Lustre, …); the driver checks each file before registering it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from saeembed.errors import InputError, StoreError
+
+
+class _EncodeActor:
+    """One model + SAE per actor; called with a batch of (doc_idx, text), returns per-document stats."""
+
+    def __init__(self, model_name, sae, hook, cfg, window, folder, sae_hash, corpus, prompts):
+        import torch
+
+        from saeembed.encode.capture import ActivationCapture
+        from saeembed.encode.models import load_model
+
+        cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+        if cpus > 0:
+            torch.set_num_threads(cpus)
+        device = "cuda" if cfg.gpus_per_worker and torch.cuda.is_available() else "cpu"
+        self.loaded = load_model(model_name, device=device, trust_remote_code=cfg.trust_remote_code)
+        self.sae = sae.to(self.loaded.device).eval()
+        self.capture = ActivationCapture(self.loaded, hook)
+        self.cfg, self.window, self.folder = cfg, window, Path(folder)
+        self.sae_hash, self.corpus, self.prompts = sae_hash, corpus, prompts
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from saeembed.encode.pipeline import encode_chunk
+        from saeembed.store.shards import write_shard
+
+        doc_idx = np.asarray(batch.column("doc_idx").to_numpy(), dtype=np.int32)
+        texts = batch.column("text").to_pylist()
+        prompts = [self.prompts.get(int(i)) for i in doc_idx] if self.prompts is not None else None
+        acts, docs = encode_chunk(self.loaded, self.capture, self.sae, texts, self.cfg, self.window, prompts)
+        acts = acts.with_columns(pl.Series("doc_idx", doc_idx[acts["doc_idx"].to_numpy()]))
+        path, n_rows = write_shard(self.folder, acts, sae_hash=self.sae_hash, corpus=self.corpus)
+        n = len(doc_idx)
+        return pa.table({
+            "doc_idx": pa.array(doc_idx, pa.int32()),
+            "n_tokens": pa.array(docs["n_tokens"].to_numpy(), pa.int32()),
+            "n_windows": pa.array(docs["n_windows"].to_numpy(), pa.int32()),
+            "shard": pa.array([str(path)] * n, pa.string()),
+            "shard_rows": pa.array([n_rows] * n, pa.int64()),
+        })
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise InputError("--backend ray needs Ray: pip install 'saeembed[ray]'") from None
+    return ray
+
+
+def encode_on_ray(store, info, sae_info, sae, model_name: str, hook: str, cfg, window: int, to_do: int, progress):
+    """Encode the corpus's unencoded documents on Ray; returns (docs, tokens, split_docs, rows) done."""
+    ray = _ray()
+    if to_do == 0:
+        return 0, 0, 0, 0
+    if cfg.workers < 1:
+        raise InputError("--workers must be at least 1")
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        if cfg.ray_address:
+            kwargs["address"] = cfg.ray_address
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InputError(f"cannot start or reach Ray at {cfg.ray_address or 'a new local cluster'}: {e}") from None
+    try:
+        return _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, progress)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, progress):
+    from saeembed.encode.pipeline import _prompts
+    from saeembed.store.shards import encoding_dir
+
+    import logging
+
+    for name in ("ray", "ray.data"):  # saeembed shows its own progress bar
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.max_errored_blocks = 0
+    parts = [pa.table({"doc_idx": pa.array(i, pa.int32()), "text": pa.array(t, pa.string())})
+             for i, t in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs)]
+    prompts = None
+    if cfg.chat_template and cfg.prompt_column:
+        idx = [i for p in parts for i in p.column("doc_idx").to_pylist()]
+        prompts = dict(zip(idx, _prompts(store, info, cfg.prompt_column, idx)))
+    folder = encoding_dir(store.shard_root, info.corpus_id, sae_info.sae_key)
+    folder.mkdir(parents=True, exist_ok=True)
+        # one block per chunk, so every actor gets work
+    ds = ray.data.from_arrow(parts).map_batches(
+        _EncodeActor,
+        fn_constructor_kwargs=dict(model_name=model_name, sae=sae.to("cpu"), hook=hook, cfg=cfg, window=window,
+                                   folder=str(folder), sae_hash=sae_info.sae_hash, corpus=info.name, prompts=prompts),
+        batch_size=cfg.chunk_docs,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.workers),
+        num_gpus=cfg.gpus_per_worker or None,
+        num_cpus=1,
+        zero_copy_batch=True,
+    )
+    done_docs = done_tokens = split_docs = rows = 0
+    try:
+        for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            frame = pl.from_arrow(block)
+            for (shard, n_rows), part in frame.group_by(["shard", "shard_rows"], maintain_order=True):
+                path = Path(shard)
+                if not path.exists():
+                    raise StoreError(
+                        f"a Ray worker wrote shard {path}, which the driver cannot see; on a multi-node cluster "
+                        "the store's shard folder must be on a filesystem every node mounts at the same path"
+                    )
+                stats = part.select("doc_idx", "n_tokens", "n_windows")
+                store.write_encoded(info, sae_info, None, stats, shard_file=(path, int(n_rows)))
+                done_docs += stats.height
+                done_tokens += int(stats["n_tokens"].sum())
+                split_docs += int((stats["n_windows"] > 1).sum())
+                rows += int(n_rows)
+                if progress:
+                    progress(done_docs, done_tokens, to_do)
+    except Exception as e:
+        if isinstance(e, (StoreError, InputError)):
+            raise
+        cause = getattr(e, "cause", None) or e
+        from saeembed.errors import SaeembedError
+
+        if isinstance(cause, SaeembedError):
+            raise type(cause)(str(cause)) from None
+        raise StoreError(
+            f"the Ray encode failed after {done_docs} documents were stored ({type(cause).__name__}: "
+            f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}); re-run to resume"
+        ) from e
+    return done_docs, done_tokens, split_docs, rows

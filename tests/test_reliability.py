@@ -1,0 +1,183 @@
+"""Faults: kill -9 at random moments (encode, sharded encode, SAE training, ingest), a reader during a
+write, damaged store files. The store must always open, a re-run must finish, and the result must
+equal an uninterrupted run. (benchmarks/faults.py runs the same checks over many more trials.)"""
+
+import json
+import random
+import subprocess
+import time
+
+import pytest
+
+from saeembed.errors import StoreError
+from saeembed.sae.formats import save_sae
+from saeembed.store import Store
+from tests.conftest import CORPUS_WORDS, make_sae
+from tests.faultkit import cli, cli_env, differences, run, run_and_kill, snapshot, writing
+
+N_DOCS = 240
+
+
+def ingest(data, store):
+    from saeembed.documents import ingest as do_ingest
+
+    with Store(store) as st:
+        do_ingest(st, data, corpus="c")
+
+
+def encode_in_process(p, store, shards):
+    """The same encode as encode_args, in this process (cheaper than a CLI subprocess)."""
+    from saeembed.encode.pipeline import EncodeConfig, encode_corpus
+
+    cfg = EncodeConfig(device="cpu", chunk_docs=8, shards=shards, shard_docs=24)
+    with Store(store) as st:
+        return encode_corpus(st, "c", model=str(p["model"]), sae=str(p["sae"]), config=cfg)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_bert_dir):
+    base = tmp_path_factory.mktemp("faults")
+    rng = random.Random(1)
+    data = base / "docs.jsonl"
+    data.write_text("".join(
+        json.dumps({"text": " ".join(rng.choices(CORPUS_WORDS, k=rng.randint(5, 60))), "n": i}) + "\n"
+        for i in range(N_DOCS)
+    ))
+    sae = save_sae(make_sae(32, 64, hook="layers.1", model=str(tiny_bert_dir)), base / "sae")
+    p = {"data": data, "sae": sae, "model": tiny_bert_dir, "base": base}
+    for mode in ("off", "on"):  # the uninterrupted reference runs (one in the table, one in shards)
+        ref = base / f"ref-{mode}.duckdb"
+        ingest(data, ref)
+        encode_in_process(p, ref, mode)
+        p[f"ref-{mode}"] = snapshot(ref, "c")
+    return p
+
+
+def encode_args(p, store, shards="off"):
+    return ["encode", "c", "--model", p["model"], "--sae", p["sae"], "--store", store, "--device", "cpu",
+            "--chunk-docs", "8", "--shards", shards, "--shard-docs", "24", "--quiet"]
+
+
+@pytest.mark.parametrize("shards", ["off", "on"])
+def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path, shards):
+    rng = random.Random(7 if shards == "off" else 8)
+    store = tmp_path / "s.duckdb"
+    ingest(project["data"], store)
+    killed_mid_run = 0
+    for trial in range(2):  # two kills of the same encode, at random moments once it writes
+        killed, _ = run_and_kill(encode_args(project, store, shards), rng.uniform(0.0, 0.3),
+                                 armed=writing(store, rows=True))
+        with Store(store) as st:  # always opens
+            done = st.query("SELECT count(*) AS n FROM encoded_docs")["n"][0]
+            assert done == st.query("SELECT count(DISTINCT doc_idx) AS n FROM encoded_docs")["n"][0]
+        killed_mid_run += killed and 0 < done < N_DOCS
+    encode_in_process(project, store, shards)  # the re-run finishes
+    assert differences(project[f"ref-{shards}"], snapshot(store, "c")) == []
+    if shards == "on":  # compaction also removes any file a kill left unregistered
+        with Store(store) as st:
+            st.compact()
+            files = [f for f in st.shard_root.rglob("*") if f.is_file()]
+            assert len(files) == 1 and len(st.shards()) == 1
+        assert differences(project["ref-on"], snapshot(store, "c")) == []
+    assert killed_mid_run >= 1  # at least one kill landed while rows were being written
+
+
+def test_kill_9_during_ingest_leaves_no_partial_corpus(tmp_path):
+    store = tmp_path / "i.duckdb"
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"text": f"document {i} " * 20}) + "\n" for i in range(60_000)))
+    for delay in (0.0, 0.3):
+        run_and_kill(["ingest", big, "--corpus", "big", "--store", store], delay, armed=writing(store))
+        if store.exists():
+            with Store(store) as st:
+                if st.has_corpus("big"):  # all or nothing
+                    assert st.corpus("big").n_docs == 60_000
+                    assert st.query("SELECT count(*) AS n FROM documents")["n"][0] == 60_000
+                else:
+                    assert st.query("SELECT count(*) AS n FROM documents")["n"][0] == 0
+    from saeembed.documents import ingest as do_ingest
+
+    with Store(store) as st:
+        do_ingest(st, big, corpus="big", mode="replace")
+        assert st.corpus("big").n_docs == 60_000
+
+
+def test_kill_9_during_sae_training_resumes_to_the_same_weights(project, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import load_file
+
+    from tests.test_cli import run as run_cli
+
+    def args(out, ckpt):
+        return ["sae", "train", "--model", project["model"], "--hook", "layers.1", "--data", project["data"],
+                "--out", out, "--latents", "64", "--k", "4", "--batch-size", "64", "--max-tokens", "12000",
+                "--checkpoint-dir", ckpt, "--checkpoint-every", "5", "--device", "cpu", "--json"]
+
+    assert run_cli(capsys, monkeypatch, *args(tmp_path / "ref", tmp_path / "ref-ckpt"))[0] == 0
+    ckpt = tmp_path / "ckpt" / "checkpoint.pt"
+    killed, _ = run_and_kill(args(tmp_path / "out", tmp_path / "ckpt"), 0.3, armed=ckpt.exists)
+    assert ckpt.exists()  # killed after at least one checkpoint
+    code, out, err = run_cli(capsys, monkeypatch, *args(tmp_path / "out", tmp_path / "ckpt"))
+    assert code == 0, err
+    if killed:
+        assert json.loads(out)["train_stats"]["resumed_from_step"] > 0
+    ref = load_file(tmp_path / "ref" / "sae_weights.safetensors")
+    got = load_file(tmp_path / "out" / "sae_weights.safetensors")
+    assert ref.keys() == got.keys()
+    assert all((ref[k] == got[k]).all() for k in ref)
+
+
+def test_reader_during_write_gets_a_clear_busy_message_or_reads(project, tmp_path, capsys, monkeypatch):
+    from tests.test_cli import run as run_cli
+
+    store = tmp_path / "busy.duckdb"
+    ingest(project["data"], store)
+    writer = subprocess.Popen(cli(*encode_args(project, store)), env=cli_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        outcomes = []
+        armed = writing(store)
+        deadline = time.time() + 300
+        while writer.poll() is None and not armed() and time.time() < deadline:
+            time.sleep(0.005)  # let it take the store first (a writer that starts second is told "busy" too)
+        while writer.poll() is None and time.time() < deadline:
+            try:
+                with Store(store, read_only=True) as st:
+                    st.corpora()
+                outcomes.append("read")
+            except StoreError as e:
+                assert "is busy" in str(e) and str(store) in str(e)
+                outcomes.append("busy")
+            code, _, err = run_cli(capsys, monkeypatch, "features", "--corpus", "c", "--store", store)
+            assert code in (0, 1) and "Traceback" not in err
+            if code == 1:
+                assert "is busy" in err or "not encoded" in err
+            if "busy" in outcomes:
+                break
+        assert "busy" in outcomes  # the reader met the writer and was told so
+    finally:
+        writer.wait(timeout=300)
+    assert writer.returncode == 0
+    assert differences(project["ref-off"], snapshot(store, "c")) == []
+
+
+@pytest.mark.parametrize("damage", ["truncate", "header", "zero", "text"])
+def test_damaged_store_file_is_named(project, tmp_path, damage, capsys, monkeypatch):
+    from tests.test_cli import run as run_cli
+
+    store = tmp_path / "d.duckdb"
+    ingest(project["data"], store)
+    data = store.read_bytes()
+    if damage == "truncate":
+        store.write_bytes(data[: len(data) // 3])
+    elif damage == "header":
+        store.write_bytes(data[:8] + bytes(4096) + data[8 + 4096:])
+    elif damage == "zero":
+        store.write_bytes(b"")
+    else:
+        store.write_text("id,text\n1,hello\n")
+    damaged = store.read_bytes()
+    with pytest.raises(StoreError, match="d.duckdb"):
+        Store(store).close()
+    code, _, err = run_cli(capsys, monkeypatch, "ingest", project["data"], "--corpus", "x", "--store", store)
+    assert code == 1 and "d.duckdb" in err and "Traceback" not in err
+    assert store.read_bytes() == damaged  # not "repaired" into a new, empty store
