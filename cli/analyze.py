@@ -7,12 +7,9 @@ from typing import Optional
 import polars as pl
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, SaeOpt, StoreOpt
 from saeembed.cli import render
 
-StoreOpt = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file.")
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects, best first).")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV.")
-SaeOpt = typer.Option(None, "--sae", help="SAE hash (prefix) when a corpus has several encodings.")
 
 DIFF_TABLE = ["feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "q_value", "more_in", "exemplar_a", "exemplar_b"]
 

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 from saeembed.errors import SaeembedError
 
@@ -52,11 +53,6 @@ def _add_subcommands() -> None:
 
 _add_subcommands()
 
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 def _store(path: str, *, read_only: bool = False):

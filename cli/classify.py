@@ -8,6 +8,7 @@ from typing import List, Optional
 import polars as pl
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 
 app = typer.Typer(
@@ -24,11 +25,6 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of tables.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 BaselineOpt = typer.Option(
     None, "--baseline", "-b",
     help="Also train a baseline on the same split and print it beside the probe: dense (logistic regression on "

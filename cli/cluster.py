@@ -6,13 +6,9 @@ from typing import List, Optional
 
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON instead of a table.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,15 +8,11 @@ from typing import Optional, Tuple
 
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 from saeembed.errors import InputError
 
 # Same options as cli/app.py (redefined: app.py registers this module before defining its own).
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 @contextmanager

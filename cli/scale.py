@@ -6,15 +6,11 @@ from typing import Optional
 
 import typer
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 
 
 # Same as cli/app.py's (redefined: app.py registers this module before it defines them).
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 def register(app: typer.Typer) -> None:

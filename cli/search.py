@@ -10,13 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects) instead of a table.")
-CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
 
 
 @contextmanager

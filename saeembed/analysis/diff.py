@@ -15,7 +15,6 @@ Confounds are reported, not hidden:
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -240,7 +239,7 @@ def _counts(store: Store, a: Selection, b: Selection, sides: pl.DataFrame, *, st
             params=[a.corpus.corpus_id, a.sae.sae_key, a.corpus.corpus_id, b.corpus.corpus_id],
         ).fetchnumpy()
     else:
-        with _registered(store, "_diff_sides", sides.select("corpus_id", "doc_idx", "side", "stratum")):
+        with store.registered("_diff_sides", sides.select("corpus_id", "doc_idx", "side", "stratum").to_arrow()):
             rows = store.con.sql(
                 """
                 SELECT s.side, s.stratum, a.feature, count(*)::BIGINT AS c
@@ -257,7 +256,7 @@ def _counts(store: Store, a: Selection, b: Selection, sides: pl.DataFrame, *, st
 
 def _mean_values(store: Store, sides: pl.DataFrame, sae_key: int, features: list[int]) -> pl.DataFrame:
     """Mean activation where active, per side, for the listed features only (cheap: few rows)."""
-    with _registered(store, "_diff_sides", sides.select("corpus_id", "doc_idx", "side")):
+    with store.registered("_diff_sides", sides.select("corpus_id", "doc_idx", "side").to_arrow()):
         rows = store.query(
             """
             SELECT a.feature::BIGINT AS feature, s.side, avg(a.value)::DOUBLE AS mean
@@ -272,15 +271,6 @@ def _mean_values(store: Store, sides: pl.DataFrame, sae_key: int, features: list
         means = means.join(rows.filter(pl.col("side") == side).select("feature", pl.col("mean").alias(name)),
                            on="feature", how="left")
     return means
-
-
-@contextmanager
-def _registered(store: Store, name: str, frame: pl.DataFrame):
-    store.con.register(name, frame.to_arrow())
-    try:
-        yield
-    finally:
-        store.con.unregister(name)
 
 
 # --- statistics -------------------------------------------------------------------------------------
@@ -405,8 +395,7 @@ def side_exemplars(store: Store, sel: Selection, features: list[int], *, per_fea
     """The strongest documents of each feature within a selection: feature, doc_id, value, snippet."""
     if not features or sel.n_docs == 0:
         return pl.DataFrame(schema={"feature": pl.Int64, "doc_id": pl.Utf8, "value": pl.Float64, "snippet": pl.Utf8})
-    store.con.register("_ex_docs", pa.table({"doc_idx": sel.doc_idx.astype(np.int32)}))
-    try:
+    with store.registered("_ex_docs", pa.table({"doc_idx": sel.doc_idx.astype(np.int32)})):
         # pick the top rows first, then fetch only their texts
         rows = store.query(
             """
@@ -422,8 +411,6 @@ def side_exemplars(store: Store, sel: Selection, features: list[int], *, per_fea
             """,
             [sel.corpus.corpus_id, sel.sae.sae_key, features, per_feature, sel.corpus.corpus_id],
         )
-    finally:
-        store.con.unregister("_ex_docs")
     snippets = [snippet(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])]
     return rows.drop("text", "span_start", "span_end").with_columns(pl.Series("snippet", snippets, pl.Utf8))
 

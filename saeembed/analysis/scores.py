@@ -87,17 +87,13 @@ def write_scores(store: Store, info: CorpusInfo, columns: dict[str, np.ndarray],
     frame = pl.concat(frames) if frames else None
     if frame is None or frame.is_empty():
         return
-    with store.transaction():
-        store.con.register("_scores", frame)
-        try:
-            store.con.execute(
-                "DELETE FROM doc_scores WHERE corpus_id = ? AND name IN (SELECT DISTINCT name FROM _scores) "
-                "AND doc_idx IN (SELECT DISTINCT doc_idx FROM _scores)",
-                [info.corpus_id],
-            )
-            store.con.execute("INSERT INTO doc_scores SELECT ?, name, doc_idx, score FROM _scores", [info.corpus_id])
-        finally:
-            store.con.unregister("_scores")
+    with store.transaction(), store.registered("_scores", frame):
+        store.con.execute(
+            "DELETE FROM doc_scores WHERE corpus_id = ? AND name IN (SELECT DISTINCT name FROM _scores) "
+            "AND doc_idx IN (SELECT DISTINCT doc_idx FROM _scores)",
+            [info.corpus_id],
+        )
+        store.con.execute("INSERT INTO doc_scores SELECT ?, name, doc_idx, score FROM _scores", [info.corpus_id])
 
 
 def score_names(store: Store, info: CorpusInfo) -> list[str]:

@@ -240,21 +240,17 @@ def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, 
         "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)),
                                                     vectors.shape[1]),
     })
-    with store.transaction():
-        store.con.register("_fvec", table)
-        try:
-            # One row per (feature, source): a changed label or exemplar set replaces the old vector.
-            store.con.execute(
-                "DELETE FROM feature_embeddings WHERE sae_key = ? AND model = ? AND (feature, source) IN "
-                "(SELECT (feature, source) FROM _fvec)",
-                [sae.sae_key, model],
-            )
-            store.con.execute(
-                "INSERT INTO feature_embeddings SELECT ?, ?, source, feature, text_hash, vector::FLOAT[] FROM _fvec",
-                [sae.sae_key, model],
-            )
-        finally:
-            store.con.unregister("_fvec")
+    with store.transaction(), store.registered("_fvec", table):
+        # One row per (feature, source): a changed label or exemplar set replaces the old vector.
+        store.con.execute(
+            "DELETE FROM feature_embeddings WHERE sae_key = ? AND model = ? AND (feature, source) IN "
+            "(SELECT (feature, source) FROM _fvec)",
+            [sae.sae_key, model],
+        )
+        store.con.execute(
+            "INSERT INTO feature_embeddings SELECT ?, ?, source, feature, text_hash, vector::FLOAT[] FROM _fvec",
+            [sae.sae_key, model],
+        )
 
 
 # --- prf: features over-represented among the documents densely nearest the query ------------------

@@ -130,6 +130,15 @@ class Store(ShardingMixin):
         self.con.commit()
         self._run_commit_hooks(True)
 
+    @contextmanager
+    def registered(self, name: str, table):
+        """Make an arrow/polars table queryable as `name` for the duration of the block."""
+        self.con.register(name, table)
+        try:
+            yield
+        finally:
+            self.con.unregister(name)
+
     def _tables(self) -> set[str]:
         return {r[0] for r in self._all("SELECT table_name FROM information_schema.tables")}
 
@@ -606,11 +615,8 @@ class Store(ShardingMixin):
         with self.transaction():
             self.con.execute("DELETE FROM feature_stats WHERE sae_key = ? AND probe = ?", [sae.sae_key, probe])
             self.con.execute("DELETE FROM sae_probes WHERE sae_key = ? AND probe = ?", [sae.sae_key, probe])
-            self.con.register("_probe", stats.select("feature", "value").to_arrow())
-            try:
+            with self.registered("_probe", stats.select("feature", "value").to_arrow()):
                 self.con.execute("INSERT INTO feature_stats SELECT ?, ?, feature, value FROM _probe", [sae.sae_key, probe])
-            finally:
-                self.con.unregister("_probe")
             self.con.execute(
                 "INSERT INTO sae_probes (sae_key, probe, n_docs, details) VALUES (?, ?, ?, ?)",
                 [sae.sae_key, probe, n_docs, json.dumps(details or {})],
@@ -636,16 +642,12 @@ class Store(ShardingMixin):
             "doc_idx": pa.array(np.asarray(doc_idx, dtype=np.int32)),
             "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1]),
         })
-        with self.transaction():
-            self.con.register("_dense", table)
-            try:
-                self.con.execute(
-                    "INSERT INTO dense_embeddings SELECT ?, ?, doc_idx, vector::FLOAT[] FROM _dense "
-                    "WHERE doc_idx NOT IN (SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?)",
-                    [info.corpus_id, model, info.corpus_id, model],
-                )
-            finally:
-                self.con.unregister("_dense")
+        with self.transaction(), self.registered("_dense", table):
+            self.con.execute(
+                "INSERT INTO dense_embeddings SELECT ?, ?, doc_idx, vector::FLOAT[] FROM _dense "
+                "WHERE doc_idx NOT IN (SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?)",
+                [info.corpus_id, model, info.corpus_id, model],
+            )
 
     def dense_embeddings(self, info: CorpusInfo, model: str, *, dim: int) -> np.ndarray:
         """[n_docs, dim] float32 in doc_idx order; rows never embedded are zeros."""
