@@ -4,6 +4,7 @@ equal an uninterrupted run. (benchmarks/faults.py runs the same checks over many
 
 import json
 import random
+import shutil
 import subprocess
 import time
 
@@ -63,14 +64,25 @@ def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path,
     rng = random.Random(7 if shards == "off" else 8)
     store = tmp_path / "s.duckdb"
     ingest(project["data"], store)
-    killed_mid_run = 0
-    for trial in range(2):  # two kills of the same encode, at random moments once it writes
-        killed, _ = run_and_kill(encode_args(project, store, shards), rng.uniform(0.0, 0.3),
-                                 armed=writing(store, rows=True))
+    killed_mid_run, delay = 0, rng.uniform(0.0, 0.3)
+    # Kill the same encode at random moments once it writes. How fast it runs depends on the machine
+    # and its load, so the delay adapts: a kill that landed before any row was kept waits longer next
+    # time; an encode that finished first starts over with a shorter wait.
+    for trial in range(8):
+        killed, _ = run_and_kill(encode_args(project, store, shards), delay, armed=writing(store, rows=True))
         with Store(store) as st:  # always opens
             done = st.query("SELECT count(*) AS n FROM encoded_docs")["n"][0]
             assert done == st.query("SELECT count(DISTINCT doc_idx) AS n FROM encoded_docs")["n"][0]
         killed_mid_run += killed and 0 < done < N_DOCS
+        if killed_mid_run >= 2 or (killed_mid_run and done == N_DOCS):
+            break
+        if done == N_DOCS:  # it finished before the kill: start over, and kill sooner
+            for leftover in tmp_path.glob("s.duckdb*"):
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            ingest(project["data"], store)
+            delay = rng.uniform(0.0, delay / 2)
+        else:  # killed before any row was kept: wait longer; otherwise a fresh random moment
+            delay = delay * 2 + 0.05 if done == 0 else rng.uniform(0.0, 0.3)
     encode_in_process(project, store, shards)  # the re-run finishes
     assert differences(project[f"ref-{shards}"], snapshot(store, "c")) == []
     if shards == "on":  # compaction also removes any file a kill left unregistered
