@@ -14,6 +14,7 @@ from saeembed.errors import StoreError
 from saeembed.sae.formats import save_sae
 from saeembed.store import Store
 from tests.conftest import CORPUS_WORDS, make_sae
+from tests.llm_server import llm_server  # noqa: F401  (fixture)
 from tests.faultkit import cli, cli_env, differences, run, run_and_kill, snapshot, writing
 
 N_DOCS = 240
@@ -193,3 +194,46 @@ def test_damaged_store_file_is_named(project, tmp_path, damage, capsys, monkeypa
     code, _, err = run_cli(capsys, monkeypatch, "ingest", project["data"], "--corpus", "x", "--store", store)
     assert code == 1 and "d.duckdb" in err and "Traceback" not in err
     assert store.read_bytes() == damaged  # not "repaired" into a new, empty store
+
+
+def test_kill_9_during_llm_labelling_then_rerun_equals_uninterrupted(tmp_path, llm_server, monkeypatch):
+    """A labelling run killed mid-way: the store opens, answers received before the kill are reused from
+    the cache (not asked again), and the re-run's labels equal an uninterrupted run's."""
+    from tests.interp.planted import planted_store
+    from tests.interp.test_explain import smart_judge
+    from tests.llm_server import Reply
+
+    llm_server.responder = lambda body: Reply(content=json.dumps(smart_judge(body)), delay=0.03)
+    monkeypatch.setenv("SAEEMBED_LLM_KEY", "sk-kill-test")  # the CLI subprocess inherits it
+    paths = {name: tmp_path / f"{name}.duckdb" for name in ("ref", "killed")}
+    for path in paths.values():
+        with Store(path) as st:
+            planted_store(st)
+
+    def args(path):
+        return ["label", "--all-live", "--llm", "judge", "--base-url", llm_server.url, "--concurrency", "2",
+                "--store", path, "--json"]
+
+    assert run(*args(paths["ref"])).returncode == 0
+    total = len(llm_server.requests)
+    assert total >= 20  # enough calls for a kill to land among them
+    llm_server.requests.clear()
+    killed, _ = run_and_kill(args(paths["killed"]), random.Random(3).uniform(0.0, 0.3),
+                             armed=lambda: len(llm_server.requests) >= total // 3)
+    assert killed
+    asked_before = len(llm_server.requests)
+    with Store(paths["killed"]) as st:  # always opens; the answers it got are cached
+        cached = st.query("SELECT count(*) AS n FROM llm_cache")["n"][0]
+    assert 0 < cached <= asked_before < total
+    llm_server.requests.clear()
+    done = run(*args(paths["killed"]))
+    assert done.returncode == 0, done.stderr
+    assert len(llm_server.requests) == total - cached  # nothing answered before the kill is asked again
+
+    def labels(path):
+        with Store(path, read_only=True) as st:
+            return st.labels(st.sae_info(1).sae_key).sort("feature")
+
+    ref, got = labels(paths["ref"]), labels(paths["killed"])
+    assert ref.height > 5 and ref.equals(got)
+    assert b"sk-kill-test" not in paths["killed"].read_bytes()

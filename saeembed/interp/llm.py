@@ -7,7 +7,7 @@
 - tokens and an estimated cost are counted; `max_calls` / `max_cost` stop the run cleanly: requests past
   the budget come back as failed results marked `budget`, nothing raises;
 - an answer that is not the JSON asked for is a failed result for that item, never a crash;
-- the key comes from the config or the environment and is never written to the store or to logs.
+- the key comes from the config, the environment or the OS keyring and is never written to the store or to logs.
 
 The store is only touched from the calling thread (DuckDB connections are not shared across threads);
 worker threads only do HTTP.
@@ -58,6 +58,21 @@ class MalformedAnswer(ValueError):
     """An answer that is not the JSON the prompt asked for."""
 
 
+KEYRING = ("saeembed", "llm")  # `keyring set saeembed llm` stores a key in the OS keyring
+
+
+def keyring_key() -> str | None:
+    """The key from the OS keyring, when the optional `keyring` package is installed and holds one."""
+    try:
+        import keyring
+    except ImportError:
+        return None
+    try:
+        return keyring.get_password(*KEYRING) or None
+    except Exception:  # no usable backend (headless machine): behave as if none were stored
+        return None
+
+
 @dataclass
 class LLMConfig:
     model: str
@@ -85,13 +100,14 @@ class LLMConfig:
         return self.base_url or next((os.environ[k] for k in BASE_URL_ENV if os.environ.get(k)), None)
 
     def resolved_key(self) -> str:
-        key = self.api_key or next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None)
+        key = self.api_key or next((os.environ[k] for k in KEY_ENV if os.environ.get(k)), None) or keyring_key()
         if key:
             return key
         if self.resolved_base_url():  # local servers (vLLM, llama.cpp, Ollama) usually need no key
             return "no-key"
         raise InputError(
-            "no API key for the LLM: set SAEEMBED_LLM_KEY or OPENAI_API_KEY, or point --base-url at a local "
+            "no API key for the LLM: set SAEEMBED_LLM_KEY or OPENAI_API_KEY (or `keyring set saeembed llm`), "
+            "or point --base-url at a local "
             "OpenAI-compatible server; without --llm, labels are made offline"
         )
 

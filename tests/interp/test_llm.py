@@ -111,6 +111,38 @@ def test_key_from_environment_and_refused_key(store, llm_server, monkeypatch):
     assert llm_server.requests[0]["_headers"]["authorization"] == "Bearer sk-env-key"
 
 
+def test_key_from_the_os_keyring_when_the_environment_has_none(store, llm_server, monkeypatch):
+    keyring = pytest.importorskip("keyring")
+    from keyring.backend import KeyringBackend
+
+    class MemoryKeyring(KeyringBackend):  # a real keyring backend, kept in memory for the test
+        priority = 1
+        secrets = {("saeembed", "llm"): "sk-from-keyring"}
+
+        def get_password(self, service, username):
+            return self.secrets.get((service, username))
+
+        def set_password(self, service, username, password):
+            self.secrets[(service, username)] = password
+
+        def delete_password(self, service, username):
+            self.secrets.pop((service, username), None)
+
+    previous = keyring.get_keyring()
+    keyring.set_keyring(MemoryKeyring())
+    try:
+        for name in ("SAEEMBED_LLM_KEY", "OPENAI_API_KEY"):
+            monkeypatch.delenv(name, raising=False)
+        llm_server.responder = lambda body: {"a": 1}
+        LLMClient(store, LLMConfig(model="m", base_url=llm_server.url)).chat(_msg("x"))
+        assert llm_server.requests[0]["_headers"]["authorization"] == "Bearer sk-from-keyring"
+        monkeypatch.setenv("SAEEMBED_LLM_KEY", "sk-env-wins")  # the environment comes first
+        LLMClient(store, LLMConfig(model="m", base_url=llm_server.url)).chat(_msg("y"))
+        assert llm_server.requests[1]["_headers"]["authorization"] == "Bearer sk-env-wins"
+    finally:
+        keyring.set_keyring(previous)
+
+
 def test_server_without_json_mode(store, llm_server):
     llm_server.push(Reply(status=400, raw=json.dumps({"error": {"message": "response_format is not supported"}}).encode()),
                     Reply(content='{"x": 1}'))
