@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -18,6 +18,7 @@ app = typer.Typer(
     help=(
         "Write an analysis as one self-contained HTML file (inline plots, no network assets; opens offline "
         "and can be mailed to a colleague).\n\n"
+        "Subcommands: features, diff, correlate, cluster, search, classify, filter.\n\n"
         "Example: `saeembed report diff support_tickets product_reviews --out diff.html`."
     ),
     no_args_is_help=True,
@@ -187,3 +188,237 @@ def correlate_cmd(
         path = write_report(correlate_page(r.pairs, prov, unexpected=r.unexpected, summary=r.summary, top=top), out)
         advance("written")
     finish(path, "correlate", {"pairs": r.pairs.height, "unexpected": r.unexpected.height}, as_json)
+
+
+@app.command("cluster")
+def cluster_cmd(
+    corpus: Optional[str] = typer.Argument(None, help="Corpus to cluster (omit with --saved)."),
+    saved: Optional[str] = typer.Option(None, "--saved", help="Report this clustering saved by `saeembed cluster` (see `saeembed clusterings`) instead of clustering now."),
+    axis: Optional[str] = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"writing style\"; features matching it are used."),
+    features: List[int] = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis."),
+    k: Optional[int] = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise)."),
+    n_features: int = typer.Option(50, "--n-features", help="How many features an --axis selects."),
+    min_cluster_size: Optional[int] = typer.Option(None, "--min-cluster-size", help="HDBSCAN: smallest cluster (default max(10, docs/50))."),
+    min_samples: Optional[int] = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less noise."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
+    name: Optional[str] = typer.Option(None, "--name", help="Also save the clustering under this name (usable as --where \"cluster.NAME = 3\"); without it nothing is stored."),
+    seed: int = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout."),
+    binary: bool = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values."),
+    sae: Optional[str] = SaeOpt,
+    out: Path = out_option("cluster.html"),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """Clusters of a corpus: a 2-D map of documents coloured by cluster (noise grey), and each cluster's
+    over-represented features. Clusters now (same steering as `saeembed cluster`) or reads a saved clustering.
+
+    Examples: `saeembed report cluster support --axis "writing style"`; `saeembed report cluster --saved support_style`.
+    """
+    import polars as pl
+
+    from saeembed.analysis.cluster import ClusterConfig, cluster
+    from saeembed.errors import InputError
+    from saeembed.report import cluster_page, write_report
+    from saeembed.report.data import cluster_map, provenance, saved_clustering
+    from saeembed.store import Store
+
+    if saved is not None:
+        given = [opt for opt, v in (("--axis", axis), ("--features", features), ("--k", k), ("--where", where),
+                                    ("--name", name), ("--min-cluster-size", min_cluster_size), ("--binary", binary)) if v]
+        if given:
+            raise InputError(f"--saved reports a stored clustering as it is; drop {', '.join(given)}")
+    elif corpus is None:
+        raise InputError("name a corpus to cluster, or --saved NAME for a stored clustering")
+    cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
+                        seed=seed, binary=binary)
+    # Writable only when something is stored: the saved clustering, or the axis's feature embeddings cache.
+    with Store(store, read_only=saved is not None or not (axis or name)) as st, steps(3, not as_json) as advance:
+        if saved is not None:
+            sel, result = saved_clustering(st, saved)
+            if corpus is not None and corpus != sel.corpus.name:
+                raise InputError(f"clustering {saved!r} is of corpus {sel.corpus.name!r}, not {corpus!r}")
+        else:
+            result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
+                             save=name is not None, config=cfg)
+            sel = None
+        info = st.corpus(result.params.get("corpus") or corpus) if sel is None else sel.corpus
+        sae_info = sel.sae if sel is not None else st.encoded_sae(info, sae)
+        advance("map")
+        docs = cluster_map(st, info, result.assignments)
+        n_clusters = int(result.assignments.filter(pl.col("cluster") >= 0)["cluster"].n_unique())
+        summary = {"noise": result.n_noise}
+        if result.n_empty:
+            summary["without any chosen feature (noise)"] = result.n_empty
+        summary["features clustered on"] = result.features.height or "all (SVD)"
+        summary["method"] = result.params.get("method")
+        params = {"name": result.name, "saved": saved is not None or name is not None,
+                  **{k_: v for k_, v in result.params.items() if k_ not in ("corpus",)}}
+        prov = provenance(st, sae_info, analysis="cluster", params=params, corpora=[info.name])
+        advance("page")
+        path = write_report(cluster_page(docs, result.descriptions, prov, summary=summary), out)
+        advance("written")
+    finish(path, "cluster", {"documents": docs.height, "clusters": n_clusters, "noise": result.n_noise}, as_json)
+
+
+@app.command("search")
+def search_cmd(
+    query: Optional[str] = typer.Argument(None, help="What the documents should have, e.g. \"mentions a specific date\"."),
+    corpus: str = typer.Option(..., "--corpus", "-c", help="Corpus to search."),
+    top: int = typer.Option(20, "--top", "-n", min=1, help="How many documents."),
+    feature: List[str] = typer.Option([], "--feature", "-f", help="Score with this feature (repeatable); FEATURE:WEIGHT sets its weight (negative penalises)."),
+    not_feature: List[int] = typer.Option([], "--not-feature", help="Drop documents where this feature fires (repeatable)."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="Metadata filter, e.g. \"lang = 'en' and n_chars < 2000\"."),
+    dense: bool = typer.Option(False, "--dense", help="Search by sentence embeddings (FAISS) instead of SAE features."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion)."),
+    n_features: int = typer.Option(30, "--n-features", help="How many features a query is mapped to."),
+    match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe, prf, or a registered one."),
+    sae: Optional[str] = SaeOpt,
+    out: Path = out_option("search.html"),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """Search results as a page: scores as bars, each hit with the features that matched it and its
+    snippet with the matched spans shaded.
+
+    Example: `saeembed report search "mentions a specific date" -c news --out search.html`.
+    """
+    from saeembed.analysis.retrieve import plan_query, search, target
+    from saeembed.errors import InputError
+    from saeembed.report import search_page, write_report
+    from saeembed.report.data import provenance, search_rows
+    from saeembed.store import Store
+
+    if dense and hybrid:
+        raise InputError("use --dense or --hybrid, not both")
+    if dense and feature:
+        raise InputError("--feature does not apply to --dense (sentence-embedding) search")
+    mode = "dense" if dense else "hybrid" if hybrid else "sae"
+    with Store(store) as st, steps(3, not as_json) as advance:  # writable: feature / dense embeddings are cached
+        plan = None
+        if mode != "dense":
+            t = target(st, corpus, where=where, sae=sae)
+            plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match)
+        frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
+                       mode=mode, plan=plan, sae=sae)
+        if frame.is_empty():
+            what = "the query" if mode == "dense" else "none of the chosen features fire"
+            raise InputError(f"no documents found in {corpus!r}" + (f" where {where}" if where else "")
+                             + f": {what}; nothing written")
+        advance("page")
+        rows = search_rows(frame.drop("doc_idx"))
+        prov = provenance(st, st.encoded_sae(corpus, sae), analysis="search", corpora=[corpus], params={
+            "query": query, "features": list(feature), "not_features": list(not_feature), "where": where, "top": top,
+            "mode": mode, "match": match if query and mode != "dense" else None,
+            "searched_features": plan["feature"].to_list() if plan is not None else None})
+        title = query or ("features " + ", ".join(feature) if feature else None)
+        path = write_report(search_page(rows, prov, query=title), out)
+        advance("written")
+    matched = int((rows["matched_features"].list.len() > 0).sum()) if "matched_features" in rows.columns else 0
+    finish(path, "search", {"results": rows.height, "with_matched_features": matched}, as_json)
+
+
+@app.command("classify")
+def classify_cmd(
+    name: str = typer.Argument(..., help="Saved classifier (see `saeembed classify list`)."),
+    corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Labelled, encoded corpus to evaluate on (default: the held-out split saved at training)."),
+    label_column: Optional[str] = typer.Option(None, "--label-column", "-l", help="With --corpus: the column holding the true classes."),
+    baseline: Optional[List[str]] = typer.Option(None, "--baseline", "-b", help="With --corpus: also evaluate a baseline (dense or tfidf) trained on the classifier's training rows. Repeatable."),
+    where: Optional[str] = typer.Option(None, "--where", "-w", help="With --corpus: only documents matching this filter."),
+    top: int = typer.Option(30, "--top", "-n", min=1, help="Weighted features shown."),
+    out: Path = out_option("classify.html"),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """A classifier as a page: its precision-recall curve, metrics, and the most heavily weighted features
+    (signed, with labels). Evaluated on its saved held-out split, or on --corpus/--label-column.
+
+    Examples: `saeembed report classify toxicity`; `saeembed report classify toxicity -c tox2 -l toxic`.
+    """
+    from saeembed.errors import InputError
+    from saeembed.report import classify_page, write_report
+    from saeembed.report.data import classifier_report, provenance
+    from saeembed.store import Store
+
+    if corpus is None and (baseline or where):
+        raise InputError("--baseline and --where apply to an evaluation on --corpus with --label-column")
+    with Store(store, read_only=corpus is None) as st, steps(3, not as_json) as advance:
+        r = classifier_report(st, name, corpus=corpus, label_column=label_column, where=where,
+                              baselines=baseline or [])
+        advance("page")
+        clf = r["saved"]
+        trained_on = clf.provenance.get("corpus")
+        corpora = [c for c in dict.fromkeys([trained_on, corpus]) if c and st.has_corpus(c)]
+        prov = provenance(st, clf.sae, analysis="classify", corpora=corpora, params={
+            "name": name, "kind": clf.kind, "trained_on": trained_on,
+            "label_column": label_column or clf.params.get("label_column"), "evaluated_on": r["metrics"]["evaluated on"],
+            "where": where, "baselines": list(baseline or []), "top": top})
+        page_html = classify_page(r["curve"], r["metrics"], r["weights"], prov, top=top)
+        path = write_report(page_html, out)
+        advance("written")
+    finish(path, "classify", {"documents": r["metrics"].get("n", 0), "curve_points": r["curve"].height,
+                              "features": min(top, r["weights"].height)}, as_json)
+
+
+@app.command("filter")
+def filter_cmd(
+    corpus: str = typer.Argument(..., help="Corpus to clean (ingested; encoded when a rule needs SAE features)."),
+    drop: Optional[List[str]] = typer.Option(None, "--drop", "-d", help="Drop rows matching this expression, e.g. \"toxicity > 0.8\" or \"f123 > 0.5\". Repeatable."),
+    keep: Optional[List[str]] = typer.Option(None, "--keep", "-k", help="Keep only rows matching this expression. Repeatable."),
+    drop_feature: Optional[List[int]] = typer.Option(None, "--drop-feature", help="Drop rows where this SAE feature fires at all. Repeatable."),
+    dedupe: Optional[float] = typer.Option(None, "--dedupe", help="Drop near-duplicates: Jaccard of active SAE features >= this (e.g. 0.9)."),
+    quality_model: Optional[str] = typer.Option(None, "--quality-model", help="A saved classifier scoring quality (higher = better)."),
+    quality_label: Optional[str] = typer.Option(None, "--quality-label", help="Train a quality model on the rows where this column is filled in."),
+    quality_positive: Optional[str] = typer.Option(None, "--quality-positive", help="The --quality-label value meaning good."),
+    quality_name: str = typer.Option("quality_score", "--quality-name", help="Name of the trained quality model and its score column."),
+    quality_drop: Optional[float] = typer.Option(None, "--quality-drop", help="Drop this share of rows with the lowest quality score."),
+    samples: int = typer.Option(3, "--samples", help="Sample dropped rows shown per rule."),
+    sae: Optional[str] = SaeOpt,
+    seed: int = typer.Option(0, "--seed", help="Seed of the MinHash permutations (dedupe on large corpora)."),
+    out: Path = out_option("filter.html"),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+):
+    """A filter dry run as a page (rules as in `saeembed filter`; no rows are written): rows dropped per
+    rule, the features the dropped rows have in common, and sample dropped rows with those features shaded.
+
+    Example: `saeembed report filter inst --drop "n_chars < 60" --dedupe 0.8 --out filter.html`.
+    """
+    import polars as pl
+
+    from saeembed.analysis.filter import FilterSpec, filter_corpus
+    from saeembed.errors import InputError, StoreError
+    from saeembed.report import filter_page, write_report
+    from saeembed.report.data import marked_samples, provenance
+    from saeembed.store import Store
+
+    if not (drop or keep or drop_feature or dedupe is not None or quality_drop is not None):
+        raise InputError("give at least one rule: --drop, --keep, --drop-feature, --dedupe or --quality-drop")
+    spec = FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []),
+                      dedupe=dedupe, quality_model=quality_model, quality_label=quality_label,
+                      quality_positive=quality_positive, quality_name=quality_name, quality_drop=quality_drop,
+                      sae=sae, seed=seed)
+    with Store(store) as st, steps(3, not as_json) as advance:  # writable: scores / a quality model may be stored
+        res = filter_corpus(st, corpus, spec, samples_per_rule=samples)
+        advance("samples")
+        info = st.corpus(corpus)
+        try:
+            sae_info = st.encoded_sae(info, sae)
+        except StoreError:  # metadata-only rules on a corpus not encoded
+            sae_info = None
+        feats = res.features["feature"].to_list() if res.features is not None else []
+        shown = marked_samples(st, info, sae_info, res.samples, res.dropped, feats)
+        rule_counts = res.rules.select("rule", pl.col("matched").alias("count"), "dropped", "only_this")
+        summary = {"documents": res.n_docs, "kept": int(len(res.kept)), "dropped": res.dropped.height,
+                   "dropped share": f"{res.dropped.height / max(res.n_docs, 1):.1%}"}
+        if res.quality:
+            summary |= {f"quality {k}": v for k, v in res.quality.items() if k in ("name", "auroc", "n_train")}
+        params = {k: v for k, v in spec.__dict__.items() if v not in (None, [])}
+        if not quality_label:
+            params.pop("quality_name", None)
+        prov = provenance(st, sae_info, analysis="filter", corpora=[corpus],
+                          params=params | {"samples": samples, "dry_run": True})
+        advance("page")
+        path = write_report(filter_page(rule_counts, res.features, shown, prov, summary=summary), out)
+        advance("written")
+    finish(path, "filter", {"documents": res.n_docs, "kept": int(len(res.kept)), "dropped": res.dropped.height,
+                            "rules": res.rules.height, "samples": 0 if shown is None else shown.height}, as_json)

@@ -121,3 +121,156 @@ def _windows(rows: pl.DataFrame, width: int) -> pl.DataFrame:
         pl.col("value").cast(pl.Float64), pl.col("rel").cast(pl.Float64).fill_null(1.0),
         pl.col("feature").cast(pl.Int64), pl.col("corpus_id").cast(pl.Int64), pl.col("doc_idx").cast(pl.Int64),
     ).select(EXEMPLAR_COLUMNS)
+
+
+# --- rows the cluster, search, classify and filter pages need beyond their analysis's own frames -------
+
+def saved_clustering(store: Store, name: str):
+    """A clustering saved by `saeembed cluster` read back as (Selection, ClusterResult): assignments and
+    2-D layout as stored, cluster descriptions recomputed from the store (they are not saved)."""
+    import json
+
+    import numpy as np
+
+    from saeembed.analysis.cluster import ClusterResult, _cluster_table, describe_clusters
+    from saeembed.analysis.selection import Selection
+    from saeembed.errors import StoreError
+
+    row = store.query("SELECT clustering_id, corpus_id, sae_key, params, features FROM clusterings WHERE name = ?",
+                      [name])
+    if row.is_empty():
+        known = store.query("SELECT name FROM clusterings ORDER BY name")["name"].to_list()
+        hint = f"saved: {', '.join(known)}" if known else "none saved yet; run `saeembed cluster CORPUS`"
+        raise StoreError(f"no saved clustering named {name!r} ({hint})")
+    cid, corpus_id, sae_key, params, feats = row.row(0)
+    corpus = store.query("SELECT name FROM corpora WHERE corpus_id = ?", [corpus_id])["name"]
+    if corpus.is_empty():
+        raise StoreError(f"clustering {name!r} belongs to a corpus that is no longer in the store")
+    info, sae = store.corpus(corpus[0]), store.sae_info(sae_key)
+    a = store.query("SELECT doc_idx::BIGINT AS doc_idx, cluster::BIGINT AS cluster, probability, x, y "
+                    "FROM cluster_assignments WHERE clustering_id = ? ORDER BY doc_idx", [cid])
+    if a.is_empty():
+        raise StoreError(f"clustering {name!r} has no stored assignments")
+    sel = Selection(info, sae, a["doc_idx"].to_numpy().astype(np.int64), f"{info.name} ({name})")
+    ids = store.documents(info, text=False, metadata=False, doc_idx=a["doc_idx"].to_list()).select("doc_idx", "doc_id")
+    assignments = a.join(ids, on="doc_idx", how="left").select("doc_idx", "doc_id", "cluster", "probability", "x", "y")
+    labels = assignments["cluster"].to_numpy()
+    params = json.loads(params or "{}")
+    chosen = [int(f) for f in json.loads(feats or "[]")]
+    lab = dict(store.labels(sae_key, chosen).select("feature", "label").iter_rows()) if chosen else {}
+    features = pl.DataFrame({"feature": chosen, "label": [lab.get(f) for f in chosen]},
+                            schema={"feature": pl.Int64, "label": pl.Utf8})
+    n_empty = 0
+    if chosen:  # documents where none of the clustered-on features fire (parked with the noise)
+        hit = store.query("SELECT count(DISTINCT doc_idx) AS n FROM activations WHERE corpus_id = ? AND sae_key = ? "
+                          "AND feature IN (SELECT unnest(?)) AND doc_idx IN (SELECT unnest(?))",
+                          [corpus_id, sae_key, chosen, a["doc_idx"].to_list()])["n"][0]
+        n_empty = int(a.height - hit)
+    descriptions = describe_clusters(store, sel, labels, top=int(params.get("describe_top") or 5))
+    result = ClusterResult(name, int(cid), assignments, _cluster_table(labels, descriptions), descriptions, features,
+                           params, n_noise=int((labels == -1).sum()), n_empty=n_empty)
+    return sel, result
+
+
+def cluster_map(store: Store, info, assignments: pl.DataFrame, *, width: int = 80) -> pl.DataFrame:
+    """The cluster page's points: doc_id, cluster, x, y and a one-line snippet of each document (its tooltip)."""
+    texts = store.documents(info, metadata=False, doc_idx=assignments["doc_idx"].to_list()).select(
+        "doc_idx", snippet=pl.col("text").str.replace_all(r"\s+", " ").str.slice(0, width))
+    return assignments.join(texts, on="doc_idx", how="left", maintain_order="left").select(
+        "doc_id", "cluster", pl.col("x").cast(pl.Float64), pl.col("y").cast(pl.Float64), "snippet")
+
+
+def search_rows(results: pl.DataFrame) -> pl.DataFrame:
+    """Search results (analysis.retrieve.search) with `matched_features`: the features that scored each
+    document, strongest contribution first, as `#id · label` (the snippet keeps its «marked» spans)."""
+    from saeembed.report.pages import feature_name
+
+    if "matched" not in results.columns:
+        return results
+    names = [[feature_name(m["feature"], m.get("label")) for m in (ms or []) if (m.get("contribution") or 0) > 0]
+             for ms in results["matched"].to_list()]
+    return results.with_columns(matched_features=pl.Series(names, dtype=pl.List(pl.Utf8))).drop("matched")
+
+
+_METRIC_KEYS = ("n", "auroc", "average_precision", "f1", "macro_f1", "accuracy", "positive_rate", "C",
+                "rows_seen_in_training")
+
+
+def classifier_report(store: Store, name: str, *, corpus: str | None = None, label_column: str | None = None,
+                      where: str | None = None, baselines=()) -> dict:
+    """What the classifier page shows: its precision-recall points (`curve`: threshold, precision, recall),
+    scalar `metrics`, signed `weights` (feature, weight, label[, class]) and the classifier itself (`saved`).
+
+    Without `corpus`: the held-out evaluation saved at training time. With `corpus` and `label_column`:
+    a fresh (transfer) evaluation on that labelled corpus (analysis.classify.evaluate_classifier)."""
+    from saeembed.analysis.classify import LinearProbe, evaluate_classifier, model_from_json
+    from saeembed.analysis.scores import load_classifier
+    from saeembed.errors import InputError
+
+    if (corpus is None) != (label_column is None):
+        raise InputError("give --corpus and --label-column together (or neither, for the saved held-out evaluation)")
+    clf = load_classifier(store, name)
+    if corpus is None:
+        m = dict(clf.metrics or {})
+        if not m.get("n"):
+            raise InputError(f"classifier {name!r} ({clf.kind}) has no saved held-out evaluation; "
+                             "evaluate it on a labelled corpus: --corpus C --label-column COL")
+        evaluated_on = f"held-out split of {clf.provenance.get('corpus', '?')}"
+    else:
+        m = evaluate_classifier(store, name, corpus, label_column, where=where, baselines=baselines)
+        evaluated_on = corpus + (f" where {where}" if where else "")
+    metrics = {"evaluated on": evaluated_on, **{k: m[k] for k in _METRIC_KEYS if m.get(k) is not None}}
+    for b, bm in (m.get("baselines") or {}).items():
+        for k in ("auroc", "f1"):
+            if bm.get(k) is not None:
+                metrics[f"{b} baseline {k}"] = bm[k]
+    curve = pl.DataFrame(schema={"threshold": pl.Float64, "precision": pl.Float64, "recall": pl.Float64})
+    if m.get("pr_table"):
+        curve = (pl.DataFrame(m["pr_table"]).cast({"precision": pl.Float64, "recall": pl.Float64})
+                 .with_columns(pl.col("precision", "recall").fill_nan(None)).drop_nulls(["precision", "recall"])
+                 .with_columns(model=pl.lit(name)))
+    model = model_from_json(clf.model)
+    rows = []
+    if isinstance(model, LinearProbe):
+        for j, w in enumerate(model.weights):
+            cls = model.positive if not model.multiclass else model.classes[j]
+            rows += [(int(f), float(v), str(cls)) for f, v in w.items() if v != 0]
+    else:  # zero-shot: the matched features' weights
+        rows = [(int(f), float(v), "match") for f, v in model.weights.items() if v != 0]
+    weights = pl.DataFrame(rows, schema={"feature": pl.Int64, "weight": pl.Float64, "class": pl.Utf8}, orient="row")
+    lab = dict(store.labels(clf.sae.sae_key, weights["feature"].unique().to_list()).select("feature", "label")
+               .iter_rows()) if rows else {}
+    label = [lab.get(f) for f in weights["feature"]]
+    if getattr(model, "multiclass", False):  # one weight per (class, feature): say which class
+        label = [f"{lb + ' ' if lb else ''}(class {c})" for lb, c in zip(label, weights["class"])]
+    weights = weights.with_columns(label=pl.Series(label, dtype=pl.Utf8))
+    return {"curve": curve, "metrics": metrics, "weights": weights, "saved": clf, "evaluation": m}
+
+
+def marked_samples(store: Store, info, sae: SAEInfo | None, samples: pl.DataFrame | None, dropped: pl.DataFrame,
+                   features: list[int] | None) -> pl.DataFrame | None:
+    """Samples of dropped rows (analysis.filter) as `snippet`s with the spans of the features
+    over-represented among dropped rows marked «…» (strongest first), so the page shades them."""
+    from saeembed.analysis.retrieve import highlight
+
+    if samples is None or samples.is_empty():
+        return samples
+    picked = samples.join(dropped.select("doc_id", "doc_idx"), on="doc_id", how="left", maintain_order="left")
+    idx = [int(d) for d in picked["doc_idx"].to_list() if d is not None]
+    text = dict(store.documents(info, metadata=False, doc_idx=idx).select("doc_idx", "text").iter_rows())
+    spans: dict[int, list[tuple[int, int, int]]] = {}
+    feats = [int(f) for f in features or []]
+    if sae is not None and feats and idx:
+        rank = {f: r for r, f in enumerate(feats)}
+        acts = store.query(
+            "SELECT doc_idx, feature, span_start, span_end FROM activations WHERE corpus_id = ? AND sae_key = ? "
+            "AND doc_idx IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?))",
+            [info.corpus_id, sae.sae_key, idx, feats])
+        for d, f, s, e in acts.iter_rows():
+            spans.setdefault(d, []).append((rank[f], s, e))
+    snippets = []
+    for d in picked["doc_idx"].to_list():
+        t = text.get(d, "") if d is not None else ""
+        snippets.append(highlight(t, [(s, e) for _, s, e in sorted(spans.get(d, []))]))
+    keep = [c for c in ("rule", "doc_id", "reason") if c in picked.columns]
+    return picked.select(keep).with_columns(snippet=pl.Series(snippets, dtype=pl.Utf8))
