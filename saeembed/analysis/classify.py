@@ -375,10 +375,35 @@ def pr_table(y: np.ndarray, proba: np.ndarray, thresholds: Sequence[float] = THR
     return pl.DataFrame(rows)
 
 
+def pr_curve(y: np.ndarray, proba: np.ndarray, *, max_points: int = 200) -> pl.DataFrame:
+    """The precision-recall curve at every distinct score threshold (sklearn's precision_recall_curve),
+    thinned to at most `max_points` evenly spaced thresholds (the lowest and highest kept), highest
+    threshold first: recall rises along the rows and, at equal recall, precision falls. Binary; empty
+    when the labels hold a single class."""
+    from sklearn.metrics import precision_recall_curve
+
+    schema = {"threshold": pl.Float64, "precision": pl.Float64, "recall": pl.Float64}
+    y = np.asarray(y)
+    if len(y) == 0 or len(np.unique(y)) < 2:
+        return pl.DataFrame(schema=schema)
+    precision, recall, thresholds = precision_recall_curve(y, np.asarray(proba, dtype=np.float64))
+    # sklearn appends (precision 1, recall 0) with no threshold: keep only the points of real thresholds
+    precision, recall = precision[: len(thresholds)], recall[: len(thresholds)]
+    keep = np.arange(len(thresholds))
+    if len(keep) > max_points:
+        keep = np.unique(np.round(np.linspace(0, len(thresholds) - 1, max(2, max_points))).astype(np.int64))
+    order = keep[::-1]  # thresholds ascend in sklearn's output
+    return pl.DataFrame({"threshold": thresholds[order], "precision": precision[order], "recall": recall[order]},
+                        schema=schema)
+
+
 def _nan_to_none(d):
+    """NaN (and ±inf) → None, through dicts, lists and tuples: what json.dumps writes is strict JSON."""
     if isinstance(d, dict):
         return {k: _nan_to_none(v) for k, v in d.items()}
-    if isinstance(d, float) and math.isnan(d):
+    if isinstance(d, (list, tuple)):
+        return [_nan_to_none(v) for v in d]
+    if isinstance(d, float) and not math.isfinite(d):
         return None
     return d
 
@@ -434,6 +459,7 @@ class TrainResult:
     cv: pl.DataFrame  # C grid and cross-validated score
     baselines: dict = field(default_factory=dict)  # kind -> metrics on the same split
     info: dict = field(default_factory=dict)  # classes, sizes, C, features used, sae, seconds
+    curve: pl.DataFrame = field(default_factory=pl.DataFrame)  # pr_curve: every distinct threshold (binary)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, **self.metrics, **self.info}
@@ -442,6 +468,7 @@ class TrainResult:
             out["baseline"] = {"kind": first, **self.baselines[first]}
             out["baselines"] = self.baselines
         out["pr_table"] = self.pr.to_dicts()
+        out["pr_curve"] = self.curve.to_dicts()
         out["top_features"] = self.top_features.to_dicts()
         out["cv"] = self.cv.to_dicts()
         return _nan_to_none(out)
@@ -490,6 +517,7 @@ def train_classifier(
     p_test = probe.predict_proba(X[te])
     held = metrics(y[te], p_test, n_classes)
     pr = pr_table(y[te], p_test) if n_classes == 2 else pl.DataFrame()
+    curve = pr_curve(y[te], p_test) if n_classes == 2 else pl.DataFrame()
     base = {}
     for b in baselines:
         if progress:
@@ -506,13 +534,14 @@ def train_classifier(
     provenance = {"corpus": sel.corpus.name, "corpus_docs": sel.corpus.n_docs, "sae_hash": sel.sae.sae_hash,
                   "sae_model": sel.sae.model, "sae_hook": sel.sae.hook, "d_sae": sel.sae.d_sae,
                   "saeembed": _version()}
-    all_metrics = {**held, "C": C, "cv": cv.to_dicts(), "pr_table": pr.to_dicts(), "baselines": base}
+    all_metrics = {**held, "C": C, "cv": cv.to_dicts(), "pr_table": pr.to_dicts(), "pr_curve": curve.to_dicts(),
+                   "baselines": base}
     save_classifier(store, name, sel.sae, kind, probe.to_json(), params, _nan_to_none(all_metrics), provenance)
     _score_corpus(store, name, probe, select(store, corpus, sae=sel.sae.sae_hash))
     store.record_run("classify.train", {"name": name, "corpus": corpus, **{k: v for k, v in params.items()
                                                                             if not k.endswith("doc_idx")}},
                      provenance)
-    return TrainResult(name, held, pr, tops, cv, base, info)
+    return TrainResult(name, held, pr, tops, cv, base, info, curve)
 
 
 def top_features(store: Store, probe: LinearProbe, sel: Selection, X_train, y_train, *, top: int = 10) -> pl.DataFrame:
@@ -522,11 +551,11 @@ def top_features(store: Store, probe: LinearProbe, sel: Selection, X_train, y_tr
     present = (X_train > 0).astype(np.float64).tocsc()
     for j, w in enumerate(probe.weights):
         cls = probe.positive if not probe.multiclass else probe.classes[j]
-        ranked = sorted(w.items(), key=lambda kv: -kv[1])
-        picks = ranked[:top] + ([] if probe.multiclass else [kv for kv in ranked[::-1][:top] if kv[1] < 0])
-        for f, v in picks:
-            if probe.multiclass and v <= 0:
-                continue
+        # the `top` largest positive weights, and (binary) the `top` most negative: each feature once
+        positive = sorted(((f, v) for f, v in w.items() if v > 0), key=lambda kv: (-kv[1], kv[0]))[:top]
+        negative = [] if probe.multiclass else \
+            sorted(((f, v) for f, v in w.items() if v < 0), key=lambda kv: (kv[1], kv[0]))[:top]
+        for f, v in positive + negative:
             target = (y_train == j) if probe.multiclass else (y_train == 1)
             col = np.asarray(present[:, f].todense()).ravel()
             rows.append({
@@ -615,6 +644,7 @@ def evaluate_classifier(
     out = metrics(y, p, len(probe.classes))
     if len(probe.classes) == 2:
         out["pr_table"] = pr_table(y, p).to_dicts()
+        out["pr_curve"] = pr_curve(y, p).to_dicts()
     base = {}
     if baselines:
         tsel, t_idx, t_y = _training_rows(store, clf, probe)
@@ -631,9 +661,10 @@ def evaluate_classifier(
         out["rows_seen_in_training"] = int(np.isin(doc_idx, clf.params["train_doc_idx"]).sum())
     out.update({"name": name, "corpus": corpus, "trained_on": clf.provenance.get("corpus"),
                 "classes": probe.classes, "sae": clf.sae.sae_hash})
+    out = _nan_to_none(out)
     store.record_run("classify.eval", {"name": name, "corpus": corpus, "label_column": label_column,
                                        "baselines": list(baselines)}, {"metrics": out})
-    return _nan_to_none(out)
+    return out
 
 
 def _training_rows(store: Store, clf, probe: LinearProbe):
@@ -735,7 +766,8 @@ def zero_shot(
             raise InputError("zero-shot evaluation needs a two-class label column")
         p = model.predict_proba(embedding_matrix(store, Selection(sel.corpus, sel.sae, doc_idx, sel.name),
                                                  features=model.features))
-        result_metrics = metrics(y, p, 2) | {"pr_table": pr_table(y, p).to_dicts()}
+        result_metrics = metrics(y, p, 2) | {"pr_table": pr_table(y, p).to_dicts(),
+                                             "pr_curve": pr_curve(y, p).to_dicts()}
     frame = matched.filter(pl.col("feature").is_in(list(weights))).with_columns(
         scale=pl.col("feature").replace_strict(scales, default=None, return_dtype=pl.Float64))
     keep = [c for c in ("feature", "score", "label", "evidence", "scale") if c in frame.columns]

@@ -225,8 +225,9 @@ def classifier_report(store: Store, name: str, *, corpus: str | None = None, lab
             if bm.get(k) is not None:
                 metrics[f"{b} baseline {k}"] = bm[k]
     curve = pl.DataFrame(schema={"threshold": pl.Float64, "precision": pl.Float64, "recall": pl.Float64})
-    if m.get("pr_table"):
-        curve = (pl.DataFrame(m["pr_table"]).cast({"precision": pl.Float64, "recall": pl.Float64})
+    points = m.get("pr_curve") or m.get("pr_table")  # classifiers saved before pr_curve existed: the table
+    if points:
+        curve = (pl.DataFrame(points).cast({"precision": pl.Float64, "recall": pl.Float64})
                  .with_columns(pl.col("precision", "recall").fill_nan(None)).drop_nulls(["precision", "recall"])
                  .with_columns(model=pl.lit(name)))
     model = model_from_json(clf.model)

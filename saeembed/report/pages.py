@@ -256,17 +256,21 @@ def cluster_page(docs: pl.DataFrame, descriptions: pl.DataFrame | None = None, p
         note += f" Showing a random {shown.height:,} of {n:,} documents."
     blocks = []
     for c in sorted(top_desc, key=lambda c: (c == -1, -sizes.get(c, 0))):
-        rows = top_desc[c][:features_per_cluster]
-        cols = [k for k in ("feature", "label", "freq_in", "freq_out") if k in rows[0]]
+        rows = [dict(r) for r in top_desc[c][:features_per_cluster]]
+        cols = [k for k in ("feature", "label", "freq_in", "freq_out", "exemplar") if k in rows[0]]
+        for r in rows:  # «marked» snippet → escaped text with the activating token highlighted
+            if "exemplar" in r:
+                r["exemplar"] = _marked_cell(r["exemplar"])
         swatch = f'<i style="display:inline-block;width:10px;height:10px;background:{charts.color_for(c)}"></i>'
         blocks.append(f'<div class="feature-block" data-cluster="{esc(c)}"><h3>{swatch} {esc(group_names.get(c, f"cluster {c}"))}</h3>'
-                      f'{table(rows, cols)}</div>')
+                      f'{table(rows, cols, raw={"exemplar"})}</div>')
     sections = [
         Section("Summary", cards(figures), id="summary"),
         Section("Map", charts.scatter(shown["x"].to_list(), shown["y"].to_list(), shown["cluster"].to_list(),
                                       titles=titles, group_names=group_names), note=note, id="map"),
         Section("Clusters", "".join(blocks) or '<p class="empty">(no descriptions)</p>',
-                note="Top features of each cluster: share of its documents where the feature fires vs the rest.",
+                note="Top features of each cluster: share of its documents where the feature fires vs the rest, "
+                     "and the member where the feature is strongest (shaded: its activating token).",
                 id="clusters"),
     ]
     return page("Clusters", sections, provenance, subtitle=_subtitle(provenance))
@@ -304,10 +308,10 @@ def classify_page(curve: pl.DataFrame, metrics: dict | None = None, weights: pl.
     curves = {}
     if name_col:
         for (name,), part in curve.group_by(name_col, maintain_order=True):
-            part = part.sort("recall")
+            part = _pr_order(part)
             curves[str(name)] = (part["recall"].to_list(), part["precision"].to_list())
     elif not curve.is_empty():
-        part = curve.sort("recall")
+        part = _pr_order(curve)
         curves["classifier"] = (part["recall"].to_list(), part["precision"].to_list())
     base = metrics.get("positive_rate") or metrics.get("prevalence")
     sections = [
@@ -327,6 +331,15 @@ def classify_page(curve: pl.DataFrame, metrics: dict | None = None, weights: pl.
             Section("Weights table", table(rows, cols, table_id="weights-table"), id="weights-table"),
         ]
     return page("Classifier", sections, provenance, subtitle=_subtitle(provenance))
+
+
+def _pr_order(part: pl.DataFrame) -> pl.DataFrame:
+    """Points of one PR curve in descending-threshold order: recall rising and, at equal recall,
+    precision falling (a lower threshold adds only false positives there); then threshold, highest first."""
+    keys, desc = ["recall", "precision"], [False, True]
+    if "threshold" in part.columns:
+        keys, desc = keys + ["threshold"], desc + [True]
+    return part.sort(keys, descending=desc, nulls_last=True, maintain_order=True)
 
 
 # --- filter ---------------------------------------------------------------------------------------------
@@ -353,7 +366,10 @@ def filter_page(rule_counts: pl.DataFrame, overrepresented: pl.DataFrame | None 
         names = [feature_name(r["feature"], _get(r, "label")) for r in o]
         chart = (charts.paired_bar_chart(names, [r[a_col] for r in o], [r[b_col] for r in o], a_name="dropped", b_name="kept")
                  if a_col and b_col else "")
-        sections.append(Section("What the dropped rows have in common", chart + table(o),
+        for r in o:  # «marked» snippet → escaped text with the activating token highlighted
+            if "exemplar" in r:
+                r["exemplar"] = _marked_cell(r["exemplar"])
+        sections.append(Section("What the dropped rows have in common", chart + table(o, raw={"exemplar"}),
                                 note="Features over-represented among dropped rows.", id="common"))
     if samples is not None and not samples.is_empty():
         s = samples.to_dicts()

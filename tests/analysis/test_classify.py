@@ -181,3 +181,121 @@ def test_zero_shot_scores_by_matched_features(toy):
     lab = np.array([i % 3 == 0 for i in range(120)])
     assert again.filter(lab)["zs"].mean() > again.filter(~lab)["zs"].mean() + 0.3
     assert load_classifier(store, "zs").kind == "zero_shot"
+
+
+# --- review fixes ------------------------------------------------------------------------------------
+
+
+def _refuse(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def strict(text: str):
+    """json.loads that refuses NaN / Infinity, as a strict JSON reader does."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+def test_top_features_lists_each_feature_once(toy):
+    """Fewer non-zero weights than `top`: every feature once, positives first (largest first), then
+    negatives (most negative first)."""
+    from saeembed.analysis.classify import top_features
+
+    store, _ = toy
+    sel = select(store, "train")
+    X = embedding_matrix(store, sel)
+    y = np.array([i % 3 == 0 for i in range(300)], dtype=int)
+    probe = LinearProbe(classes=[False, True], weights=[{3: 1.2, 7: 0.4, 2: -0.8, 11: -1.5}], intercepts=[0.0],
+                        scales={3: 1.0, 7: 1.0, 2: 1.0, 11: 1.0}, positive=True)
+    tops = top_features(store, probe, sel, X, y, top=10)
+    assert tops["feature"].to_list() == [3, 7, 11, 2]
+    assert tops["direction"].to_list() == ["+", "+", "-", "-"]
+    assert tops["weight"].to_list() == [1.2, 0.4, -1.5, -0.8]
+    one = top_features(store, probe, sel, X, y, top=1)
+    assert one["feature"].to_list() == [3, 11] and one["direction"].to_list() == ["+", "-"]
+    # a trained probe: no feature listed twice
+    res = train_classifier(store, "train", "toxic", "tox", top=50)
+    feats = res.top_features["feature"].to_list()
+    assert len(feats) == len(set(feats)) == len(load_classifier(store, "tox").model["weights"][0])
+    signs = dict(zip(feats, res.top_features["direction"]))
+    assert signs[3] == signs[7] == "+" and signs[11] == "-"
+
+
+def test_nan_to_none_recurses():
+    from saeembed.analysis.classify import _nan_to_none
+
+    nan, inf = float("nan"), float("inf")
+    got = _nan_to_none({"a": [{"precision": nan, "recall": 0.5}], "b": (inf, 2), "c": nan, "d": {"e": [[np.nan]]}})
+    assert got == {"a": [{"precision": None, "recall": 0.5}], "b": [None, 2], "c": None, "d": {"e": [[None]]}}
+    assert strict(json.dumps(got)) == got
+
+
+def test_pr_curve_at_every_distinct_threshold():
+    from saeembed.analysis.classify import pr_curve
+
+    y = np.array([0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.4, 0.4, 0.35, 0.8])
+    c = pr_curve(y, p)
+    assert c["threshold"].to_list() == [0.8, 0.4, 0.35, 0.1]  # highest threshold first
+    assert c["precision"].to_list() == [1.0, 1.0, 0.75, 0.6]
+    assert c["recall"].to_list() == pytest.approx([1 / 3, 1.0, 1.0, 1.0])
+    assert pr_curve(np.zeros(4, dtype=int), np.linspace(0, 1, 4)).is_empty()  # one class: no curve
+    # thinned to at most max_points, the extreme thresholds kept, still in threshold order
+    rng = np.random.default_rng(0)
+    y = rng.random(5000) < 0.3
+    p = np.clip(y * 0.3 + rng.random(5000) * 0.7, 0, 1)
+    c = pr_curve(y, p, max_points=200)
+    assert 150 < c.height <= 200
+    assert c["threshold"][0] == p.max() and c["threshold"][-1] == p.min()
+    assert c["threshold"].is_sorted(descending=True) and c["recall"].is_sorted()
+    assert c["recall"][-1] == 1.0 and c["precision"][-1] == pytest.approx(y.mean())
+
+
+def test_saved_curve_is_fine_and_table_unchanged(toy):
+    from saeembed.analysis.classify import THRESHOLDS, pr_curve
+
+    store, _ = toy
+    res = train_classifier(store, "train", "toxic", "tox", config=ProbeConfig(seed=1))
+    clf = load_classifier(store, "tox")
+    te = np.asarray(clf.params["test_doc_idx"])
+    X = embedding_matrix(store, select(store, "train"))
+    p = LinearProbe.from_json(clf.model).predict_proba(X[te])
+    y = np.array([i % 3 == 0 for i in te], dtype=int)
+    assert res.pr["threshold"].to_list() == list(THRESHOLDS)  # the readable table as before
+    assert res.curve.height == len(np.unique(p)) > len(THRESHOLDS)  # every distinct held-out score
+    assert res.curve.equals(pr_curve(y, p))
+    assert clf.metrics["pr_curve"] == res.curve.to_dicts()
+    d = res.to_dict()
+    assert d["pr_curve"] == res.curve.to_dicts() and len(d["pr_table"]) == len(THRESHOLDS)
+    assert {"auroc", "f1", "average_precision", "n_test", "top_features", "cv"} <= set(d)
+    ev = evaluate_classifier(store, "tox", "other", "toxic")
+    assert len(ev["pr_table"]) == len(THRESHOLDS) and len(ev["pr_curve"]) > len(THRESHOLDS)
+    assert [r["threshold"] for r in ev["pr_curve"]] == sorted((r["threshold"] for r in ev["pr_curve"]), reverse=True)
+
+
+def test_classify_json_is_strict(capsys, monkeypatch, tmp_path):
+    """A near-chance probe flags nothing at high thresholds (precision undefined): --json output, the saved
+    metrics and the run log still parse as strict JSON, with null for the undefined precision."""
+    from saeembed.store import Store
+    from tests.test_cli import run
+
+    path = tmp_path / "p.duckdb"
+    with Store(path) as st:
+        sae = register_sae(st, 40)
+        docs, _ = planted(200, 0)
+        write_corpus(st, sae, "tox", docs, meta={"src": ["a" if i % 2 else "b" for i in range(200)]})
+    code, out, err = run(capsys, monkeypatch, "classify", "train", "tox", "--label-column", "src", "--name", "rnd",
+                         "--store", path, "--json")
+    assert code == 0, err
+    res = strict(out)
+    assert res["pr_table"][-1]["threshold"] == 0.9 and res["pr_table"][-1]["precision"] is None
+    assert res["pr_table"][-1]["flagged"] == 0.0 and {"auroc", "f1", "pr_table", "pr_curve"} <= set(res)
+    code, out, err = run(capsys, monkeypatch, "classify", "eval", "rnd", "--corpus", "tox", "--label-column", "src",
+                         "--store", path, "--json")
+    assert code == 0, err
+    ev = strict(out)
+    assert ev["pr_table"][-1]["precision"] is None and {"auroc", "f1", "pr_table"} <= set(ev)
+    with Store(path, read_only=True) as st:
+        for (metrics,) in st.con.execute("SELECT metrics FROM classifiers").fetchall():
+            assert strict(metrics)["pr_table"][-1]["precision"] is None
+        for (prov,) in st.con.execute("SELECT provenance FROM runs WHERE kind = 'classify.eval'").fetchall():
+            strict(prov)

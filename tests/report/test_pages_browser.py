@@ -170,3 +170,59 @@ def test_report_correlate_cli(capsys, monkeypatch, planted_file, tmp_path, load)
     page = open_report(load, out, tmp_path)
     assert page.count("svg.heatmap rect.cell") == 6 and page.count("#strongest tbody tr") == 3
     assert LABELS[1] in page.page.inner_text("#strongest") and page.dialogs == []
+
+
+def _curve_points(page, name):
+    """The (recall, precision) points of a drawn PR curve, in drawing order (line_chart's default axes)."""
+    d = page.page.locator(f"svg.line-chart path.curve[data-name='{name}']").get_attribute("d")
+    pts = [tuple(map(float, p.split(","))) for p in d[1:].split(" L")]
+    return [(round((x - 50) / 496, 2), round((360 - y) / 346, 2)) for x, y in pts]
+
+
+def test_classify_page_draws_points_in_threshold_order(tmp_path, load):
+    """Equal-recall points, given out of order: drawn highest threshold first (recall rising, then at equal
+    recall precision falling), so the line never doubles back."""
+    curve = pl.DataFrame({"model": ["sae"] * 5 + ["dense"] * 3,
+                          "threshold": [0.2, 0.7, 0.5, 0.9, 0.6, 0.3, 0.8, 0.5],
+                          "recall": [1.0, 0.5, 0.5, 0.25, 0.5, 1.0, 0.4, 0.4],
+                          "precision": [0.5, 0.8, 0.6, 1.0, 0.7, 0.5, 0.9, 0.7]})
+    out = write_report(classify_page(curve, {"auroc": 0.9}), tmp_path / "classify_order.html")
+    page = open_report(load, out, tmp_path)
+    assert _curve_points(page, "sae") == [(0.25, 1.0), (0.5, 0.8), (0.5, 0.7), (0.5, 0.6), (1.0, 0.5)]
+    assert _curve_points(page, "dense") == [(0.4, 0.9), (0.4, 0.7), (1.0, 0.5)]
+    # without a threshold column: by recall, then precision falling
+    bare = curve.filter(pl.col("model") == "sae").drop("model", "threshold").reverse()
+    out = write_report(classify_page(bare), tmp_path / "classify_bare.html")
+    page = open_report(load, out, tmp_path)
+    assert _curve_points(page, "classifier") == [(0.25, 1.0), (0.5, 0.8), (0.5, 0.7), (0.5, 0.6), (1.0, 0.5)]
+
+
+def test_cluster_page_shows_highlighted_exemplars(tmp_path, load):
+    docs = pl.DataFrame({"doc_id": [f"d{i}" for i in range(6)], "cluster": [0, 0, 0, 1, 1, -1],
+                         "x": [float(i) for i in range(6)], "y": [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]})
+    desc = pl.DataFrame({"cluster": [0, 0, 1], "rank": [1, 2, 1], "feature": [1, 4, 2],
+                         "label": ["refunds", HOSTILE, "praise"], "freq_in": [1.0, 0.67, 1.0],
+                         "freq_out": [0.0, 0.33, 0.0],
+                         "exemplar": [f"I want a «refund» {HOSTILE}", None, "…so «lovely» <b>x</b>"]})
+    out = write_report(cluster_page(docs, desc, {"analysis": "cluster"}), tmp_path / "cluster_ex.html")
+    page = open_report(load, out, tmp_path)
+    assert page.texts(".feature-block[data-cluster='0'] mark.act") == ["refund"]
+    assert page.texts(".feature-block[data-cluster='1'] mark.act") == ["lovely"]
+    rows = page.texts(".feature-block[data-cluster='0'] tbody tr td:last-child")
+    assert rows == [f"I want a refund {HOSTILE}", ""]  # the marker characters are gone, the text stays text
+    assert page.texts(".feature-block[data-cluster='1'] tbody td:last-child") == ["…so lovely <b>x</b>"]
+    clusters = page.page.locator("#clusters")
+    assert clusters.locator("script").count() == 0 and clusters.locator("b").count() == 0
+    assert "«" not in clusters.inner_text() and page.dialogs == []
+
+
+def test_filter_page_highlights_common_exemplars(tmp_path, load):
+    rules = pl.DataFrame({"rule": ["toxic"], "count": [3]})
+    over = pl.DataFrame({"feature": [7, 8], "label": ["insult", None], "freq_dropped": [0.8, 0.5],
+                         "freq_kept": [0.05, 0.1], "exemplar": [f"you «idiot» {HOSTILE}", "no marks here"]})
+    out = write_report(filter_page(rules, over, None, {"analysis": "filter"}), tmp_path / "filter_ex.html")
+    page = open_report(load, out, tmp_path)
+    assert page.texts("#common mark.act") == ["idiot"]
+    assert page.texts("#common tbody td:last-child") == [f"you idiot {HOSTILE}", "no marks here"]
+    common = page.page.locator("#common")
+    assert "«" not in common.inner_text() and common.locator("script").count() == 0 and page.dialogs == []

@@ -42,6 +42,12 @@ def test_report_cluster_cli(capsys, monkeypatch, planted_file, tmp_path, load):
     big = page.page.locator("#clusters .feature-block").first
     assert "(5)" in big.inner_text() and big.locator("tbody tr").count() == 2
     assert HOSTILE in page.page.inner_text("#clusters")  # label 3 shown as text
+    # Each feature's exemplar: the member where it is strongest (doc 0 for both; their spans cover the
+    # whole text), the activating span shaded, the <script> in it shown as text.
+    assert big.locator("mark.act").all_text_contents() == [f"alpha 0: {HOSTILE} refund please"] * 2
+    small = page.page.locator("#clusters .feature-block").nth(1)
+    assert "(1)" in small.inner_text() and small.locator("mark.act").all_text_contents() == ["alpha 5: I want a refund now"]
+    assert "«" not in page.page.inner_text("#clusters") and page.page.locator("#clusters script").count() == 0
     tips = page.texts("circle.pt title")
     assert any(HOSTILE in t and t.startswith("alpha0") for t in tips)
     assert page.dialogs == [] and "synthetic-model" in page.page.inner_text("footer")
@@ -146,8 +152,11 @@ def test_report_classify_cli(capsys, monkeypatch, classified_file, tmp_path, loa
                             "--out", out, "--json")
     assert code == 0, err
     summary = json.loads(stdout)
-    # The saved held-out split: 20 % of 40; 7 of the 9 thresholds flag something (precision defined).
-    assert (summary["documents"], summary["curve_points"], summary["features"]) == (8, 7, 2)
+    # The saved held-out split: 20 % of 40; the curve has a point per distinct held-out score (at most 8).
+    with Store(classified_file, read_only=True) as st:
+        saved = json.loads(st.query("SELECT metrics FROM classifiers WHERE name = 'tox'")["metrics"][0])
+    assert (summary["documents"], summary["features"]) == (8, 2)
+    assert 2 <= summary["curve_points"] == len(saved["pr_curve"]) <= 8
     page = open_report(load, out, tmp_path)
     assert page.count("svg.line-chart path.curve") == 1
     assert "held-out split of lab" in page.page.inner_text("#metrics")
@@ -198,6 +207,11 @@ def test_report_filter_cli(capsys, monkeypatch, planted_file, tmp_path, load):
     assert page.count("#common g.bar-row") == 3 and page.count("#common rect.bar") == 6
     assert [t.split(" ·")[0] for t in page.texts("#common text.bar-label")] == ["#4", "#3", "#2"]
     assert HOSTILE in page.page.inner_text("#common")  # label 3
+    # The exemplar column: each feature's strongest alpha document, its span shaded (no «» markers left);
+    # feature 2 fires in alpha doc 9 only.
+    assert page.count("#common tbody mark.act") == 3 and "«" not in page.page.inner_text("#common")
+    assert page.texts("#common tbody tr:nth-child(3) mark.act") == ["alpha 9: I want a refund now"]
+    assert page.page.locator("#common script").count() == 0
     assert page.count("#samples tbody tr") == 6
     marks = page.texts("#samples mark.act")
     assert marks and any(HOSTILE in m for m in marks)  # shaded spans of the common features, as text
