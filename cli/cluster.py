@@ -6,7 +6,8 @@ from typing import List, Optional
 
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
+from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
+                                  JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, StoreOpt)
 from saeembed.cli import render
 
 
@@ -18,17 +19,17 @@ def register(app: typer.Typer) -> None:
 
 def cluster_cmd(
     corpus: str = typer.Argument(..., help="Corpus to cluster."),
-    axis: Optional[str] = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"writing style\"; features matching it are used."),
-    features: List[int] = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise)."),
-    n_features: int = typer.Option(50, "--n-features", help="How many features an --axis selects."),
-    min_cluster_size: Optional[int] = typer.Option(None, "--min-cluster-size", help="HDBSCAN: smallest cluster (default max(10, docs/50))."),
-    min_samples: Optional[int] = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less noise."),
-    where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
+    axis: Optional[str] = AxisOpt,
+    features: List[int] = ClusterFeaturesOpt,
+    k: Optional[int] = KOpt,
+    n_features: int = NFeaturesOpt,
+    min_cluster_size: Optional[int] = MinClusterSizeOpt,
+    min_samples: Optional[int] = MinSamplesOpt,
+    where: Optional[str] = ClusterWhereOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Save under this name (default CORPUS_AXIS); filter later with --where \"cluster.NAME = 3\"."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not store the assignments."),
-    seed: int = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout."),
-    binary: bool = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values."),
+    seed: int = ClusterSeedOpt,
+    binary: bool = BinaryOpt,
     show_features: bool = typer.Option(False, "--explain", help="Also show which features were clustered on and why."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
     store: str = StoreOpt,

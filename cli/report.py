@@ -13,6 +13,8 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
+from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, KOpt,
+                                  MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt)
 
 app = typer.Typer(
     help=(
@@ -194,16 +196,16 @@ def correlate_cmd(
 def cluster_cmd(
     corpus: Optional[str] = typer.Argument(None, help="Corpus to cluster (omit with --saved)."),
     saved: Optional[str] = typer.Option(None, "--saved", help="Report this clustering saved by `saeembed cluster` (see `saeembed clusterings`) instead of clustering now."),
-    axis: Optional[str] = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"writing style\"; features matching it are used."),
-    features: List[int] = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis."),
-    k: Optional[int] = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise)."),
-    n_features: int = typer.Option(50, "--n-features", help="How many features an --axis selects."),
-    min_cluster_size: Optional[int] = typer.Option(None, "--min-cluster-size", help="HDBSCAN: smallest cluster (default max(10, docs/50))."),
-    min_samples: Optional[int] = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less noise."),
-    where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
+    axis: Optional[str] = AxisOpt,
+    features: List[int] = ClusterFeaturesOpt,
+    k: Optional[int] = KOpt,
+    n_features: int = NFeaturesOpt,
+    min_cluster_size: Optional[int] = MinClusterSizeOpt,
+    min_samples: Optional[int] = MinSamplesOpt,
+    where: Optional[str] = ClusterWhereOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Also save the clustering under this name (usable as --where \"cluster.NAME = 3\"); without it nothing is stored."),
-    seed: int = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout."),
-    binary: bool = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values."),
+    seed: int = ClusterSeedOpt,
+    binary: bool = BinaryOpt,
     sae: Optional[str] = SaeOpt,
     out: Path = out_option("cluster.html"),
     store: str = StoreOpt,
