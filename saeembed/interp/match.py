@@ -222,10 +222,15 @@ def feature_vectors(store: Store, sae: SAEInfo, texts: pl.DataFrame, embedder, *
             if progress is not None:
                 progress(done[0], len(todo))
 
-        new = embedder.embed([texts["text"][i] for i in todo], progress=tick)
-        out[todo] = new
-        _store_vectors(store, sae, embedder.name, texts[todo], [hashes[i] for i in todo], new)
+        for start in range(0, len(todo), VECTOR_BLOCK):  # stored block by block: an interrupted first query keeps them
+            block = todo[start : start + VECTOR_BLOCK]
+            new = embedder.embed([texts["text"][i] for i in block], progress=tick)
+            out[block] = new
+            _store_vectors(store, sae, embedder.name, texts[block], [hashes[i] for i in block], new)
     return out
+
+
+VECTOR_BLOCK = 512  # feature descriptions embedded (and cached) per step
 
 
 def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, hashes: list[str], vectors) -> None:

@@ -106,3 +106,34 @@ def test_matcher_hook_and_errors(planted):
         match_features(store, sae, "   ")
     with pytest.raises(InputError, match="needs a corpus"):
         match_features(store, sae, "x", method="prf")
+
+
+def test_interrupted_description_embedding_keeps_finished_blocks(planted, monkeypatch):
+    """The first text query embeds every feature description; stopping it part-way (Ctrl-C) keeps
+    the blocks already embedded, so the next query only embeds the rest."""
+    from saeembed.encode.dense import get_embedder
+    from saeembed.interp import match
+
+    store, sae = planted
+    plant_labels(store, sae, LABELS)
+    texts = match.feature_texts(store, sae)
+    real = get_embedder(None)
+
+    class StopsOnSecondBlock:  # the real embedder, interrupted like a user pressing Ctrl-C
+        name, dim, calls = real.name, real.dim, []
+
+        def embed(self, batch, progress=None):
+            self.calls.append(len(batch))
+            if len(self.calls) == 2:
+                raise KeyboardInterrupt
+            return real.embed(batch, progress=progress)
+
+    monkeypatch.setattr(match, "VECTOR_BLOCK", 2)
+    with pytest.raises(KeyboardInterrupt):
+        match.feature_vectors(store, sae, texts, StopsOnSecondBlock())
+    kept = store.query("SELECT feature FROM feature_embeddings WHERE sae_key = ? ORDER BY feature", [sae.sae_key])
+    assert kept["feature"].to_list() == texts["feature"].to_list()[:2]
+    vectors = match.feature_vectors(store, sae, texts, real)  # the rest, then all from the cache
+    assert store.query("SELECT count(*) AS n FROM feature_embeddings")["n"][0] == texts.height
+    expect = real.embed(texts["text"].to_list())
+    assert abs(vectors - expect).max() < 1e-5
