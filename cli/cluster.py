@@ -46,9 +46,9 @@ def cluster_cmd(
 
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
                         seed=seed, binary=binary)
-    with Store(store) as st:
+    with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
         result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
-                         save=not no_save, config=cfg)
+                         save=not no_save, config=cfg, progress=bar)
     if as_json:
         render.emit_json({
             "name": result.name, "saved": result.clustering_id is not None, "n_docs": result.assignments.height,

@@ -132,3 +132,19 @@ def train_progress(total_tokens: int | None, enabled: bool = True):
                        dead=stats["dead_fraction"])
 
         yield update
+
+
+@contextmanager
+def embedding_progress(enabled: bool = True):
+    """A bar for the one-off slow steps (embedding feature descriptions or a corpus the first time)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console, transient=True) as bar:
+        task = bar.add_task("embedding (cached for next time)", total=None, visible=False)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total, visible=True)
+
+        yield update

@@ -4,31 +4,13 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from contextlib import contextmanager
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
 
-
-
-@contextmanager
-def _progress(enabled: bool):
-    """A bar for the one-off slow steps (embedding feature descriptions or a corpus the first time)."""
-    if not enabled:
-        yield None
-        return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=render.err_console, transient=True) as bar:
-        task = bar.add_task("embedding (cached for next time)", total=None, visible=False)
-
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, visible=True)
-
-        yield update
 
 
 def _emit_stderr(frame, title: str) -> None:
@@ -80,7 +62,7 @@ def search_cmd(
     mode = "dense" if dense else "hybrid" if hybrid else "sae"
     with Store(store) as st:  # writable: feature and dense embeddings are cached on first use
         plan = None
-        with _progress(enabled=not (as_json or as_csv)) as bar:
+        with render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
             if mode != "dense":
                 t = target(st, corpus, where=where, sae=sae)
                 plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match, progress=bar)
