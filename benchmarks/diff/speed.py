@@ -1,8 +1,13 @@
 """Speed and memory of diff and correlate on 1 M synthetic documents (~64 active of 16k features).
 
-    python benchmarks/diff/speed.py build [--docs 1000000] [--store /tmp/diff_speed.duckdb]
-    python benchmarks/diff/speed.py run   [--store ...]     # each analysis in a fresh process
-    python benchmarks/diff/speed.py dense [--docs 50000]    # sparse vs a dense NumPy implementation
+    python benchmarks/diff/speed.py build     [--docs 1000000] [--store /tmp/diff_speed.duckdb]
+    python benchmarks/diff/speed.py build-two [--docs 1000000] [--store-two /tmp/diff_speed_two.duckdb]
+    python benchmarks/diff/speed.py run       [--store ...] [--store-two ...]  # each analysis in a fresh process
+    python benchmarks/diff/speed.py dense     [--docs 50000]    # sparse vs a dense NumPy implementation
+
+`build-two` writes the same rows as two corpora `a` and `b` (docs/2 each; every document of `a` gets
+the planted feature) for `diff a b`; `run` skips that task when the store is missing. Each result
+records the load average (1 min) before the task: the dev box is shared, so timings are noisy.
 
 Synthetic rows: feature popularity follows a Zipf-like law (a few features fire on many documents,
 most on few, as in real SAEs); each document draws 70 features by popularity, ~64 distinct; values
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -34,9 +40,9 @@ def popularity(d_sae: int, seed: int = 0) -> np.ndarray:
     return rng.permutation(w / w.sum())
 
 
-def draw_rows(n_docs: int, start: int, p: np.ndarray, rng) -> pl.DataFrame:
+def draw_rows(n_docs: int, start: int, p: np.ndarray, rng, plant: str = "even") -> pl.DataFrame:
     """~ACTIVE distinct features per document drawn by popularity; half 'a' (even doc_idx) gets one
-    extra feature from 0-9 (the planted difference)."""
+    extra feature from 0-9 (the planted difference); plant="all"/"none": every document / none."""
     draws = 70
     docs, feats = [], []
     step = 100_000
@@ -44,6 +50,8 @@ def draw_rows(n_docs: int, start: int, p: np.ndarray, rng) -> pl.DataFrame:
         m = min(step, n_docs - s)
         f = rng.choice(len(p), size=(m, draws), p=p).astype(np.int32)
         even = (start + s + np.arange(m)) % 2 == 0
+        if plant != "even":
+            even[:] = plant == "all"
         f[even, 0] = rng.integers(0, 10, size=int(even.sum()))
         f.sort(axis=1)
         keep = np.ones_like(f, dtype=bool)
@@ -61,7 +69,7 @@ def draw_rows(n_docs: int, start: int, p: np.ndarray, rng) -> pl.DataFrame:
     })
 
 
-def build(path: str, n_docs: int) -> None:
+def build(path: str, n_docs: int, two: bool = False) -> None:
     from saeembed.documents import Documents
     from saeembed.store import Store
     from saeembed.sae.model import SAE, SAEConfig
@@ -71,25 +79,28 @@ def build(path: str, n_docs: int) -> None:
     t0 = time.perf_counter()
     sae = SAE(SAEConfig(8, D_SAE, "topk", k=ACTIVE, hook="layers.1", model="synthetic"),
               torch.randn(8, D_SAE), torch.zeros(D_SAE), torch.randn(D_SAE, 8), torch.zeros(8), None)
-    frame = pl.DataFrame({
-        "doc_id": [f"d{i}" for i in range(n_docs)], "text": ["synthetic document"] * n_docs,
-        "half": ["a" if i % 2 == 0 else "b" for i in range(n_docs)],
-    })
     p = popularity(D_SAE)
+    # one corpus `big` with a metadata column `half`, or (two) corpora `a` and `b` of n_docs/2 each
+    corpora = [("a", n_docs // 2, "all"), ("b", n_docs - n_docs // 2, "none")] if two else [("big", n_docs, "even")]
     with Store(path) as st:
-        info = st.add_corpus("big", Documents(frame, "text", "doc_id", ["half"], "synthetic", 0))
         s = st.register_sae(sae)
-        st.begin_encoding(info, s, "synthetic", "layers.1", {})
-        chunk = 100_000
-        for start in range(0, n_docs, chunk):
-            m = min(chunk, n_docs - start)
-            rows = draw_rows(m, start, p, rng)
-            docs = pl.DataFrame({"doc_idx": np.arange(start, start + m, dtype=np.int32),
-                                 "n_tokens": rng.integers(20, 400, size=m).astype(np.int32),
-                                 "n_windows": np.ones(m, dtype=np.int32)})
-            st.write_encoded(info, s, rows, docs)
-            print(f"  {start + m:,} docs written ({time.perf_counter() - t0:.0f}s)", flush=True)
-        st.finish_encoding(info, s)
+        for name, n, plant in corpora:
+            frame = pl.DataFrame({
+                "doc_id": [f"d{i}" for i in range(n)], "text": ["synthetic document"] * n,
+                "half": ["a" if i % 2 == 0 else "b" for i in range(n)],
+            })
+            info = st.add_corpus(name, Documents(frame, "text", "doc_id", ["half"], "synthetic", 0))
+            st.begin_encoding(info, s, "synthetic", "layers.1", {})
+            chunk = 100_000
+            for start in range(0, n, chunk):
+                m = min(chunk, n - start)
+                rows = draw_rows(m, start, p, rng, plant)
+                docs = pl.DataFrame({"doc_idx": np.arange(start, start + m, dtype=np.int32),
+                                     "n_tokens": rng.integers(20, 400, size=m).astype(np.int32),
+                                     "n_windows": np.ones(m, dtype=np.int32)})
+                st.write_encoded(info, s, rows, docs)
+                print(f"  {name}: {start + m:,} docs written ({time.perf_counter() - t0:.0f}s)", flush=True)
+            st.finish_encoding(info, s)
     print(f"built {n_docs:,} docs in {time.perf_counter() - t0:.0f}s")
 
 
@@ -100,12 +111,18 @@ TASKS = {
     "diff_length_controlled": "from saeembed.analysis.diff import diff_slices, DiffConfig\n"
                               "r = diff_slices(st, 'big', \"half = 'a'\", \"half = 'b'\", config=DiffConfig(length_control='on'))\n"
                               "out = {'top': r.frame['feature'][:10].to_list()}",
+    "diff_corpora": "from saeembed.analysis.diff import diff_corpora, DiffConfig\n"
+                    "r = diff_corpora(st, 'a', 'b', config=DiffConfig(length_control='off'))\n"
+                    "out = {'top': r.frame['feature'][:10].to_list()}",
     "diff_by": "from saeembed.analysis.diff import diff_by\n"
                "r = diff_by(st, 'big', 'half')\nout = {'groups': list(r)}",
     "correlate_npmi": "from saeembed.analysis.correlate import correlate, CorrelateConfig\n"
                       "r = correlate(st, 'big', config=CorrelateConfig(min_support=0.001, min_docs=5))\n"
                       "out = {'features': r.summary['features_with_support'], 'pairs': r.summary['pairs_counted']}",
 }
+
+
+TWO_CORPORA_TASKS = {"diff_corpora"}
 
 
 def run_task(path: str, name: str) -> dict:
@@ -117,10 +134,11 @@ def run_task(path: str, name: str) -> dict:
         "out['peak_rss_gb'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
         "print(json.dumps(out))\n"
     )
+    load = os.getloadavg()[0]
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if res.returncode != 0:
-        return {"error": res.stderr.strip().splitlines()[-1]}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        return {"error": res.stderr.strip().splitlines()[-1], "load_before": load}
+    return {**json.loads(res.stdout.strip().splitlines()[-1]), "load_before": load}
 
 
 def dense_vs_sparse(n_docs: int) -> dict:
@@ -156,6 +174,24 @@ def dense_vs_sparse(n_docs: int) -> dict:
     ca = np.asarray(x[half_a].sum(0)).ravel() / half_a.sum()
     cb = np.asarray(x[~half_a].sum(0)).ravel() / (~half_a).sum()
     out["sparse_diff_s"] = time.perf_counter() - t0
+    # saeembed's own counting loop (what diff runs over the store's rows, batch by batch): per side
+    # code by doc_idx, counts, value sums and top exemplar per (side, feature) in one pass
+    from saeembed.analysis.diff import _kernel
+
+    kernel = _kernel()
+    doc32, feat32 = rows["doc_idx"].to_numpy(), rows["feature"].to_numpy()
+    val32 = rows["value"].to_numpy()
+    code = np.where(half_a, 0, 1).astype(np.int16)
+    stratum = np.zeros(n_docs, dtype=np.int8)
+    kernel(doc32[:1], feat32[:1], val32[:1], code, stratum, np.zeros((2, 1, D_SAE), np.int64), np.zeros((2, D_SAE)),
+           np.full((2, D_SAE, 1), -np.inf, np.float32), np.full((2, D_SAE, 1), -1, np.int32))  # compile / load cache
+    t0 = time.perf_counter()
+    count = np.zeros((2, 1, D_SAE), np.int64)
+    kernel(doc32, feat32, val32, code, stratum, count, np.zeros((2, D_SAE)),
+           np.full((2, D_SAE, 1), -np.inf, np.float32), np.full((2, D_SAE, 1), -1, np.int32))
+    kernel_diff = count[0, 0] / half_a.sum() - count[1, 0] / (~half_a).sum()
+    out["saeembed_kernel_diff_s"] = time.perf_counter() - t0
+    assert np.allclose(kernel_diff, freq_diff_dense, atol=1e-6)
     t0 = time.perf_counter()
     doc, feat = rows["doc_idx"].to_numpy(), rows["feature"].to_numpy()
     c = np.bincount(feat, minlength=D_SAE)
@@ -170,22 +206,32 @@ def dense_vs_sparse(n_docs: int) -> dict:
     dense_npmi[iu] = npmi_dense
     assert np.allclose(npmi_sparse, dense_npmi[iu_s], atol=1e-5)
     out["diff_speedup"] = out["dense_diff_s"] / out["sparse_diff_s"]
+    out["kernel_diff_speedup"] = out["dense_diff_s"] / out["saeembed_kernel_diff_s"]
     out["npmi_speedup"] = out["dense_npmi_s"] / out["sparse_npmi_s"]
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["build", "run", "dense"])
+    ap.add_argument("what", choices=["build", "build-two", "run", "dense"])
     ap.add_argument("--docs", type=int, default=None)
     ap.add_argument("--store", default="/tmp/diff_speed.duckdb")
+    ap.add_argument("--store-two", default="/tmp/diff_speed_two.duckdb")
     ap.add_argument("--tasks", default=",".join(TASKS))
     args = ap.parse_args()
-    if args.what == "build":
-        build(args.store, args.docs or 1_000_000)
+    if args.what in ("build", "build-two"):
+        two = args.what == "build-two"
+        build(args.store_two if two else args.store, args.docs or 1_000_000, two=two)
     elif args.what == "run":
-        results = {name: run_task(args.store, name) for name in args.tasks.split(",")}
-        print(json.dumps({"machine": platform.platform(), "cpus": __import__("os").cpu_count(), **results}, indent=1))
+        results = {}
+        for name in args.tasks.split(","):
+            two = name in TWO_CORPORA_TASKS
+            path = args.store_two if two else args.store
+            if not os.path.exists(path):
+                results[name] = {"skipped": f"no store at {path} (run {'build-two' if two else 'build'})"}
+                continue
+            results[name] = run_task(path, name)
+        print(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), **results}, indent=1))
     else:
         print(json.dumps(dense_vs_sparse(args.docs or 50_000), indent=1))
     return 0

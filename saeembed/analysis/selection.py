@@ -106,6 +106,43 @@ def select(
     return Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
 
 
+def select_table(
+    store: Store, corpus: str, *, where: str | None = None, sae: str | None = None, columns: list[str] = ()
+) -> tuple[Selection, pl.DataFrame]:
+    """select(store, corpus, where=where, sae=sae), plus doc_idx and `columns` of the selected
+    documents (in doc_idx order), read in the same query."""
+    info = store.corpus(corpus)
+    s = store.encoded_sae(info, sae)
+    flt = parse_filter(where, filter_columns(info, store)) if where else None
+    needed = sorted((flt.columns if flt else set()) | {"n_tokens"} | {c for c in columns if c != "doc_idx"})
+    table = doc_table(store, info, s, columns=needed).filter(pl.col("n_tokens").is_not_null())
+    name = corpus
+    if flt is not None:
+        table = flt.apply(table)
+        name = f"{corpus} where {where}"
+    sel = Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
+    return sel, table.select("doc_idx", *[c for c in dict.fromkeys(columns) if c != "doc_idx"])
+
+
+def select_many(
+    store: Store, corpus: str, wheres: list[str | None], *, sae: str | None = None
+) -> list[Selection]:
+    """select(store, corpus, where=w, sae=sae) for each w (None: the whole corpus), reading the
+    document table once (two slices of a large corpus: one query instead of two)."""
+    info = store.corpus(corpus)
+    s = store.encoded_sae(info, sae)
+    cols = filter_columns(info, store)
+    flts = [parse_filter(w, cols) if w else None for w in wheres]
+    needed = sorted(set().union(*(f.columns for f in flts if f is not None)) | {"n_tokens"})
+    table = doc_table(store, info, s, columns=needed).filter(pl.col("n_tokens").is_not_null())
+    out = []
+    for where, flt in zip(wheres, flts):
+        t = table if flt is None else flt.apply(table)
+        name = corpus if flt is None else f"{corpus} where {where}"
+        out.append(Selection(info, s, t["doc_idx"].to_numpy().astype(np.int64), name))
+    return out
+
+
 def embedding_matrix(
     store: Store, selection: Selection, *, features: list[int] | None = None, binary: bool = False
 ) -> sp.csr_matrix:

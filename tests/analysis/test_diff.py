@@ -181,3 +181,126 @@ def test_mean_value_where_active_per_side(store):
         r2 = f.filter(pl.col("feature") == 2).row(0, named=True)
         assert (r1["mean_a"], r1["mean_b"], r2["mean_a"], r2["mean_b"]) == (3.0, 1.0, 1.0, 4.0)
         assert (r1["docs_a"], r1["docs_b"]) == (2, 1)
+
+
+# --- the one-pass counting (codes by doc_idx, numba), checked against counts made here ----------------
+
+
+def _write_split(store, sae, name, docs, n_tokens, meta):
+    """Like write_corpus, but the first half of the documents goes into the store's table and the
+    second half into a Parquet shard: the diff reads the `activations` view over both."""
+    from saeembed.documents import Documents
+
+    n = len(docs)
+    texts = [f"{name} document {i}" for i in range(n)]
+    frame = pl.DataFrame({"doc_id": [f"{name}{i}" for i in range(n)], "text": texts, **meta})
+    info = store.add_corpus(name, Documents(frame, "text", "id", list(meta), "synthetic", 0))
+    store.begin_encoding(info, sae, "synthetic-model", "layers.1", {})
+    for lo, hi, shard in ((0, n // 2, False), (n // 2, n, True)):
+        rows = [(i, f, v, 1, 0, len(texts[i])) for i in range(lo, hi) for f, v in docs[i].items()]
+        acts = pl.DataFrame(rows, orient="row", schema={
+            "doc_idx": pl.Int32, "feature": pl.Int32, "value": pl.Float32, "active_tokens": pl.Int32,
+            "span_start": pl.Int32, "span_end": pl.Int32})
+        stats_ = pl.DataFrame(
+            {"doc_idx": list(range(lo, hi)), "n_tokens": n_tokens[lo:hi], "n_windows": [1] * (hi - lo)},
+            schema={"doc_idx": pl.Int32, "n_tokens": pl.Int32, "n_windows": pl.Int32})
+        store.write_encoded(info, sae, acts, stats_, shard=shard)
+    store.finish_encoding(info, sae)
+    return store.corpus(name)
+
+
+def _expected(rows: pl.DataFrame, docs: list[int], k: int) -> dict[int, tuple[int, float, list[int]]]:
+    """feature -> (documents where it fires, mean value there, its k strongest doc_idx) over `docs`."""
+    part = rows.filter(pl.col("doc_idx").is_in(docs))
+    out = {}
+    for (f,), g in part.group_by("feature"):
+        g = g.sort(["value", "doc_idx"], descending=[True, False])
+        out[int(f)] = (g.height, float(g["value"].cast(pl.Float64).mean()), g["doc_idx"].head(k).to_list())
+    return out
+
+
+@pytest.mark.parametrize("length_control", ["off", "on"])
+def test_fast_counts_means_and_exemplars_equal_an_independent_count(store, length_control):
+    from saeembed.store.store import snippet
+
+    rng = np.random.default_rng(7)
+    sae = register_sae(store, d_sae=24)
+    n = 300
+    # values from a few levels, so that ties in the exemplar order (value, then doc_idx) are common
+    docs = [{int(f): float(rng.choice([0.5, 1.0, 2.0])) for f in rng.choice(24, size=rng.integers(0, 9), replace=False)}
+            for _ in range(n)]
+    n_tokens = rng.integers(3, 200, n).tolist()
+    meta = {"grp": [str(g) for g in rng.choice(["x", "y", "z"], n)]}
+    _write_split(store, sae, "S", docs, n_tokens, meta)
+    assert store.shards().height == 1
+    rows = pl.DataFrame([(i, f, v) for i, d in enumerate(docs) for f, v in d.items()], orient="row",
+                        schema={"doc_idx": pl.Int64, "feature": pl.Int64, "value": pl.Float32})
+    k = 2
+    cfg = DiffConfig(top=None, keep_generic=True, exemplars=k, length_control=length_control)
+    # overlapping slices: a document in both counts on both sides
+    side_a = [i for i in range(n) if n_tokens[i] > 50]
+    side_b = [i for i in range(n) if meta["grp"][i] == "x"]
+    assert set(side_a) & set(side_b)
+    r = diff_slices(store, "S", "n_tokens > 50", "grp = 'x'", config=cfg)
+    groups = diff_by(store, "S", "grp", config=cfg)
+    cases = [(r, side_a, side_b)]
+    for g in ("x", "y", "z"):
+        in_g = [i for i in range(n) if meta["grp"][i] == g]
+        cases.append((groups[g], in_g, [i for i in range(n) if meta["grp"][i] != g]))
+    for res, da, db in cases:
+        assert (res.summary["n_a"], res.summary["n_b"]) == (len(da), len(db))
+        ea, eb = _expected(rows, da, k), _expected(rows, db, k)
+        assert set(res.frame["feature"].to_list()) == set(ea) | set(eb)
+        for row in res.frame.iter_rows(named=True):
+            f = row["feature"]
+            for side, exp in (("a", ea), ("b", eb)):
+                docs_n, mean, top = exp.get(f, (0, None, []))
+                assert row[f"docs_{side}"] == docs_n
+                assert row[f"mean_{side}"] == (pytest.approx(mean, rel=1e-12) if mean is not None else None)
+                want = [snippet(f"S document {i}", 0, len(f"S document {i}"), cfg.snippet_width) for i in top]
+                assert (row[f"exemplar_{side}"] or []) == want
+
+
+def test_diff_by_one_pass_equals_each_group_diffed_alone(store, monkeypatch):
+    from saeembed.analysis import diff as diff_module
+    from saeembed.analysis.diff import diff
+    from saeembed.analysis.selection import Selection, select
+
+    rng = np.random.default_rng(3)
+    sae = register_sae(store)
+    docs = _docs(rng, 240, {})
+    gen = [str(g) for g in rng.choice(["m1", "m2", "m3", "m4"], 240)]
+    for i in range(240):
+        if gen[i] == "m2":
+            docs[i] = docs[i] + [13]
+    write_corpus(store, sae, "G", docs, meta={"gen": gen}, n_tokens=rng.integers(5, 90, 240).tolist())
+    cfg = DiffConfig(top=None, keep_generic=True, length_control="on")
+    grouped = diff_by(store, "G", "gen", config=cfg)
+    whole = select(store, "G")
+    for g, res in grouped.items():
+        idx = np.array([i for i in range(240) if gen[i] == g])
+        sa = Selection(whole.corpus, whole.sae, idx, f"gen = {g}")
+        sb = Selection(whole.corpus, whole.sae, np.setdiff1d(whole.doc_idx, idx), f"gen != {g}")
+        alone = diff(store, sa, sb, config=cfg)
+        assert alone.frame.equals(res.frame) and alone.summary == res.summary
+    assert grouped["m2"].frame["feature"][0] == 13
+    monkeypatch.setattr(diff_module, "SCAN_MAX_BYTES", 0)  # too wide for one pass: one diff per group
+    for g, res in diff_by(store, "G", "gen", config=cfg).items():
+        assert res.frame.equals(grouped[g].frame) and res.summary == grouped[g].summary
+
+
+def test_statistics_without_scipy_stats_are_scipys_exactly():
+    from saeembed.analysis.diff import _bh, _chi2_sf_1, _mann_whitney_p
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n1, n2 = rng.integers(1, 40, 2) if trial % 2 else rng.integers(1, 3000, 2)
+        hi = int(rng.choice([2, 6, 50, 500, 10**6]))
+        x, y = rng.integers(0, hi, n1).astype(np.int32), rng.integers(0, hi, n2).astype(np.int32)
+        if x.std() or y.std() or x[0] != y[0]:  # the diff's own guard (all lengths equal: p = 1)
+            assert _mann_whitney_p(x, y) == float(stats.mannwhitneyu(x, y).pvalue)
+        ps = rng.random(int(rng.integers(0, 500))) ** 3
+        ps[: len(ps) // 4] = ps[0] if len(ps) else 0
+        assert np.array_equal(_bh(ps), stats.false_discovery_control(ps))
+    chi = np.concatenate([[0.0, 1e-12, 3.84, 1e3, np.inf], rng.exponential(4, 2000)])
+    assert np.array_equal(_chi2_sf_1(chi), stats.chi2.sf(chi, 1))
