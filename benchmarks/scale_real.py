@@ -4,6 +4,8 @@ local vs Ray with 1 and 2 workers.
     python benchmarks/scale_real.py build [--docs 100000]    # ingest + encode (resumable), ~15-30 min on 2 cores
     python benchmarks/scale_real.py run                      # each CLI command in a fresh process: s + peak RSS
     python benchmarks/scale_real.py ray [--docs 2000]        # encode tokens/s: local, Ray 1 worker, Ray 2 workers
+    python benchmarks/scale_real.py synthetic --store S       # classify, filter, cluster, label, export on the
+                                                             # 1 M-document store of benchmarks/diff/speed.py build
 
 Documents: a seeded sample of the short real texts in ../shared/data (TweetEval tweets, AG News,
 Davidson tweets with their `toxic` label, persona statements), with a `source` column; embedded
@@ -60,14 +62,21 @@ def env() -> dict:
     return dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
 
-def measured(args: list, store: Path = STORE) -> dict:
-    """Run one CLI command in a fresh process; seconds, that process's peak RSS (MB) and exit code."""
+def measured(args: list, store: Path = STORE, timeout: float | None = None) -> dict:
+    """Run one CLI command in a fresh process; seconds, that process's peak RSS (MB) and exit code
+    (killed after `timeout` seconds: rc -9)."""
     import tempfile
+    import threading
 
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t = time.perf_counter()
         proc = subprocess.Popen(cli(*args, "--store", store), env=env(), stdout=out, stderr=err)
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer:
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage
+        if timer:
+            timer.cancel()
         seconds = time.perf_counter() - t
         proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0), err.seek(0)
@@ -150,6 +159,24 @@ def ray(args) -> None:
     print(f"load average {os.getloadavg()}; {machine()}")
 
 
+SYNTHETIC = [  # the analyses not timed elsewhere at 1 M documents (diff/correlate: diff/speed.py; search: search_cluster_speed.py)
+    ("classify train halfprob (L1 probe, CV over C)", ["classify", "train", "big", "--label-column", "half", "--name", "halfprob", "--json"]),
+    ("classify apply halfprob", ["classify", "apply", "halfprob", "--corpus", "big", "--json"]),
+    ("filter --drop 'halfprob > 0.5' --dedupe 0.9 --dry-run", ["filter", "big", "--drop", "halfprob > 0.5", "--dedupe", "0.9", "--dry-run", "--json"]),
+    ("cluster k-means k=8 on 50 features", ["cluster", "big", "--k", "8", *sum((["-f", str(f)] for f in range(50)), []), "--name", "k8", "--json"]),
+    ("label 20 features (offline)", ["label", "--features", ",".join(map(str, range(20))), "--corpus", "big", "--json"]),
+    ("features --top 20", ["features", "--corpus", "big", "--top", "20", "--json"]),
+    ("export (Parquet)", ["export", "big", "--out", SCRATCH / "synthetic_export.parquet"]),
+]
+
+
+def synthetic(args) -> None:
+    for what, cmd in SYNTHETIC:
+        r = measured(cmd, Path(args.store), timeout=args.timeout)
+        print(f"{what:60s} {r['seconds']:8.2f} s  {r['peak_rss_mb']} MB  rc={r['rc']} {r['err']}", flush=True)
+    print(f"load average {os.getloadavg()}; {machine()}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -159,8 +186,11 @@ def main() -> None:
     r.add_argument("--only", default=None, help="run only the commands whose name contains this")
     y = sub.add_parser("ray")
     y.add_argument("--docs", type=int, default=2000)
+    z = sub.add_parser("synthetic")
+    z.add_argument("--store", required=True)
+    z.add_argument("--timeout", type=float, default=900, help="seconds per command before it is killed")
     args = p.parse_args()
-    {"build": build, "run": run, "ray": ray}[args.cmd](args)
+    {"build": build, "run": run, "ray": ray, "synthetic": synthetic}[args.cmd](args)
 
 
 if __name__ == "__main__":
