@@ -81,6 +81,28 @@ def test_probe_matches_sklearn(toy):
     np.testing.assert_allclose(probe.predict_proba(X), model.predict_proba(_scaled(X, scale))[:, 1], atol=1e-9)
 
 
+def test_large_training_sets_choose_c_on_a_sample_and_fit_on_all(toy):
+    """Above cv_max_rows, C is chosen on a stratified sample; the model is still fitted on every row."""
+    from saeembed.analysis.classify import _cv_sample, _logreg, _maxabs, _scaled, fit_cv
+
+    store, _ = toy
+    X = embedding_matrix(store, select(store, "train"))
+    X = _scaled(X, _maxabs(X))
+    y = np.array([i % 3 == 0 for i in range(300)], dtype=int)
+    cfg = ProbeConfig(cv_max_rows=90)
+    model, C, cv = fit_cv(X, y, cfg)
+    assert set(cv["cv_rows"].to_list()) == {90}
+    sample = _cv_sample(y, None, 90, cfg.seed)
+    assert len(sample) == 90 and y[sample].sum() == 30  # the class shares of all 300 rows (1 in 3 positive)
+    everything = _logreg(C, cfg, False, l1=True).fit(X, y)
+    np.testing.assert_allclose(model.coef_, everything.coef_)  # final fit on all rows, not the sample
+    full_model, _, full_cv = fit_cv(X, y, ProbeConfig(cv_max_rows=None))
+    assert set(full_cv["cv_rows"].to_list()) == {300}
+    groups = np.arange(300) // 2  # paired rows: the sample keeps both rows of a pair
+    grouped = _cv_sample(y, groups, 90, 0)
+    assert len(grouped) == 90 and np.all(np.bincount(groups[grouped])[np.unique(groups[grouped])] == 2)
+
+
 def test_apply_and_transfer_eval(toy):
     store, _ = toy
     train_classifier(store, "train", "toxic", "tox")
