@@ -48,23 +48,26 @@ def run_and_kill(args, delay: float, *, armed=None, arm_timeout: float = 300) ->
 
 
 def writing(store_path, *, rows: bool = False):
-    """A trigger for run_and_kill: the encode has begun writing (WAL or a shard file exists). With
-    rows=True: it has written rows (a shard file exists, or the WAL grew after it first appeared)."""
+    """A trigger for run_and_kill: the encode has begun writing (WAL or a new shard file exists). With
+    rows=True: it has written rows (a shard file that was not there when the trigger was made, or the
+    WAL grew past the smallest size seen). Files left by an earlier killed run never arm it: else a
+    re-run would be killed while still starting up."""
     store_path = Path(store_path)
     wal = store_path.with_name(store_path.name + ".wal")
     shards = store_path.with_name(store_path.name + ".shards")
-    first = []
+    before = set(shards.rglob("*.parquet")) if shards.exists() else set()
+    low = []
 
     def armed() -> bool:
-        if shards.exists() and any(shards.rglob("*.parquet")):
+        if shards.exists() and any(f not in before for f in shards.rglob("*.parquet")):
             return True
         if not wal.exists():
             return False
-        size = wal.stat().st_size
         if not rows:
             return True
-        first.append(size)
-        return size > first[0]
+        size = wal.stat().st_size
+        low.append(min(size, low[-1]) if low else size)
+        return size > low[-1]
 
     return armed
 

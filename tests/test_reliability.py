@@ -65,7 +65,7 @@ def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path,
     rng = random.Random(7 if shards == "off" else 8)
     store = tmp_path / "s.duckdb"
     ingest(project["data"], store)
-    killed_mid_run, delay = 0, rng.uniform(0.0, 0.3)
+    killed_mid_run, delay, trials = 0, rng.uniform(0.0, 0.3), []
     # Kill the same encode at random moments once it writes. How fast it runs depends on the machine
     # and its load, so the delay adapts: a kill that landed before any row was kept waits longer next
     # time; an encode that finished first starts over with a shorter wait.
@@ -75,6 +75,7 @@ def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path,
             done = st.query("SELECT count(*) AS n FROM encoded_docs")["n"][0]
             assert done == st.query("SELECT count(DISTINCT doc_idx) AS n FROM encoded_docs")["n"][0]
         killed_mid_run += killed and 0 < done < N_DOCS
+        trials.append((round(delay, 2), killed, done))
         if killed_mid_run >= 2 or (killed_mid_run and done == N_DOCS):
             break
         if done == N_DOCS:  # it finished before the kill: start over, and kill sooner
@@ -92,7 +93,7 @@ def test_kill_9_during_encode_then_rerun_equals_uninterrupted(project, tmp_path,
             files = [f for f in st.shard_root.rglob("*") if f.is_file()]
             assert len(files) == 1 and len(st.shards()) == 1
         assert differences(project["ref-on"], snapshot(store, "c")) == []
-    assert killed_mid_run >= 1  # at least one kill landed while rows were being written
+    assert killed_mid_run >= 1, trials  # at least one kill landed while rows were being written
 
 
 def test_kill_9_during_ingest_leaves_no_partial_corpus(tmp_path):
