@@ -92,18 +92,8 @@ def select(
     store: Store, corpus: str, *, where: str | None = None, sae: str | None = None, encoded_only: bool = True
 ) -> Selection:
     """Documents of `corpus` matching `where` (a filter over doc_id, n_chars, n_tokens and metadata)."""
-    info = store.corpus(corpus)
-    s = store.encoded_sae(info, sae)
-    flt = parse_filter(where, filter_columns(info, store)) if where else None
-    needed = sorted((flt.columns if flt else set()) | ({"n_tokens"} if encoded_only else set()))
-    table = doc_table(store, info, s, columns=needed)
-    if encoded_only:
-        table = table.filter(pl.col("n_tokens").is_not_null())
-    name = corpus
-    if flt is not None:
-        table = flt.apply(table)
-        name = f"{corpus} where {where}"
-    return Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
+    sels, _ = _select(store, corpus, [where], sae=sae, encoded_only=encoded_only)
+    return sels[0]
 
 
 def select_table(
@@ -111,17 +101,8 @@ def select_table(
 ) -> tuple[Selection, pl.DataFrame]:
     """select(store, corpus, where=where, sae=sae), plus doc_idx and `columns` of the selected
     documents (in doc_idx order), read in the same query."""
-    info = store.corpus(corpus)
-    s = store.encoded_sae(info, sae)
-    flt = parse_filter(where, filter_columns(info, store)) if where else None
-    needed = sorted((flt.columns if flt else set()) | {"n_tokens"} | {c for c in columns if c != "doc_idx"})
-    table = doc_table(store, info, s, columns=needed).filter(pl.col("n_tokens").is_not_null())
-    name = corpus
-    if flt is not None:
-        table = flt.apply(table)
-        name = f"{corpus} where {where}"
-    sel = Selection(info, s, table["doc_idx"].to_numpy().astype(np.int64), name)
-    return sel, table.select("doc_idx", *[c for c in dict.fromkeys(columns) if c != "doc_idx"])
+    sels, tables = _select(store, corpus, [where], sae=sae, columns=columns)
+    return sels[0], tables[0].select("doc_idx", *[c for c in dict.fromkeys(columns) if c != "doc_idx"])
 
 
 def select_many(
@@ -129,18 +110,28 @@ def select_many(
 ) -> list[Selection]:
     """select(store, corpus, where=w, sae=sae) for each w (None: the whole corpus), reading the
     document table once (two slices of a large corpus: one query instead of two)."""
+    return _select(store, corpus, wheres, sae=sae)[0]
+
+
+def _select(store: Store, corpus: str, wheres: list[str | None], *, sae: str | None = None, columns=(),
+            encoded_only: bool = True) -> tuple[list[Selection], list[pl.DataFrame]]:
+    """One read of the document table (only the columns the filters and `columns` name), then each
+    filter applied to it: a Selection and its rows per entry of `wheres`."""
     info = store.corpus(corpus)
     s = store.encoded_sae(info, sae)
-    cols = filter_columns(info, store)
-    flts = [parse_filter(w, cols) if w else None for w in wheres]
-    needed = sorted(set().union(*(f.columns for f in flts if f is not None)) | {"n_tokens"})
-    table = doc_table(store, info, s, columns=needed).filter(pl.col("n_tokens").is_not_null())
-    out = []
+    allowed = filter_columns(info, store) if any(wheres) else None
+    flts = [parse_filter(w, allowed) if w else None for w in wheres]
+    needed = set().union(*(f.columns for f in flts if f is not None)) | {c for c in columns if c != "doc_idx"}
+    table = doc_table(store, info, s, columns=sorted(needed | ({"n_tokens"} if encoded_only else set())))
+    if encoded_only:
+        table = table.filter(pl.col("n_tokens").is_not_null())
+    sels, tables = [], []
     for where, flt in zip(wheres, flts):
         t = table if flt is None else flt.apply(table)
         name = corpus if flt is None else f"{corpus} where {where}"
-        out.append(Selection(info, s, t["doc_idx"].to_numpy().astype(np.int64), name))
-    return out
+        sels.append(Selection(info, s, t["doc_idx"].to_numpy().astype(np.int64), name))
+        tables.append(t)
+    return sels, tables
 
 
 def embedding_matrix(
