@@ -284,7 +284,7 @@ def search_cmd(
 
     Example: `saeembed report search "mentions a specific date" -c news --out search.html`.
     """
-    from saeembed.analysis.retrieve import plan_query, search, target
+    from saeembed.cli.search import planned_search
     from saeembed.errors import InputError
     from saeembed.report import search_page, write_report
     from saeembed.report.data import provenance, search_rows
@@ -296,12 +296,8 @@ def search_cmd(
         raise InputError("--feature does not apply to --dense (sentence-embedding) search")
     mode = "dense" if dense else "hybrid" if hybrid else "sae"
     with Store(store) as st, steps(3, not as_json) as advance:  # writable: feature / dense embeddings are cached
-        plan = None
-        if mode != "dense":
-            t = target(st, corpus, where=where, sae=sae)
-            plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match)
-        frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
-                       mode=mode, plan=plan, sae=sae)
+        frame, plan = planned_search(st, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
+                                     where=where, top=top, n_features=n_features, match=match, sae=sae)
         if frame.is_empty():
             what = "the query" if mode == "dense" else "none of the chosen features fire"
             raise InputError(f"no documents found in {corpus!r}" + (f" where {where}" if where else "")

@@ -22,6 +22,21 @@ def _emit_stderr(frame, title: str) -> None:
     render.err_console.print(table)
 
 
+def planned_search(st, corpus: str, query, *, mode: str, feature, not_feature, where, top: int, n_features: int,
+                   match: str, sae, progress=None):
+    """The search behind `saeembed search` and `saeembed report search`: (results, the features
+    planned for them; None for a dense search)."""
+    from saeembed.analysis.retrieve import plan_query, search, target
+
+    plan = None
+    if mode != "dense":
+        t = target(st, corpus, where=where, sae=sae)
+        plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match, progress=progress)
+    frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
+                   mode=mode, plan=plan, sae=sae, progress=progress)
+    return frame, plan
+
+
 def register(app: typer.Typer) -> None:
     app.command("search")(search_cmd)
     app.command("similar")(similar_cmd)
@@ -52,7 +67,6 @@ def search_cmd(
     `saeembed search -c news -f 123 -f 456:0.5 --not-feature 789 --where "source = 'web'"`;
     `saeembed search "angry customer" -c support --hybrid`.
     """
-    from saeembed.analysis.retrieve import plan_query, search, target
     from saeembed.store import Store
 
     if dense and hybrid:
@@ -61,13 +75,10 @@ def search_cmd(
         raise typer.BadParameter("--feature does not apply to --dense (sentence-embedding) search")
     mode = "dense" if dense else "hybrid" if hybrid else "sae"
     with Store(store) as st:  # writable: feature and dense embeddings are cached on first use
-        plan = None
         with render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
-            if mode != "dense":
-                t = target(st, corpus, where=where, sae=sae)
-                plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match, progress=bar)
-            frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
-                           mode=mode, plan=plan, sae=sae, progress=bar)
+            frame, plan = planned_search(st, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
+                                         where=where, top=top, n_features=n_features, match=match, sae=sae,
+                                         progress=bar)
     if explain and plan is not None:
         if as_json or as_csv:  # keep stdout machine-readable
             _emit_stderr(plan, "features searched for")
