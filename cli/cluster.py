@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
+from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
                                   JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, StoreOpt)
 from saeembed.cli import render
 
@@ -15,6 +15,7 @@ from saeembed.cli import render
 def register(app: typer.Typer) -> None:
     app.command("cluster")(cluster_cmd)
     app.command("clusterings")(clusterings_cmd)
+    app.command("axes")(axes_cmd)
 
 
 def cluster_cmd(
@@ -22,6 +23,7 @@ def cluster_cmd(
     axis: Optional[str] = AxisOpt,
     features: List[int] = ClusterFeaturesOpt,
     k: Optional[int] = KOpt,
+    match: str = AxisMatchOpt,
     n_features: int = NFeaturesOpt,
     min_cluster_size: Optional[int] = MinClusterSizeOpt,
     min_samples: Optional[int] = MinSamplesOpt,
@@ -39,13 +41,14 @@ def cluster_cmd(
     """Cluster documents on the features of an axis (or given features, or all), describe each cluster
     by its over-represented features, and save the assignments + 2-D layout in the store.
 
-    Examples: `saeembed cluster support --axis "writing style"`; `saeembed cluster support -f 12 -f 40 --k 4`.
+    Examples: `saeembed cluster support --axis "writing style" --k 4`; `saeembed cluster support --axis 2`
+    (axis 2 of `saeembed axes support`); `saeembed cluster support -f 12 -f 40 --k 4`.
     """
     from saeembed.analysis.cluster import ClusterConfig, cluster
     from saeembed.store import Store
 
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
-                        seed=seed, binary=binary)
+                        seed=seed, binary=binary, match=match)
     with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
         result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
                          save=not no_save, config=cfg, progress=bar)
@@ -53,7 +56,7 @@ def cluster_cmd(
         render.emit_json({
             "name": result.name, "saved": result.clustering_id is not None, "n_docs": result.assignments.height,
             "n_clusters": int((result.clusters["cluster"] >= 0).sum()), "n_noise": result.n_noise,
-            "noise_share": result.noise_share, "n_empty": result.n_empty,
+            "noise_share": result.noise_share, "n_empty": result.n_empty, "axis": result.params.get("axis_found"),
             "features": result.features.to_dicts(), "clusters": result.clusters.to_dicts(),
             "descriptions": result.descriptions.to_dicts(),
         })
@@ -61,6 +64,9 @@ def cluster_cmd(
     if as_csv:
         render.emit_frame(result.assignments, as_csv=True)
         return
+    found = result.params.get("axis_found")
+    if found:
+        render.note(found["why"])
     if show_features and result.features.height:
         render.emit_frame(result.features, title="features clustered on")
     render.emit_frame(result.clusters, title=f"clusters of {corpus}" + (f" along {axis!r}" if axis else ""))
@@ -89,3 +95,47 @@ def clusterings_cmd(
     with Store(store, read_only=True) as st:
         frame = clusterings(st, corpus)
     render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="clusterings")
+
+
+def axes_cmd(
+    corpus: str = typer.Argument(..., help="Corpus whose axes of variation to find."),
+    k: int = typer.Option(4, "--k", "-k", help="Groups per axis while searching (e.g. 4 topics, 4 styles)."),
+    max_axes: int = typer.Option(5, "--max-axes", help="Stop after this many axes."),
+    where: Optional[str] = ClusterWhereOpt,
+    seed: int = ClusterSeedOpt,
+    top: int = typer.Option(4, "--top", help="Features shown per axis."),
+    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    store: str = StoreOpt,
+    as_json: bool = JsonOpt,
+    as_csv: bool = CsvOpt,
+):
+    """Find the independent axes along which the documents vary (e.g. language, then topic, then style),
+    each with its kind, strength and top features; no labels or LLM needed.
+
+    Each axis: the documents grouped on the features left by the axes before it. kind: language (the groups
+    share few common words), content (sentence embeddings separate the groups) or form (they do not: style,
+    tone, format). lift: strength against column-shuffled features. Cluster along one with
+    `saeembed cluster CORPUS --axis 2` or by name (`--axis topic`).
+    """
+    import polars as pl
+
+    from saeembed.analysis.axes import AxisConfig, axes_table, discover_axes
+    from saeembed.analysis.selection import require_docs, select
+    from saeembed.store import Store
+
+    with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
+        sel = require_docs(select(st, corpus, where=where, sae=sae))
+        found = discover_axes(st, sel, AxisConfig(k=k, max_axes=max_axes, seed=seed), progress=bar)
+        frame = axes_table(st, sel, found, top=top)
+    if frame.is_empty() and not (as_json or as_csv):
+        render.note("no axis of variation stands out: the features vary no more than shuffled ones")
+        return
+    if as_json or as_csv:
+        render.emit_frame(frame, as_json=as_json, as_csv=as_csv)
+        return
+    shown = frame.select("axis", "kind", "lift", pl.col("semantic_share").alias("dense"),
+                         pl.col("word_overlap").alias("overlap"), pl.col("n_features").alias("feats"), "top_features")
+    render.emit_frame(shown, title=f"axes of variation of {corpus}")
+    render.note("kind: language = the groups share few common words; content = sentence embeddings separate "
+                "them (dense); form = they barely do (style, tone, format). lift: strength vs shuffled features.")
+    render.note(f"cluster along one: saeembed cluster {corpus} --axis 1 --k {k}")

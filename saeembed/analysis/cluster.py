@@ -3,6 +3,10 @@ only them in every document's SAE embedding, cluster (HDBSCAN by default, k-mean
 each cluster by the features over-represented in it against the rest, lay the documents out in 2-D,
 and save it all in the store under a name.
 
+Axis to features: when most features carry LLM or hand-written labels, the axis text is matched to
+them (interp.match, `describe`); otherwise the corpus's own axes of variation are found and the one
+the name refers to is taken (analysis.axes: `--axis topic`, `--axis "writing style"`, or `--axis 2`).
+
 Geometry: each chosen feature's value is divided by its corpus maximum (so features on different
 scales count alike) and rows are L2-normalised (cosine geometry). Documents where none of the chosen
 features fire cannot be placed on the axis: they get cluster -1 with the HDBSCAN noise and are
@@ -41,7 +45,8 @@ class ClusterConfig:
     method: str = "hdbscan"  # hdbscan | kmeans (k given -> kmeans)
     k: int | None = None
     n_features: int = 50  # features chosen for an axis
-    match: str = "describe"  # query-to-feature matcher for the axis (see interp.match)
+    match: str = "auto"  # axis -> features: auto (describe if most features are labelled by an LLM or a
+    # person, else axes), axes (analysis.axes: the found axis of that kind), or an interp.match matcher
     min_df: float = 0.01  # an axis picks among features firing in 1 %..70 % of the documents
     max_df: float = 0.7
     min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
@@ -102,7 +107,7 @@ def cluster(
         raise InputError("give an --axis or --features, not both")
     name = _check_name(name or _default_name(corpus, axis, features))
     sel = require_docs(select(store, corpus, where=where, sae=sae))
-    chosen = _choose_features(store, sel, axis, features, cfg, progress)
+    chosen, axis_info = _choose_features(store, sel, axis, features, cfg, progress)
     X, empty = _matrix(store, sel, chosen, cfg)
     n = sel.n_docs
     fit_rows = np.flatnonzero(~empty)
@@ -125,7 +130,7 @@ def cluster(
     descriptions = describe_clusters(store, sel, labels, top=cfg.describe_top)
     clusters = _cluster_table(labels, descriptions)
     params = {"corpus": corpus, "axis": axis, "features": [int(f) for f in chosen["feature"]], "where": where,
-              **{k: v for k, v in cfg.__dict__.items()}}
+              "axis_found": axis_info, **{k: v for k, v in cfg.__dict__.items()}}
     result = ClusterResult(name, None, assignments, clusters, descriptions, chosen, params,
                            n_noise=int((labels == -1).sum()), n_empty=int(empty.sum()))
     if save:
@@ -136,23 +141,58 @@ def cluster(
 # --- features -----------------------------------------------------------------------------------
 
 
-def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterConfig, progress) -> pl.DataFrame:
+def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterConfig,
+                     progress) -> tuple[pl.DataFrame, dict | None]:
+    """The features to cluster on (empty = all) and, for an axis found by analysis.axes, what was found."""
     schema = {"feature": pl.Int64, "label": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
     if features:
         feats = check_features(sel.sae, [int(f) for f in features])
         labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
         return pl.DataFrame([(f, labels.get(f), 1.0, "given with --features") for f in dict.fromkeys(feats)],
-                            schema=schema, orient="row")
-    if axis is not None:
-        from saeembed.interp.match import match_features
+                            schema=schema, orient="row"), None
+    if axis is None:
+        return pl.DataFrame(schema=schema), None  # all features
+    candidates = _splitting_features(store, sel, cfg)
+    method = cfg.match
+    if axis.strip().isdigit():
+        method = "axes"
+    elif method == "auto":
+        method = "describe" if _mostly_labelled(store, sel, candidates) else "axes"
+    if method == "axes":
+        return _axis_features(store, sel, axis, cfg, progress, schema)
+    from saeembed.interp.match import match_features
 
-        got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=cfg.match,
-                             doc_idx=sel.doc_idx, candidates=_splitting_features(store, sel, cfg),
-                             progress=progress)
-        if got.is_empty():
-            raise InputError(f"no feature of this corpus matches the axis {axis!r}")
-        return got.select(*schema).cast(schema)
-    return pl.DataFrame(schema=schema)  # all features
+    got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=method,
+                         doc_idx=sel.doc_idx, candidates=candidates, progress=progress)
+    if got.is_empty():
+        raise InputError(f"no feature of this corpus matches the axis {axis!r}")
+    return got.select(*schema).cast(schema), None
+
+
+def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> bool:
+    """Labels written by an LLM or a person name what a feature is about, so an axis name can match them;
+    offline labels are the feature's own words, which an axis name ("topic") never shares."""
+    if not candidates:
+        return False
+    labels = store.labels(sel.sae.sae_key, candidates)
+    named = labels.filter((pl.col("label_source") != "offline") & pl.col("label").is_not_null())
+    return named.height >= 0.5 * len(candidates)
+
+
+def _axis_features(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, progress, schema):
+    from saeembed.analysis.axes import AxisConfig, choose_axis, discover_axes
+
+    found = discover_axes(store, sel, AxisConfig(k=cfg.k or 4, min_df=cfg.min_df, max_df=cfg.max_df, seed=cfg.seed),
+                          progress=progress)
+    chosen, why = choose_axis(found, axis)
+    feats = [int(f) for f in chosen.features[: cfg.n_features]]
+    labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
+    rows = [(f, labels.get(f), float(e), f"axis {chosen.number} ({chosen.kind}) explains {e:.0%} of where it fires")
+            for f, e in zip(feats, chosen.eta2[: cfg.n_features])]
+    info = {"number": chosen.number, "of": len(found), "kind": chosen.kind, "why": why,
+            "strength": chosen.strength, "lift": chosen.lift, "semantic_share": chosen.semantic_share,
+            "word_overlap": chosen.word_overlap}
+    return pl.DataFrame(rows, schema=schema, orient="row"), info
 
 
 def _splitting_features(store: Store, sel: Selection, cfg: ClusterConfig) -> list[int]:

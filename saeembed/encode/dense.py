@@ -80,11 +80,27 @@ def corpus_embeddings(
     """Dense embeddings of every document of a corpus, rows in doc_idx order; computed once and cached
     in the store (documents added later are embedded on the next call)."""
     info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
+    return doc_embeddings(store, info, None, model=model, device=device, progress=progress)
+
+
+def doc_embeddings(
+    store: Store,
+    corpus: str | CorpusInfo,
+    doc_idx,
+    *,
+    model: str | None = None,
+    device: str | None = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Dense embeddings of the documents `doc_idx` (None = all), rows in that order; those not yet in the
+    store's cache are embedded and cached."""
+    info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
     embedder = get_embedder(model, device=device)
+    wanted = np.arange(info.n_docs) if doc_idx is None else np.asarray(doc_idx, dtype=np.int64)
     have = store.query(
         "SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?", [info.corpus_id, embedder.name]
     )["doc_idx"].to_numpy()
-    missing = np.setdiff1d(np.arange(info.n_docs), have)
+    missing = np.setdiff1d(wanted, have)
     if len(missing):
         docs = store.documents(info, metadata=False, doc_idx=missing.tolist())
         done = [0]
@@ -96,4 +112,4 @@ def corpus_embeddings(
 
         vectors = embedder.embed(docs["text"].to_list(), progress=tick)
         store.add_dense_embeddings(info, embedder.name, docs["doc_idx"].to_numpy(), vectors)
-    return store.dense_embeddings(info, embedder.name, dim=embedder.dim)
+    return store.dense_embeddings(info, embedder.name, dim=embedder.dim, doc_idx=doc_idx)

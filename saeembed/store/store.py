@@ -649,17 +649,26 @@ class Store(ShardingMixin):
                 [info.corpus_id, model, info.corpus_id, model],
             )
 
-    def dense_embeddings(self, info: CorpusInfo, model: str, *, dim: int) -> np.ndarray:
-        """[n_docs, dim] float32 in doc_idx order; rows never embedded are zeros."""
+    def dense_embeddings(self, info: CorpusInfo, model: str, *, dim: int, doc_idx=None) -> np.ndarray:
+        """[n_docs, dim] float32 in doc_idx order, or [len(doc_idx), dim] in the given order; rows never
+        embedded are zeros."""
+        wanted = None if doc_idx is None else np.asarray(doc_idx, dtype=np.int64)
         rows = self.con.sql(
-            "SELECT doc_idx, vector FROM dense_embeddings WHERE corpus_id = ? AND model = ? ORDER BY doc_idx",
-            params=[info.corpus_id, model],
+            "SELECT doc_idx, vector FROM dense_embeddings WHERE corpus_id = ? AND model = ? "
+            "AND (? OR doc_idx IN (SELECT unnest(?))) ORDER BY doc_idx",
+            params=[info.corpus_id, model, wanted is None, [] if wanted is None else wanted.tolist()],
         ).to_arrow_table()
-        out = np.zeros((info.n_docs, dim), dtype=np.float32)
+        out = np.zeros((info.n_docs if wanted is None else len(wanted), dim), dtype=np.float32)
         if rows.num_rows:
             idx = rows.column("doc_idx").to_numpy()
-            flat = rows.column("vector").combine_chunks().flatten().to_numpy()
-            out[idx] = flat.reshape(len(idx), dim)
+            flat = rows.column("vector").combine_chunks().flatten().to_numpy().reshape(len(idx), dim)
+            if wanted is None:
+                out[idx] = flat
+            else:
+                pos = {int(d): i for i, d in enumerate(idx)}
+                for j, d in enumerate(wanted):
+                    if int(d) in pos:
+                        out[j] = flat[pos[int(d)]]
         return out
 
     # --- reading embeddings ---------------------------------------------------------------------
