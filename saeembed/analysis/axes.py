@@ -15,7 +15,8 @@ name is matched to a *kind* of axis, and each found axis gets a kind from two me
 sample of its documents:
 - language: its groups hardly share their most common words (different vocabularies);
 - content: sentence embeddings, which are trained to encode what a text means, separate its groups
-  (eta squared of the embeddings at least `content_share` of what k-means on the embeddings reaches);
+  (eta squared of the embeddings at least `content_share` of what k-means on the embeddings reaches,
+  both measured after removing the language axes' group means, which embeddings also separate);
 - form: the rest: SAE features separate the groups, sentence embeddings do not (style, tone, format).
 The name's kind is the nearest (cosine, default sentence model) of the three KINDS descriptions; the
 strongest axis of that kind is chosen. `saeembed axes CORPUS` shows what was found and why.
@@ -55,7 +56,7 @@ class AxisConfig:
     min_df: float = 0.01  # features firing in 1 %..70 % of the documents can split them
     max_df: float = 0.7
     svd_dims: int = 50
-    top: int = 50  # features whose mean eta squared is an axis's strength
+    top: int = 50  # an axis's strength: mean eta squared of its top features (at most 1 % of them, at least 3)
     sample: int = 500  # documents embedded / read to give each axis a kind
     language_overlap: float = 0.25  # below: groups in different languages
     content_share: float = 0.4  # at or above: sentence embeddings separate the groups
@@ -70,7 +71,7 @@ class Axis:
     groups: np.ndarray  # the discovery partition, rows follow selection.doc_idx
     strength: float
     chance: float
-    semantic_share: float  # sentence-embedding eta squared / that of k-means on the embeddings
+    semantic_share: float  # sentence-embedding eta squared / that of k-means on them (both beyond language)
     word_overlap: float  # mean Jaccard of the groups' 30 most common words
     kind: str
 
@@ -92,15 +93,16 @@ def discover_axes(store: Store, sel: Selection, config: AxisConfig | None = None
     if len(feats) < 2:
         return []
     rng = np.random.default_rng(cfg.seed)
+    top = int(np.clip(round(0.01 * len(feats)), 3, cfg.top))
     null = _shuffled(B[:, feats], rng)
     null_eta2 = _eta2(null, _groups(null, cfg))
-    chance = _strength(null_eta2, cfg.top)
+    chance = _strength(null_eta2, top)
     explained_above = float(np.quantile(null_eta2, 0.99))
     found: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]] = []
     while len(found) < cfg.max_axes and len(feats) >= 2:
         groups = _groups(B[:, feats], cfg)
         eta2 = _eta2(B[:, feats], groups)
-        strength = _strength(eta2, cfg.top)
+        strength = _strength(eta2, top)
         if strength < cfg.min_lift * chance:
             break
         mine = eta2 > explained_above
@@ -111,11 +113,16 @@ def discover_axes(store: Store, sel: Selection, config: AxisConfig | None = None
         return []
     sample = np.sort(rng.choice(n, min(n, cfg.sample), replace=False))
     dense, words = _sample_signals(store, sel, sample, model, progress)
-    dense_best = _dense_eta2(dense, _kmeans(dense, cfg.k, cfg.seed)) if dense is not None else 0.0
+    overlaps = [_word_overlap(words, groups[sample]) for _, _, groups, _ in found]
+    # Sentence embeddings separate languages too; what they separate beyond the language axes is the
+    # measure of content (else a corpus in two languages would make every topic axis look like form).
+    for (_, _, groups, _), overlap in zip(found, overlaps):
+        if overlap < cfg.language_overlap:
+            dense = _minus_group_means(dense, groups[sample])
+    dense_best = _dense_eta2(dense, _kmeans(dense, cfg.k, cfg.seed))
     axes = []
-    for i, (f, e, groups, strength) in enumerate(found):
-        share = _dense_eta2(dense, groups[sample]) / dense_best if dense_best > 0 else 0.0
-        overlap = _word_overlap(words, groups[sample])
+    for i, ((f, e, groups, strength), overlap) in enumerate(zip(found, overlaps)):
+        share = max(0.0, _dense_eta2(dense, groups[sample]) / dense_best) if dense_best > 1e-6 else 0.0
         kind = ("language" if overlap < cfg.language_overlap else
                 "content" if share >= cfg.content_share else "form")
         axes.append(Axis(i + 1, f, e, groups, strength, chance, float(share), float(overlap), kind))
@@ -244,6 +251,13 @@ def _dense_eta2(D: np.ndarray, groups: np.ndarray) -> float:
     total = ((D - D.mean(axis=0)) ** 2).sum()
     inside = sum(((D[groups == g] - D[groups == g].mean(axis=0)) ** 2).sum() for g in np.unique(groups))
     return float(1 - inside / total) if total > 0 else 0.0
+
+
+def _minus_group_means(D: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    out = D.copy()
+    for g in np.unique(groups):
+        out[groups == g] -= D[groups == g].mean(axis=0)
+    return out
 
 
 def _word_overlap(words: list[Counter], groups: np.ndarray, top: int = 30) -> float:

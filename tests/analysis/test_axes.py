@@ -1,0 +1,115 @@
+"""Axes of variation on a planted corpus: 2 languages x 2 topics x 2 forms, each value with its own
+features, and texts that carry the same three axes (English or German words; cooking or money; SHOUTED
+or plain, which the uncased sentence model cannot see). Kinds use the real embedded sentence model."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from saeembed.analysis.axes import AxisConfig, axes_table, choose_axis, discover_axes, name_kind
+from saeembed.analysis.cluster import cluster
+from saeembed.analysis.selection import select
+from saeembed.errors import InputError
+from tests.synthetic import register_sae, write_corpus
+
+LANGUAGE = [(1, 2, 3, 4), (5, 6, 7, 8)]  # strongest axis: most features per value
+TOPIC = [(10, 11, 12), (13, 14, 15)]
+FORM = [(20, 21), (22, 23)]
+FILLER = ["as we said before, this is what we do and what we like to do every day",  # a text's common words
+          "wie wir schon sagten, das ist es, was wir tun und was wir jeden Tag gerne tun"]
+WORDS = {  # (language, topic) -> sentence parts
+    (0, 0): ("the chef and the cook", "bake bread with butter, garlic and onions in the oven", "for a tasty dinner"),
+    (0, 1): ("the banker and the trader", "invest money in stocks, bonds and shares at the bank", "for a higher profit"),
+    (1, 0): ("der Koch und die Köchin", "backen Brot mit Butter, Knoblauch und Zwiebeln im Ofen", "für ein leckeres Essen"),
+    (1, 1): ("der Bankier und die Händlerin", "legen Geld in Aktien, Anleihen und Fonds bei der Bank an",
+             "für einen höheren Gewinn"),
+}
+
+
+@pytest.fixture
+def planted(store):
+    rng = np.random.default_rng(0)
+    sae = register_sae(store, 64)
+    docs, texts, truth = [], [], {"language": [], "topic": [], "form": []}
+    for i in range(160):
+        lang, topic, form = i % 2, (i // 2) % 2, (i // 4) % 2
+        d = {f: float(rng.uniform(0.5, 1.5)) for f in LANGUAGE[lang] + TOPIC[topic] + FORM[form]}
+        for f in rng.choice(np.arange(40, 64), 3, replace=False):  # unrelated noise
+            d[int(f)] = float(rng.uniform(0.1, 0.5))
+        who, what, why = WORDS[(lang, topic)]
+        text = f"{FILLER[lang]}: {who} {what} {why}. {FILLER[lang]} (note {i})"
+        texts.append(text.upper() if form == 0 else text)
+        docs.append(d)
+        for axis, value in zip(truth, (lang, topic, form)):
+            truth[axis].append(value)
+    write_corpus(store, sae, "c", docs, texts=texts)
+    return store, {k: np.array(v) for k, v in truth.items()}
+
+
+def test_finds_the_planted_axes_strongest_first_with_their_kinds(planted):
+    store, truth = planted
+    axes = discover_axes(store, select(store, "c"), AxisConfig(k=2))
+    assert [a.kind for a in axes] == ["language", "content", "form"]
+    for axis, name, planted_feats in zip(axes, ["language", "topic", "form"], [LANGUAGE, TOPIC, FORM]):
+        assert adjusted_rand_score(truth[name], axis.groups) == pytest.approx(1.0)
+        want = {f for group in planted_feats for f in group}
+        assert set(axis.features.tolist()) == want  # noise features belong to no axis
+        assert axis.eta2.min() > 0.9 and axis.lift > 3
+    assert axes[0].strength >= axes[1].strength >= axes[2].strength > 3 * axes[0].chance
+    assert axes[0].word_overlap < 0.25 <= axes[1].word_overlap
+    assert axes[2].semantic_share < 0.1 < 0.4 <= axes[1].semantic_share  # SHOUTED = plain to an uncased model
+
+
+def test_a_name_picks_the_axis_of_its_kind(planted):
+    store, truth = planted
+    axes = discover_axes(store, select(store, "c"), AxisConfig(k=2))
+    assert name_kind("topic")[0] == "content"
+    assert name_kind("writing style")[0] == "form"
+    for name, number in [("topic", 2), ("subject matter", 2), ("writing style", 3), ("tone", 3), ("language", 1),
+                         ("3", 3)]:
+        axis, why = choose_axis(axes, name)
+        assert axis.number == number, (name, why)
+    with pytest.raises(InputError, match="axis 4 does not exist"):
+        choose_axis(axes, "4")
+    table = axes_table(store, select(store, "c"), axes, top=2)
+    assert table["axis"].to_list() == [1, 2, 3] and table["group_sizes"][0].to_list() == [80, 80]
+    assert set(table["features"][1].to_list()) <= {10, 11, 12, 13, 14, 15}
+
+
+def test_cluster_along_a_named_axis_without_labels(planted):
+    store, truth = planted
+    for name, axis in [("topic", "topic"), ("writing style", "form"), ("language", "language")]:
+        r = cluster(store, "c", axis=name, k=2, save=False)
+        assert adjusted_rand_score(truth[axis], r.assignments["cluster"]) == pytest.approx(1.0), name
+        others = [a for a in truth if a != axis]
+        assert all(abs(adjusted_rand_score(truth[o], r.assignments["cluster"])) < 0.05 for o in others)
+        assert r.params["axis_found"]["kind"] == {"topic": "content", "form": "form", "language": "language"}[axis]
+    by_number = cluster(store, "c", axis="2", k=2, save=False)
+    assert set(by_number.features["feature"]) == {10, 11, 12, 13, 14, 15}
+    assert by_number.features["evidence"][0].startswith("axis 2 (content)")
+
+
+def test_labels_switch_auto_to_describe_and_offline_labels_do_not(planted):
+    store, truth = planted
+    for f in range(64):  # offline labels are a feature's own words: still the axes route
+        store.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES (1, ?, ?, 'offline')",
+                          [f, f"word{f}"])
+    assert cluster(store, "c", axis="topic", k=2, save=False).params["axis_found"] is not None
+    labels = {10: "cooking and baking", 11: "kitchen food", 12: "bread and butter", 13: "banking and money",
+              14: "stock markets", 15: "finance and profit"}
+    for f in range(64):
+        store.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES (1, ?, ?, 'llm')",
+                          [f, labels.get(f, f"unrelated thing {f}")])
+    r = cluster(store, "c", axis="food or finance", n_features=6, k=2, save=False)
+    assert r.params["axis_found"] is None and set(r.features["feature"]) == {10, 11, 12, 13, 14, 15}
+    assert adjusted_rand_score(truth["topic"], r.assignments["cluster"]) == pytest.approx(1.0)
+
+
+def test_no_axis_in_noise_gives_a_clear_error(store):
+    rng = np.random.default_rng(1)
+    sae = register_sae(store, 64)
+    docs = [{int(f): 1.0 for f in rng.choice(64, 4, replace=False)} for _ in range(120)]
+    write_corpus(store, sae, "noise", docs)
+    assert discover_axes(store, select(store, "noise")) == []
+    with pytest.raises(InputError, match="no axis of variation stands out"):
+        cluster(store, "noise", axis="topic", k=2, save=False)
