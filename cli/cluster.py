@@ -99,7 +99,7 @@ def clusterings_cmd(
 
 def axes_cmd(
     corpus: str = typer.Argument(..., help="Corpus whose axes of variation to find."),
-    k: int = typer.Option(4, "--k", "-k", help="Groups per axis while searching (e.g. 4 topics, 4 styles)."),
+    k: int = typer.Option(3, "--k", "-k", help="Groups per axis while searching; more than an axis has values mixes axes."),
     max_axes: int = typer.Option(5, "--max-axes", help="Stop after this many axes."),
     where: Optional[str] = ClusterWhereOpt,
     seed: int = ClusterSeedOpt,

@@ -41,6 +41,7 @@ KINDS = {
     "form": "how the text is written: its style, tone, format and wording",
     "language": "which language the text is written in, such as English, German or French",
 }
+MAX_K = 4  # discovery groups cluster --k N asks for: min(N, MAX_K)
 KIND_WHY = {
     "content": "sentence embeddings separate its groups",
     "form": "SAE features separate its groups, sentence embeddings barely do",
@@ -50,7 +51,9 @@ KIND_WHY = {
 
 @dataclass
 class AxisConfig:
-    k: int = 4  # groups per axis while discovering
+    k: int = 3  # groups per axis while discovering. More groups than an axis has values also split along
+    # the next axis and take its features (4 languages in 6 groups take the topics); fewer still explain
+    # all its features, but separate its values less clearly. cluster passes its own k, at most MAX_K.
     max_axes: int = 5
     min_lift: float = 3.0  # an axis must be this many times stronger than shuffled features
     min_df: float = 0.01  # features firing in 1 %..70 % of the documents can split them
@@ -205,7 +208,7 @@ def _groups(B: sp.csc_matrix, cfg: AxisConfig) -> np.ndarray:
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
 
-    return KMeans(k, n_init=4, random_state=seed).fit_predict(Z).astype(np.int64)
+    return KMeans(k, n_init=10, random_state=seed).fit_predict(Z).astype(np.int64)
 
 
 def _eta2(B: sp.csc_matrix, groups: np.ndarray) -> np.ndarray:

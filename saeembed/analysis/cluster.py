@@ -180,9 +180,10 @@ def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> boo
 
 
 def _axis_features(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, progress, schema):
-    from saeembed.analysis.axes import AxisConfig, choose_axis, discover_axes
+    from saeembed.analysis.axes import MAX_K, AxisConfig, choose_axis, discover_axes
 
-    found = discover_axes(store, sel, AxisConfig(k=cfg.k or 4, min_df=cfg.min_df, max_df=cfg.max_df, seed=cfg.seed),
+    groups = min(cfg.k, MAX_K) if cfg.k else AxisConfig.k  # asking for 2 clusters suggests a 2-valued axis
+    found = discover_axes(store, sel, AxisConfig(k=groups, min_df=cfg.min_df, max_df=cfg.max_df, seed=cfg.seed),
                           progress=progress)
     chosen, why = choose_axis(found, axis)
     feats = [int(f) for f in chosen.features[: cfg.n_features]]
