@@ -1,6 +1,7 @@
 """Steered clustering quality: syngoalex (three independent label axes) and agnews (4 topics).
 
     python benchmarks/cluster_quality.py [--k 4]
+    python benchmarks/cluster_quality.py --grid      # syngoalex: --axis topic/style vs dense over k x seed
 
 Stores are built once in the scratch folder (default model + SAE encode, dense embeddings). For each
 run: adjusted Rand index (ARI) and NMI of the clusters against every label axis. Dense baseline:
@@ -63,7 +64,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sets", default="syngoalex,agnews")
+    ap.add_argument("--grid", action="store_true", help="k in 3,4,6 x seed in 0,1,2 on syngoalex, then stop")
     a = ap.parse_args()
+    if a.grid:
+        return grid()
     k = a.k
     frames = []
     if "syngoalex" in a.sets:
@@ -95,6 +99,38 @@ def main() -> None:
                    float_precision=3, tbl_hide_column_data_types=True, tbl_width_chars=250):
         for f in frames:
             print(f.drop("set"))
+
+
+def grid() -> None:
+    """Is the steering robust? ARI on the asked-for axis, SAE --axis vs dense k-means, same k and seed."""
+    from saeembed.analysis.cluster import cluster
+    from saeembed.encode.dense import corpus_embeddings
+
+    rows = read_jsonl(need(DATA / "eval" / "cluster" / "syngoalex.jsonl"))
+    for i, r in enumerate(rows):
+        r["doc_id"] = f"syngoalex{i}"
+    store, _ = build_store("syngoalex", rows, corpus="syngoalex")
+    docs = store.documents("syngoalex", text=False)
+    dense = corpus_embeddings(store, "syngoalex")
+    out = []
+    for k in (3, 4, 6):
+        for seed in (0, 1, 2):
+            pred = KMeans(k, n_init=4, random_state=seed).fit_predict(dense)
+            row = {"k": k, "seed": seed}
+            for axis in ("topic", "style"):
+                truth = docs[axis].to_numpy()
+                res = cluster(store, "syngoalex", axis=axis, k=k, seed=seed, save=False)
+                got = res.assignments.sort("doc_idx")["cluster"].to_numpy()
+                row[f"dense ARI {axis}"] = adjusted_rand_score(truth, pred)
+                row[f"SAE --axis {axis} ARI"] = adjusted_rand_score(truth, got)
+                row[f"{axis}: axis used"] = f"{res.params['axis_found']['number']} ({res.params['axis_found']['kind']})"
+            out.append(row)
+            print(row, flush=True)
+    store.close()
+    print(machine())
+    with pl.Config(tbl_rows=40, tbl_cols=20, tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True,
+                   float_precision=3, tbl_hide_column_data_types=True, tbl_width_chars=250):
+        print(pl.DataFrame(out))
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ KINDS = {
     "form": "how the text is written: its style, tone, format and wording",
     "language": "which language the text is written in, such as English, German or French",
 }
+NO_AXES = ("no axis of variation stands out in these documents (their features vary no more than shuffled "
+           "ones); give --features, or label the features (saeembed label --llm) and retry")
 MAX_K = 4  # discovery groups cluster --k N asks for: min(N, MAX_K)
 KIND_WHY = {
     "content": "sentence embeddings separate its groups",
@@ -145,8 +147,7 @@ def name_kind(name: str, model: str | None = None) -> tuple[str, dict[str, float
 def choose_axis(axes: list[Axis], name: str, *, model: str | None = None) -> tuple[Axis, str]:
     """The axis `name` refers to (a number picks it directly) and a sentence saying why."""
     if not axes:
-        raise InputError("no axis of variation stands out in these documents (their features vary no more "
-                         "than shuffled ones); give --features, or label the features (saeembed label) and retry")
+        raise InputError(NO_AXES)
     if name.strip().isdigit():
         number = int(name)
         if not 1 <= number <= len(axes):

@@ -158,15 +158,24 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
         method = "axes"
     elif method == "auto":
         method = "describe" if _mostly_labelled(store, sel, candidates) else "axes"
+    note = None
     if method == "axes":
-        return _axis_features(store, sel, axis, cfg, progress, schema)
+        from saeembed.analysis.axes import NO_AXES
+
+        found = _axis_features(store, sel, axis, cfg, progress, schema)
+        if found is not None:
+            return found
+        if axis.strip().isdigit():
+            raise InputError(NO_AXES)
+        method, note = "describe", {"number": None, "kind": None,
+                                    "why": f"{NO_AXES.split(';')[0]}; matched {axis!r} to feature descriptions instead"}
     from saeembed.interp.match import match_features
 
     got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=method,
                          doc_idx=sel.doc_idx, candidates=candidates, progress=progress)
     if got.is_empty():
         raise InputError(f"no feature of this corpus matches the axis {axis!r}")
-    return got.select(*schema).cast(schema), None
+    return got.select(*schema).cast(schema), note
 
 
 def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> bool:
@@ -185,6 +194,8 @@ def _axis_features(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, 
     groups = min(cfg.k, MAX_K) if cfg.k else AxisConfig.k  # asking for 2 clusters suggests a 2-valued axis
     found = discover_axes(store, sel, AxisConfig(k=groups, min_df=cfg.min_df, max_df=cfg.max_df, seed=cfg.seed),
                           progress=progress)
+    if not found:
+        return None
     chosen, why = choose_axis(found, axis)
     feats = [int(f) for f in chosen.features[: cfg.n_features]]
     labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())

@@ -105,11 +105,15 @@ def test_labels_switch_auto_to_describe_and_offline_labels_do_not(planted):
     assert adjusted_rand_score(truth["topic"], r.assignments["cluster"]) == pytest.approx(1.0)
 
 
-def test_no_axis_in_noise_gives_a_clear_error(store):
+def test_no_axis_in_noise_is_said_and_names_fall_back_to_descriptions(store):
     rng = np.random.default_rng(1)
     sae = register_sae(store, 64)
     docs = [{int(f): 1.0 for f in rng.choice(64, 4, replace=False)} for _ in range(120)]
     write_corpus(store, sae, "noise", docs)
     assert discover_axes(store, select(store, "noise")) == []
     with pytest.raises(InputError, match="no axis of variation stands out"):
-        cluster(store, "noise", axis="topic", k=2, save=False)
+        cluster(store, "noise", axis="1", k=2, save=False)
+    # by name, it falls back to matching feature descriptions, and says so
+    r = cluster(store, "noise", axis="topic", k=2, save=False, n_features=5)
+    assert r.params["axis_found"]["number"] is None and "instead" in r.params["axis_found"]["why"]
+    assert r.features.height == 5 and r.features["evidence"][0].startswith("exemplars")
