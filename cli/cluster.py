@@ -119,14 +119,12 @@ def axes_cmd(
     """
     import polars as pl
 
-    from saeembed.analysis.axes import AxisConfig, axes_table, discover_axes
-    from saeembed.analysis.selection import require_docs, select
+    from saeembed.analysis.axes import AxisConfig, find_axes
     from saeembed.store import Store
 
     with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
-        sel = require_docs(select(st, corpus, where=where, sae=sae))
-        found = discover_axes(st, sel, AxisConfig(k=k, max_axes=max_axes, seed=seed), progress=bar)
-        frame = axes_table(st, sel, found, top=top)
+        frame = find_axes(st, corpus, where=where, sae=sae, config=AxisConfig(k=k, max_axes=max_axes, seed=seed),
+                          top=top, progress=bar)
     if frame.is_empty() and not (as_json or as_csv):
         render.note("no axis of variation stands out: the features vary no more than shuffled ones")
         return

@@ -252,6 +252,10 @@ def cluster_cmd(
         if result.n_empty:
             summary["without any chosen feature (noise)"] = result.n_empty
         summary["features clustered on"] = result.features.height or "all (SVD)"
+        found = result.params.get("axis_found")
+        if found:  # the full reason is in the provenance footer (params)
+            summary["axis"] = (f"{found['number']} of {found['of']} ({found['kind']})" if found["number"]
+                               else "none stands out: matched to descriptions")
         summary["method"] = result.params.get("method")
         params = {"name": result.name, "saved": saved is not None or name is not None,
                   **{k_: v for k_, v in result.params.items() if k_ not in ("corpus",)}}

@@ -61,6 +61,7 @@ class AxisConfig:
     min_df: float = 0.01  # features firing in 1 %..70 % of the documents can split them
     max_df: float = 0.7
     svd_dims: int = 50
+    max_fit: int = 50_000  # larger selections: SVD and k-means fitted on a seeded sample this large
     top: int = 50  # an axis's strength: mean eta squared of its top features (at most 1 % of them, at least 3)
     sample: int = 500  # documents embedded / read to give each axis a kind
     language_overlap: float = 0.25  # below: groups in different languages
@@ -83,6 +84,16 @@ class Axis:
     @property
     def lift(self) -> float:
         return self.strength / max(self.chance, 1e-12)
+
+
+def find_axes(store: Store, corpus: str, *, where: str | None = None, sae: str | None = None,
+              config: AxisConfig | None = None, top: int = 6, progress=None) -> pl.DataFrame:
+    """`saeembed axes` from Python: one row per axis of the documents of `corpus` matching `where`
+    (see axes_table for the columns)."""
+    from saeembed.analysis.selection import require_docs, select
+
+    sel = require_docs(select(store, corpus, where=where, sae=sae))
+    return axes_table(store, sel, discover_axes(store, sel, config, progress=progress), top=top)
 
 
 def discover_axes(store: Store, sel: Selection, config: AxisConfig | None = None, *, model: str | None = None,
@@ -197,13 +208,23 @@ def _short(text: str, n: int = 16) -> str:
 
 
 def _groups(B: sp.csc_matrix, cfg: AxisConfig) -> np.ndarray:
+    """k groups of the rows of a 0/1 matrix: k-means on a TruncatedSVD of the L2-normalised rows, fitted
+    on a seeded sample of at most max_fit rows (the rest join the nearest centre)."""
+    from sklearn.cluster import KMeans
     from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
 
     X = normalize(B.tocsr())
-    dims = max(1, min(cfg.svd_dims, X.shape[1] - 1, X.shape[0] - 1))
-    Z = TruncatedSVD(dims, random_state=cfg.seed).fit_transform(X) if X.shape[1] > 1 else X.toarray()
-    return _kmeans(Z, cfg.k, cfg.seed)
+    n = X.shape[0]
+    fit = np.sort(np.random.default_rng(cfg.seed).choice(n, cfg.max_fit, replace=False)) if n > cfg.max_fit else None
+    dims = max(1, min(cfg.svd_dims, X.shape[1] - 1, n - 1))
+    if X.shape[1] > 1:
+        svd = TruncatedSVD(dims, random_state=cfg.seed).fit(X if fit is None else X[fit])
+        Z = svd.transform(X)
+    else:
+        Z = X.toarray()
+    km = KMeans(cfg.k, n_init=10, random_state=cfg.seed).fit(Z if fit is None else Z[fit])
+    return km.predict(Z).astype(np.int64)
 
 
 def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -117,3 +117,31 @@ def test_no_axis_in_noise_is_said_and_names_fall_back_to_descriptions(store):
     r = cluster(store, "noise", axis="topic", k=2, save=False, n_features=5)
     assert r.params["axis_found"]["number"] is None and "instead" in r.params["axis_found"]["why"]
     assert r.features.height == 5 and r.features["evidence"][0].startswith("exemplars")
+
+
+def test_axes_and_cluster_cli(capsys, monkeypatch, planted):
+    import json
+
+    from tests.test_cli import run
+
+    store, truth = planted
+    path = str(store.path)
+    store.close()
+    code, out, err = run(capsys, monkeypatch, "axes", "c", "--k", "2", "--store", path, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["kind"] for r in rows] == ["language", "content", "form"]
+    assert rows[1]["lift"] > 3 and set(rows[1]["features"]) <= {10, 11, 12, 13, 14, 15}
+    code, out, err = run(capsys, monkeypatch, "axes", "c", "--k", "2", "--store", path)
+    assert code == 0 and "content" in out and "saeembed cluster c --axis 1" in err
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "--axis", "writing style", "--k", "2", "--no-save",
+                         "--store", path, "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["axis"]["number"] == 3 and res["axis"]["kind"] == "form"
+    assert {f["feature"] for f in res["features"]} == {20, 21, 22, 23}
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "--axis", "writing style", "--k", "2", "--no-save",
+                         "--store", path)
+    assert code == 0 and "reads as a form axis" in err
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "--axis", "9", "--k", "2", "--store", path)
+    assert code != 0 and "axis 9 does not exist" in err and "Traceback" not in err
