@@ -20,6 +20,9 @@ ARCHITECTURES = ("relu", "topk", "jumprelu")
 
 # Above this many (tokens x latents) elements, encode in chunks so memory stays bounded.
 _MAX_DENSE_ELEMENTS = 1 << 24
+# On CPU, chunks whose pre-activations fit in cache (8 MB) let top-k read them from there: 11 % faster
+# encode_coo than 64 MB chunks (16k tokens x 3072 latents, 2 cores: 330 vs 371 ms).
+_CPU_CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass
@@ -128,7 +131,8 @@ class SAE(torch.nn.Module):
         """
         if x.dim() != 2 or x.shape[1] != self.d_in:
             raise SAEError(f"SAE expects activations of width {self.d_in}, got shape {tuple(x.shape)}")
-        chunk = max(1, _MAX_DENSE_ELEMENTS // self.d_sae)
+        limit = min(_MAX_DENSE_ELEMENTS, _CPU_CHUNK_ELEMENTS) if x.device.type == "cpu" else _MAX_DENSE_ELEMENTS
+        chunk = max(1, limit // self.d_sae)
         rows, feats, vals = [], [], []
         for start in range(0, x.shape[0], chunk):
             pre = self.pre_activations(x[start : start + chunk])
