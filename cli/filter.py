@@ -8,35 +8,27 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
+from saeembed.cli.options import (DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, QualityDropOpt,
+                                  QualityLabelOpt, QualityModelOpt, QualityNameOpt, QualityPositiveOpt, filter_spec)
 
 
 def filter_command(
     corpus: str = typer.Argument(..., help="Corpus to clean (ingested; encoded when a rule needs SAE features)."),
-    drop: Optional[List[str]] = typer.Option(
-        None, "--drop", "-d",
-        help="Drop rows matching this expression, e.g. \"toxicity > 0.8\" (a classifier's score), \"f123 > 0.5\" "
-             "(max activation of SAE feature 123) or \"source = 'scraped' and n_chars < 40\". Repeatable."),
-    keep: Optional[List[str]] = typer.Option(
-        None, "--keep", "-k", help="Keep only rows matching this expression; the others are dropped. Repeatable."),
-    drop_feature: Optional[List[int]] = typer.Option(
-        None, "--drop-feature", help="Drop rows where this SAE feature fires at all. Repeatable."),
-    dedupe: Optional[float] = typer.Option(
-        None, "--dedupe", help="Drop near-duplicates: Jaccard of active SAE features >= this (e.g. 0.9); the first row is kept."),
-    quality_model: Optional[str] = typer.Option(
-        None, "--quality-model", help="A saved classifier scoring quality (higher = better); its score is a column in rules."),
-    quality_label: Optional[str] = typer.Option(
-        None, "--quality-label",
-        help="Train a quality model on the rows where this column is filled in (a small labelled sample), "
-             "save it as --quality-name and score every row."),
-    quality_positive: Optional[str] = typer.Option(None, "--quality-positive", help="The --quality-label value meaning good (default: true, 1, or the last value)."),
-    quality_name: str = typer.Option("quality_score", "--quality-name", help="Name of the trained quality model and its score column."),
-    quality_drop: Optional[float] = typer.Option(None, "--quality-drop", help="Drop this share of rows with the lowest quality score, e.g. 0.5."),
+    drop: Optional[List[str]] = DropOpt,
+    keep: Optional[List[str]] = KeepOpt,
+    drop_feature: Optional[List[int]] = DropFeatureOpt,
+    dedupe: Optional[float] = DedupeOpt,
+    quality_model: Optional[str] = QualityModelOpt,
+    quality_label: Optional[str] = QualityLabelOpt,
+    quality_positive: Optional[str] = QualityPositiveOpt,
+    quality_name: str = QualityNameOpt,
+    quality_drop: Optional[float] = QualityDropOpt,
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Kept rows, unchanged (.jsonl, .parquet or .csv)."),
     dropped: Optional[Path] = typer.Option(None, "--dropped", help="Dropped rows plus drop_rule (first rule) and drop_rules (all that matched)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing: show counts per rule, features over-represented among dropped rows, samples."),
     samples: int = typer.Option(3, "--samples", help="Sample dropped rows shown per rule."),
     sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the MinHash permutations (dedupe on large corpora)."),
+    seed: int = DedupeSeedOpt,
     store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
@@ -55,16 +47,15 @@ def filter_command(
 
         saeembed filter inst --dedupe 0.9 --quality-label quality --quality-positive good --quality-drop 0.2 --out kept.jsonl --dropped dropped.jsonl
     """
-    from saeembed.analysis.filter import FilterSpec, filter_corpus, write_outputs
+    from saeembed.analysis.filter import filter_corpus, write_outputs
     from saeembed.errors import InputError
     from saeembed.store import Store
 
     if not dry_run and not (out or dropped):
         raise InputError("say where to write: --out kept.jsonl (and --dropped dropped.jsonl), or use --dry-run")
-    spec = FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []),
-                      dedupe=dedupe, quality_model=quality_model, quality_label=quality_label,
-                      quality_positive=quality_positive, quality_name=quality_name, quality_drop=quality_drop,
-                      sae=sae, seed=seed)
+    spec = filter_spec(drop=drop, keep=keep, drop_feature=drop_feature, dedupe=dedupe, quality_model=quality_model,
+                       quality_label=quality_label, quality_positive=quality_positive, quality_name=quality_name,
+                       quality_drop=quality_drop, sae=sae, seed=seed)
     with Store(store) as st:
         with render.err_console.status(f"filter {corpus}") if not as_json else _null():
             res = filter_corpus(st, corpus, spec, samples_per_rule=samples)
@@ -108,25 +99,23 @@ def clean_command(
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Corpus name in the store (default: file stem)."),
     text_column: str = typer.Option("text", "--text-column", "-t"),
     id_column: Optional[str] = typer.Option(None, "--id-column", "-i"),
-    drop: Optional[List[str]] = typer.Option(None, "--drop", "-d", help="As in `saeembed filter`. Repeatable."),
-    keep: Optional[List[str]] = typer.Option(None, "--keep", "-k", help="As in `saeembed filter`. Repeatable."),
-    drop_feature: Optional[List[int]] = typer.Option(None, "--drop-feature"),
+    drop: Optional[List[str]] = DropOpt,
+    keep: Optional[List[str]] = KeepOpt,
+    drop_feature: Optional[List[int]] = DropFeatureOpt,
     dedupe: float = typer.Option(0.9, "--dedupe", help="Near-duplicate Jaccard threshold (1 = exact feature-set copies)."),
-    quality_label: Optional[str] = typer.Option(None, "--quality-label"),
-    quality_positive: Optional[str] = typer.Option(None, "--quality-positive"),
-    quality_drop: Optional[float] = typer.Option(None, "--quality-drop"),
+    quality_label: Optional[str] = QualityLabelOpt,
+    quality_positive: Optional[str] = QualityPositiveOpt,
+    quality_drop: Optional[float] = QualityDropOpt,
     store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file."),
 ):
     """Raw instruction-tuning file → cleaned file + report: ingest, encode, filter, write.
 
     Example: `saeembed clean sample_data/instructions.jsonl --id-column id --dedupe 0.8 --drop "n_chars < 40" --out clean.jsonl --dropped dropped.jsonl --report report.md`
     """
-    from saeembed.analysis.filter import FilterSpec
     from saeembed.pipelines.clean_finetune import clean_file
 
-    spec = FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []),
-                      dedupe=dedupe, quality_label=quality_label, quality_positive=quality_positive,
-                      quality_drop=quality_drop)
+    spec = filter_spec(drop=drop, keep=keep, drop_feature=drop_feature, dedupe=dedupe, quality_label=quality_label,
+                       quality_positive=quality_positive, quality_drop=quality_drop)
     with render.encode_progress(f"encode {corpus or path.stem}") as bar:
         res = clean_file(path, out, dropped=dropped, report=report, store=store, corpus=corpus,
                          text_column=text_column, id_column=id_column, spec=spec, progress=bar)

@@ -23,3 +23,32 @@ MinSamplesOpt = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less
 ClusterWhereOpt = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter.")
 ClusterSeedOpt = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout.")
 BinaryOpt = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values.")
+
+
+# Filter rules (`saeembed filter`, `saeembed report filter`, `saeembed clean`).
+DropOpt = typer.Option(
+    None, "--drop", "-d",
+    help="Drop rows matching this expression, e.g. \"toxicity > 0.8\" (a classifier's score), \"f123 > 0.5\" "
+         "(max activation of SAE feature 123) or \"source = 'scraped' and n_chars < 40\". Repeatable.")
+KeepOpt = typer.Option(None, "--keep", "-k", help="Keep only rows matching this expression; the others are dropped. Repeatable.")
+DropFeatureOpt = typer.Option(None, "--drop-feature", help="Drop rows where this SAE feature fires at all. Repeatable.")
+DedupeOpt = typer.Option(
+    None, "--dedupe", help="Drop near-duplicates: Jaccard of active SAE features >= this (e.g. 0.9); the first row is kept.")
+QualityModelOpt = typer.Option(
+    None, "--quality-model", help="A saved classifier scoring quality (higher = better); its score is a column in rules.")
+QualityLabelOpt = typer.Option(
+    None, "--quality-label",
+    help="Train a quality model on the rows where this column is filled in (a small labelled sample), "
+         "save it as --quality-name and score every row.")
+QualityPositiveOpt = typer.Option(
+    None, "--quality-positive", help="The --quality-label value meaning good (default: true, 1, or the last value).")
+QualityNameOpt = typer.Option("quality_score", "--quality-name", help="Name of the trained quality model and its score column.")
+QualityDropOpt = typer.Option(None, "--quality-drop", help="Drop this share of rows with the lowest quality score, e.g. 0.5.")
+DedupeSeedOpt = typer.Option(0, "--seed", help="Seed of the MinHash permutations (dedupe on large corpora).")
+
+
+def filter_spec(*, drop=None, keep=None, drop_feature=None, **rest):
+    """The FilterSpec the filter options above describe (rest: FilterSpec fields by name)."""
+    from saeembed.analysis.filter import FilterSpec
+
+    return FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []), **rest)

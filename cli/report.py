@@ -13,8 +13,10 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, KOpt,
-                                  MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt)
+from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt,
+                                  DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KOpt, MinClusterSizeOpt,
+                                  MinSamplesOpt, NFeaturesOpt, QualityDropOpt, QualityLabelOpt, QualityModelOpt,
+                                  QualityNameOpt, QualityPositiveOpt, filter_spec)
 
 app = typer.Typer(
     help=(
@@ -364,18 +366,18 @@ def classify_cmd(
 @app.command("filter")
 def filter_cmd(
     corpus: str = typer.Argument(..., help="Corpus to clean (ingested; encoded when a rule needs SAE features)."),
-    drop: Optional[List[str]] = typer.Option(None, "--drop", "-d", help="Drop rows matching this expression, e.g. \"toxicity > 0.8\" or \"f123 > 0.5\". Repeatable."),
-    keep: Optional[List[str]] = typer.Option(None, "--keep", "-k", help="Keep only rows matching this expression. Repeatable."),
-    drop_feature: Optional[List[int]] = typer.Option(None, "--drop-feature", help="Drop rows where this SAE feature fires at all. Repeatable."),
-    dedupe: Optional[float] = typer.Option(None, "--dedupe", help="Drop near-duplicates: Jaccard of active SAE features >= this (e.g. 0.9)."),
-    quality_model: Optional[str] = typer.Option(None, "--quality-model", help="A saved classifier scoring quality (higher = better)."),
-    quality_label: Optional[str] = typer.Option(None, "--quality-label", help="Train a quality model on the rows where this column is filled in."),
-    quality_positive: Optional[str] = typer.Option(None, "--quality-positive", help="The --quality-label value meaning good."),
-    quality_name: str = typer.Option("quality_score", "--quality-name", help="Name of the trained quality model and its score column."),
-    quality_drop: Optional[float] = typer.Option(None, "--quality-drop", help="Drop this share of rows with the lowest quality score."),
+    drop: Optional[List[str]] = DropOpt,
+    keep: Optional[List[str]] = KeepOpt,
+    drop_feature: Optional[List[int]] = DropFeatureOpt,
+    dedupe: Optional[float] = DedupeOpt,
+    quality_model: Optional[str] = QualityModelOpt,
+    quality_label: Optional[str] = QualityLabelOpt,
+    quality_positive: Optional[str] = QualityPositiveOpt,
+    quality_name: str = QualityNameOpt,
+    quality_drop: Optional[float] = QualityDropOpt,
     samples: int = typer.Option(3, "--samples", help="Sample dropped rows shown per rule."),
     sae: Optional[str] = SaeOpt,
-    seed: int = typer.Option(0, "--seed", help="Seed of the MinHash permutations (dedupe on large corpora)."),
+    seed: int = DedupeSeedOpt,
     out: Path = out_option("filter.html"),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
@@ -387,7 +389,7 @@ def filter_cmd(
     """
     import polars as pl
 
-    from saeembed.analysis.filter import FilterSpec, filter_corpus
+    from saeembed.analysis.filter import filter_corpus
     from saeembed.errors import InputError, StoreError
     from saeembed.report import filter_page, write_report
     from saeembed.report.data import marked_samples, provenance
@@ -395,10 +397,9 @@ def filter_cmd(
 
     if not (drop or keep or drop_feature or dedupe is not None or quality_drop is not None):
         raise InputError("give at least one rule: --drop, --keep, --drop-feature, --dedupe or --quality-drop")
-    spec = FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []),
-                      dedupe=dedupe, quality_model=quality_model, quality_label=quality_label,
-                      quality_positive=quality_positive, quality_name=quality_name, quality_drop=quality_drop,
-                      sae=sae, seed=seed)
+    spec = filter_spec(drop=drop, keep=keep, drop_feature=drop_feature, dedupe=dedupe, quality_model=quality_model,
+                       quality_label=quality_label, quality_positive=quality_positive, quality_name=quality_name,
+                       quality_drop=quality_drop, sae=sae, seed=seed)
     with Store(store) as st, steps(3, not as_json) as advance:  # writable: scores / a quality model may be stored
         res = filter_corpus(st, corpus, spec, samples_per_rule=samples)
         advance("samples")
