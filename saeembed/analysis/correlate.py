@@ -304,7 +304,7 @@ def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Seri
         c_in = np.asarray(xb[mask].sum(0)).ravel()[feats]
         c_out = total[feats] - c_in
         p = _two_proportion_p(c_in, n_in, c_out, n - n_in)
-        f_in, f_all = c_in / n_in, total[feats] / n
+        f_in = c_in / n_in
         rows.append(pl.DataFrame({
             "category": [str(cat)] * len(feats), "feature": feats.astype(np.int64),
             "freq_in": f_in, "freq_out": c_out / (n - n_in),
