@@ -3,9 +3,10 @@ only them in every document's SAE embedding, cluster (HDBSCAN by default, k-mean
 each cluster by the features over-represented in it against the rest, lay the documents out in 2-D,
 and save it all in the store under a name.
 
-Axis to features: when most features carry LLM or hand-written labels, the axis text is matched to
-them (interp.match, `describe`); otherwise the corpus's own axes of variation are found and the one
-the name refers to is taken (analysis.axes: `--axis topic`, `--axis "writing style"`, or `--axis 2`).
+Axis to features: when most features carry LLM or hand-written labels and some label is close to the
+axis text ("tone of voice" ~ "formal polite tone of voice"), those features are taken (interp.match,
+`describe`); otherwise the corpus's own axes of variation are found and the one the name refers to is
+taken (analysis.axes: `--axis topic`, `--axis "writing style"`, or `--axis 2`).
 
 Geometry: each chosen feature's value is divided by its corpus maximum (so features on different
 scales count alike) and rows are L2-normalised (cosine geometry). Documents where none of the chosen
@@ -45,8 +46,9 @@ class ClusterConfig:
     method: str = "hdbscan"  # hdbscan | kmeans (k given -> kmeans)
     k: int | None = None
     n_features: int = 50  # features chosen for an axis
-    match: str = "auto"  # axis -> features: auto (describe if most features are labelled by an LLM or a
-    # person, else axes), axes (analysis.axes: the found axis of that kind), or an interp.match matcher
+    match: str = "auto"  # axis -> features: auto (describe when most features have LLM or hand-written
+    # labels and one is close to the name, else axes), axes (analysis.axes: the axis of the name's kind),
+    # or an interp.match matcher (describe, prf, llm, ...)
     min_df: float = 0.01  # an axis picks among features firing in 1 %..70 % of the documents
     max_df: float = 0.7
     min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
@@ -141,10 +143,13 @@ def cluster(
 # --- features -----------------------------------------------------------------------------------
 
 
+FEATURE_SCHEMA = {"feature": pl.Int64, "label": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
+
+
 def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterConfig,
                      progress) -> tuple[pl.DataFrame, dict | None]:
     """The features to cluster on (empty = all) and, for an axis found by analysis.axes, what was found."""
-    schema = {"feature": pl.Int64, "label": pl.Utf8, "score": pl.Float64, "evidence": pl.Utf8}
+    schema = FEATURE_SCHEMA
     if features:
         feats = check_features(sel.sae, [int(f) for f in features])
         labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
@@ -153,29 +158,39 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
     if axis is None:
         return pl.DataFrame(schema=schema), None  # all features
     candidates = _splitting_features(store, sel, cfg)
-    method = cfg.match
-    if axis.strip().isdigit():
+    by_number = axis.strip().isdigit()
+    method = "axes" if by_number else cfg.match
+    if method == "auto":
         method = "axes"
-    elif method == "auto":
-        method = "describe" if _mostly_labelled(store, sel, candidates) else "axes"
-    note = None
-    if method == "axes":
-        from saeembed.analysis.axes import NO_AXES
+        if _mostly_labelled(store, sel, candidates):
+            got = _matched(store, sel, axis, cfg, candidates, progress, "describe")
+            if got["score"].max() >= LABEL_MATCH:  # the name says what some labels say: those features
+                return got, None
+            # an abstract name ("topic") is close to no label: find the axis instead
+    if method != "axes":
+        return _matched(store, sel, axis, cfg, candidates, progress, method), None
+    found = _axis_features(store, sel, axis, cfg, progress, schema)
+    if found is not None:
+        return found
+    from saeembed.analysis.axes import NO_AXES
 
-        found = _axis_features(store, sel, axis, cfg, progress, schema)
-        if found is not None:
-            return found
-        if axis.strip().isdigit():
-            raise InputError(NO_AXES)
-        method, note = "describe", {"number": None, "kind": None,
-                                    "why": f"{NO_AXES.split(';')[0]}; matched {axis!r} to feature descriptions instead"}
+    if by_number:
+        raise InputError(NO_AXES)
+    why = f"{NO_AXES.split(';')[0]}; matched {axis!r} to feature descriptions instead"
+    return _matched(store, sel, axis, cfg, candidates, progress, "describe"), {"number": None, "kind": None, "why": why}
+
+
+LABEL_MATCH = 0.5  # cosine of an axis name to a label above which the name picks labelled features
+
+
+def _matched(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, candidates, progress, method: str):
     from saeembed.interp.match import match_features
 
     got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=method,
                          doc_idx=sel.doc_idx, candidates=candidates, progress=progress)
     if got.is_empty():
         raise InputError(f"no feature of this corpus matches the axis {axis!r}")
-    return got.select(*schema).cast(schema), note
+    return got.select(*FEATURE_SCHEMA).cast(FEATURE_SCHEMA)
 
 
 def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> bool:

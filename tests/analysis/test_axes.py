@@ -89,7 +89,7 @@ def test_cluster_along_a_named_axis_without_labels(planted):
     assert by_number.features["evidence"][0].startswith("axis 2 (content)")
 
 
-def test_labels_switch_auto_to_describe_and_offline_labels_do_not(planted):
+def test_labels_close_to_the_name_are_used_and_offline_labels_are_not(planted):
     store, truth = planted
     for f in range(64):  # offline labels are a feature's own words: still the axes route
         store.con.execute("INSERT INTO feature_labels (sae_key, feature, label, source) VALUES (1, ?, ?, 'offline')",
@@ -103,6 +103,9 @@ def test_labels_switch_auto_to_describe_and_offline_labels_do_not(planted):
     r = cluster(store, "c", axis="food or finance", n_features=6, k=2, save=False)
     assert r.params["axis_found"] is None and set(r.features["feature"]) == {10, 11, 12, 13, 14, 15}
     assert adjusted_rand_score(truth["topic"], r.assignments["cluster"]) == pytest.approx(1.0)
+    # an abstract name close to no label still finds its axis
+    r = cluster(store, "c", axis="writing style", k=2, save=False)
+    assert r.params["axis_found"]["kind"] == "form" and set(r.features["feature"]) == {20, 21, 22, 23}
 
 
 def test_no_axis_in_noise_is_said_and_names_fall_back_to_descriptions(store):
