@@ -14,7 +14,7 @@ SaeOpt = typer.Option(None, "--sae", help="SAE hash (prefix) when the store or c
 
 # Steering a clustering (`saeembed cluster` and `saeembed report cluster`).
 AxisOpt = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"topic\" or \"writing style\", or an axis number from `saeembed axes`; that axis's features are used.")
-AxisMatchOpt = typer.Option("auto", "--match", help="How --axis picks features: auto (describe when most features have LLM or hand-written labels, else axes), axes (the corpus's own axis of that kind, see `saeembed axes`), describe (labels/exemplar text), prf, llm.")
+AxisMatchOpt = typer.Option("auto", "--match", help="How --axis picks features: auto (labelled features whose label is close to the name, else axes), axes (the corpus's own axis of that kind, see `saeembed axes`), describe (labels/exemplar text), prf, llm.")
 ClusterFeaturesOpt = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis.")
 KOpt = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise).")
 NFeaturesOpt = typer.Option(50, "--n-features", help="How many features an --axis selects.")
