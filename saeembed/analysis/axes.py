@@ -41,14 +41,14 @@ KINDS = {
     "form": "how the text is written: its style, tone, format and wording",
     "language": "which language the text is written in, such as English, German or French",
 }
-NO_AXES = ("no axis of variation stands out in these documents (their features vary no more than shuffled "
-           "ones); give --features, or label the features (saeembed label --llm) and retry")
-MAX_K = 4  # discovery groups cluster --k N asks for: min(N, MAX_K)
 KIND_WHY = {
     "content": "sentence embeddings separate its groups",
     "form": "SAE features separate its groups, sentence embeddings barely do",
     "language": "its groups hardly share their common words",
 }
+NO_AXES = ("no axis of variation stands out in these documents (their features vary no more than shuffled "
+           "ones); give --features, or label the features (saeembed label --llm) and retry")
+MAX_K = 4  # discovery groups cluster --k N asks for: min(N, MAX_K)
 
 
 @dataclass

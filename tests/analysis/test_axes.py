@@ -148,3 +148,25 @@ def test_axes_and_cluster_cli(capsys, monkeypatch, planted):
     assert code == 0 and "reads as a form axis" in err
     code, out, err = run(capsys, monkeypatch, "cluster", "c", "--axis", "9", "--k", "2", "--store", path)
     assert code != 0 and "axis 9 does not exist" in err and "Traceback" not in err
+
+
+def test_eta2_is_chi_square_over_n_and_shuffling_keeps_frequencies():
+    import scipy.sparse as sp
+    from scipy.stats import chi2_contingency
+
+    from saeembed.analysis.axes import _eta2, _shuffled
+
+    rng = np.random.default_rng(3)
+    groups = rng.integers(0, 3, 200)
+    dense = (rng.random((200, 6)) < np.array([0.1, 0.3, 0.5, 0.7, 0.2, 0.4])).astype(float)
+    dense[:, 5] = groups == 1  # one column the groups explain completely
+    B = sp.csc_matrix(dense)
+    want = []
+    for j in range(6):
+        table = np.array([[np.sum((groups == g) & (dense[:, j] == v)) for g in range(3)] for v in (0, 1)])
+        want.append(chi2_contingency(table, correction=False)[0] / 200)
+    assert np.allclose(_eta2(B, groups), want)
+    assert _eta2(B, groups)[5] == pytest.approx(1.0)
+    S = _shuffled(B, rng)
+    assert np.array_equal(np.diff(S.indptr), np.diff(B.indptr))  # same documents per feature
+    assert not np.array_equal(S.toarray(), dense) and set(np.unique(S.toarray())) <= {0.0, 1.0}
