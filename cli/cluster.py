@@ -7,7 +7,7 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
-                                  JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, StoreOpt)
+                                  JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, SaeOpt, StoreOpt)
 from saeembed.cli import render
 
 
@@ -104,7 +104,7 @@ def axes_cmd(
     where: Optional[str] = ClusterWhereOpt,
     seed: int = ClusterSeedOpt,
     top: int = typer.Option(4, "--top", help="Features shown per axis."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,

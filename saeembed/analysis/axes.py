@@ -210,7 +210,6 @@ def _short(text: str, n: int = 16) -> str:
 def _groups(B: sp.csc_matrix, cfg: AxisConfig) -> np.ndarray:
     """k groups of the rows of a 0/1 matrix: k-means on a TruncatedSVD of the L2-normalised rows, fitted
     on a seeded sample of at most max_fit rows (the rest join the nearest centre)."""
-    from sklearn.cluster import KMeans
     from sklearn.decomposition import TruncatedSVD
     from sklearn.preprocessing import normalize
 
@@ -223,14 +222,15 @@ def _groups(B: sp.csc_matrix, cfg: AxisConfig) -> np.ndarray:
         Z = svd.transform(X)
     else:
         Z = X.toarray()
-    km = KMeans(cfg.k, n_init=10, random_state=cfg.seed).fit(Z if fit is None else Z[fit])
-    return km.predict(Z).astype(np.int64)
+    return _kmeans(Z, cfg.k, cfg.seed, fit=fit)
 
 
-def _kmeans(Z: np.ndarray, k: int, seed: int) -> np.ndarray:
+def _kmeans(Z: np.ndarray, k: int, seed: int, *, fit: np.ndarray | None = None) -> np.ndarray:
+    """k-means labels of every row of Z, fitted on the rows `fit` (None = all)."""
     from sklearn.cluster import KMeans
 
-    return KMeans(k, n_init=10, random_state=seed).fit_predict(Z).astype(np.int64)
+    model = KMeans(k, n_init=10, random_state=seed).fit(Z if fit is None else Z[fit])
+    return model.predict(Z).astype(np.int64)
 
 
 def _eta2(B: sp.csc_matrix, groups: np.ndarray) -> np.ndarray:
@@ -258,7 +258,7 @@ def _shuffled(B: sp.csc_matrix, rng: np.random.Generator) -> sp.csc_matrix:
 
 
 def _sample_signals(store: Store, sel: Selection, sample: np.ndarray, model, progress):
-    """Sentence embeddings (None if they cannot be made) and word counts of the sampled documents."""
+    """Unit-length sentence embeddings and word counts of the sampled documents."""
     from saeembed.encode.dense import doc_embeddings
 
     idx = sel.doc_idx[sample]

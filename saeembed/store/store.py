@@ -658,17 +658,14 @@ class Store(ShardingMixin):
             "AND (? OR doc_idx IN (SELECT unnest(?))) ORDER BY doc_idx",
             params=[info.corpus_id, model, wanted is None, [] if wanted is None else wanted.tolist()],
         ).to_arrow_table()
-        out = np.zeros((info.n_docs if wanted is None else len(wanted), dim), dtype=np.float32)
+        target = np.arange(info.n_docs) if wanted is None else wanted
+        out = np.zeros((len(target), dim), dtype=np.float32)
         if rows.num_rows:
-            idx = rows.column("doc_idx").to_numpy()
+            idx = rows.column("doc_idx").to_numpy()  # sorted
             flat = rows.column("vector").combine_chunks().flatten().to_numpy().reshape(len(idx), dim)
-            if wanted is None:
-                out[idx] = flat
-            else:
-                pos = {int(d): i for i, d in enumerate(idx)}
-                for j, d in enumerate(wanted):
-                    if int(d) in pos:
-                        out[j] = flat[pos[int(d)]]
+            pos = np.minimum(np.searchsorted(idx, target), len(idx) - 1)
+            hit = idx[pos] == target
+            out[hit] = flat[pos[hit]]
         return out
 
     # --- reading embeddings ---------------------------------------------------------------------
