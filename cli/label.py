@@ -70,7 +70,8 @@ def label(
     balanced accuracy of detection and fuzzing on held-out examples. Labels are stored and shown by
     `saeembed features`; LLM calls are cached in the store, so a re-run costs nothing.
     """
-    from saeembed.interp.labels import LabelConfig, label_features, live_features, resolve_scope, top_diff_features
+    from saeembed.analysis.diff import top_diff_features
+    from saeembed.interp.labels import LabelConfig, label_features, live_features, resolve_scope
     from saeembed.interp.llm import LLMClient, LLMConfig
 
     chosen = sum(x is not None and x is not False and x != () for x in (features, top_diff, all_live or None))

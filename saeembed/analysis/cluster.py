@@ -33,10 +33,9 @@ import scipy.sparse as sp
 
 from saeembed.analysis.selection import Selection, check_features, embedding_matrix, require_docs, select
 from saeembed.errors import InputError, StoreError
-from saeembed.store import CorpusInfo, Store
+from saeembed.store import Store
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-COLUMN_PREFIX = "cluster."
 
 
 @dataclass
@@ -357,7 +356,7 @@ def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: 
 
 
 def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> list[str]:
-    from saeembed.store.store import snippet
+    from saeembed.textwindow import snippet
 
     if not pairs:
         return []
@@ -435,28 +434,6 @@ def clusterings(store: Store, corpus: str | None = None) -> pl.DataFrame:
         """,
         [corpus is None, corpus],
     )
-
-
-def cluster_names(store: Store, info: CorpusInfo) -> list[str]:
-    """The filter columns `cluster.NAME` of the corpus's saved clusterings."""
-    saved = store.query("SELECT name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id", [info.corpus_id])
-    return [COLUMN_PREFIX + n for n in saved["name"].to_list()]
-
-
-def cluster_columns(store: Store, info: CorpusInfo) -> pl.DataFrame | None:
-    """doc_idx plus one column `cluster.NAME` per saved clustering of the corpus (null for documents a
-    clustering did not cover): what makes clusters usable in --where filters."""
-    saved = store.query("SELECT clustering_id, name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id",
-                        [info.corpus_id])
-    if saved.is_empty():
-        return None
-    rows = store.query(
-        "SELECT a.clustering_id, a.doc_idx, a.cluster FROM cluster_assignments a "
-        "JOIN clusterings c USING (clustering_id) WHERE c.corpus_id = ?", [info.corpus_id],
-    )
-    names = dict(saved.iter_rows())
-    wide = rows.pivot(on="clustering_id", index="doc_idx", values="cluster")
-    return wide.rename({str(k): COLUMN_PREFIX + v for k, v in names.items() if str(k) in wide.columns})
 
 
 def _default_name(corpus: str, axis, features) -> str:

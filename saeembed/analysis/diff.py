@@ -35,7 +35,7 @@ from saeembed.encode.probe import PROBE
 from saeembed.errors import InputError, StoreError
 from saeembed.filters import parse_filter
 from saeembed.store import Store
-from saeembed.store.store import snippet
+from saeembed.textwindow import snippet
 
 
 @dataclass
@@ -724,3 +724,9 @@ def where_columns(store: Store, corpus: str) -> list[str]:
 
 __all__ = ["DiffConfig", "DiffResult", "diff", "diff_corpora", "diff_slices", "diff_by", "side_exemplars",
            "parse_filter"]
+
+
+def top_diff_features(store: Store, a: str, b: str, top: int = 20, sae: str | None = None) -> list[int]:
+    """The features that differ most between corpora a and b (saeembed.analysis.diff's ranking: generic
+    features left out, length-controlled when the corpora's lengths differ)."""
+    return diff_corpora(store, a, b, sae=sae, config=DiffConfig(top=top)).frame["feature"].to_list()

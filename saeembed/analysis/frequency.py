@@ -7,20 +7,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from saeembed.errors import StoreError
 from saeembed.store import SAEInfo, Store
 
 
 def shared_sae(store: Store, corpora: list[str], sae: str | None = None) -> SAEInfo:
-    """The one SAE all these corpora are encoded with (comparisons across SAEs mean nothing)."""
-    infos = [store.encoded_sae(c, sae) for c in corpora]
-    if len({i.sae_key for i in infos}) != 1:
-        raise StoreError(
-            "these corpora are encoded with different SAEs ("
-            + ", ".join(f"{c}: {i.sae_hash}" for c, i in zip(corpora, infos))
-            + "); encode them with the same SAE to compare them"
-        )
-    return infos[0]
+    """The one SAE all these corpora are encoded with (see Store.shared_sae)."""
+    return store.shared_sae(corpora, sae)
 
 
 def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = None) -> pl.DataFrame:

@@ -37,55 +37,14 @@ BUILTIN_COLUMNS = ("doc_idx", "doc_id", "n_chars", "n_tokens")
 
 
 def filter_columns(info: CorpusInfo, store: Store | None = None) -> list[str]:
-    """Columns a filter may name: doc_id, n_chars, n_tokens, the user's metadata, and (given the
-    store) `cluster.NAME` for each clustering of the corpus saved by `saeembed cluster`."""
-    cols = ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
-    if store is not None:
-        from saeembed.analysis.cluster import cluster_names
-
-        cols += cluster_names(store, info)
-    return cols
+    """Columns a filter may name (see Store.filter_columns)."""
+    return store.filter_columns(info) if store is not None else ["doc_id", "n_chars", "n_tokens", *info.metadata_columns]
 
 
 def doc_table(store: Store, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
               columns: list[str] | None = None) -> pl.DataFrame:
-    """One row per document, in doc_idx order: doc_idx plus `columns` (default: doc_id, n_chars,
-    n_tokens when encoded with `sae`, and every metadata column) — what a filter can name."""
-    from saeembed.store.store import quote_ident
-
-    info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
-    wanted = filter_columns(info, store) if columns is None else [c for c in columns if c != "doc_idx"]
-    if sae is None:
-        wanted = [c for c in wanted if c != "n_tokens"]
-    clusters = [c for c in wanted if c.startswith("cluster.") and c not in info.metadata_columns]
-    wanted = [c for c in wanted if c not in clusters]
-    cols, joins, params = ["d.doc_idx"], [], []
-    for c in wanted:
-        if c in ("doc_id", "n_chars"):
-            cols.append(f"d.{c}")
-        elif c == "n_tokens":
-            cols.append("e.n_tokens")
-        elif c in info.metadata_columns:
-            cols.append(f"m.{quote_ident(c)}")
-        else:
-            raise InputError(f"corpus {info.name!r} has no column {c!r}; columns: {', '.join(filter_columns(info))}")
-    if any(c in info.metadata_columns for c in wanted):
-        joins.append(f"LEFT JOIN {info.meta_table} m ON m.doc_idx = d.doc_idx")
-    if "n_tokens" in wanted:
-        joins.append("LEFT JOIN encoded_docs e ON e.corpus_id = d.corpus_id AND e.doc_idx = d.doc_idx AND e.sae_key = ?")
-        params.append(sae.sae_key)
-    sql = f"SELECT {', '.join(cols)} FROM documents d {' '.join(joins)} WHERE d.corpus_id = ? ORDER BY d.doc_idx"
-    frame = store.query(sql, params + [info.corpus_id])
-    if clusters:  # saved clusterings (`saeembed cluster --name NAME`) as columns cluster.NAME
-        from saeembed.analysis.cluster import cluster_columns
-
-        saved = cluster_columns(store, info)
-        missing = [c for c in clusters if saved is None or c not in saved.columns]
-        if missing:
-            raise InputError(f"corpus {info.name!r} has no saved clustering {missing[0][len('cluster.'):]!r}; "
-                             "see `saeembed clusterings`")
-        frame = frame.join(saved.select("doc_idx", *clusters), on="doc_idx", how="left")
-    return frame
+    """One row per document (see Store.doc_table)."""
+    return store.doc_table(corpus, sae, columns)
 
 
 def select(
@@ -160,12 +119,7 @@ def embedding_matrix(
 
 def check_features(sae: SAEInfo, features: list[int]) -> list[int]:
     """Feature ids a user typed, checked against the SAE's width."""
-    from saeembed.errors import UnknownFeatureError
-
-    bad = [f for f in features if not 0 <= int(f) < sae.d_sae]
-    if bad:
-        raise UnknownFeatureError(f"feature {bad[0]} does not exist: SAE {sae.sae_hash} has features 0..{sae.d_sae - 1}")
-    return [int(f) for f in features]
+    return sae.check_features(features)
 
 
 def require_docs(selection: Selection) -> Selection:

@@ -18,7 +18,7 @@ import polars as pl
 from saeembed.errors import InputError
 from saeembed.interp.llm import LLMClient, MalformedAnswer
 from saeembed.store import SAEInfo, Store
-from saeembed.store.store import snippet
+from saeembed.textwindow import snippet
 
 
 def _labels(store: Store, sae: SAEInfo, features: list[int]) -> dict[int, str]:
@@ -82,12 +82,11 @@ def summarize_diff(
 
     Returns hypothesis, direction (the corpus with more of it), features, evidence (one line per
     feature: label and frequencies), share_a / share_b (documents firing any of the features), source."""
-    from saeembed.analysis.frequency import shared_sae
 
     for col in ("feature", freq_a, freq_b):
         if col not in diff.columns:
             raise InputError(f"the diff table has no {col!r} column (has {', '.join(diff.columns)})")
-    s = shared_sae(store, [corpus_a, corpus_b], sae)
+    s = store.shared_sae([corpus_a, corpus_b], sae)
     rows = (diff.with_columns((pl.col(freq_a) - pl.col(freq_b)).abs().alias("_gap"))
             .sort("_gap", descending=True).head(top))
     feats = [int(f) for f in rows["feature"].to_list()]

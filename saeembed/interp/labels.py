@@ -89,14 +89,6 @@ def live_features(store: Store, sae: SAEInfo, corpus_ids: list[int], limit: int 
     return rows["feature"].to_list()
 
 
-def top_diff_features(store: Store, a: str, b: str, top: int = 20, sae: str | None = None) -> list[int]:
-    """The features that differ most between corpora a and b (saeembed.analysis.diff's ranking: generic
-    features left out, length-controlled when the corpora's lengths differ)."""
-    from saeembed.analysis.diff import DiffConfig, diff_corpora
-
-    return diff_corpora(store, a, b, sae=sae, config=DiffConfig(top=top)).frame["feature"].to_list()
-
-
 # --- labelling --------------------------------------------------------------------------------------
 
 def label_features(
@@ -114,11 +106,9 @@ def label_features(
 
     Failures (a malformed LLM answer, a feature that never fires) are rows with a `status`, never
     exceptions; when the LLM budget runs out the remaining features are returned as skipped."""
-    from saeembed.analysis.selection import check_features
-
     cfg = config or LabelConfig()
     s, corpus_ids = resolve_scope(store, corpus, sae)
-    features = list(dict.fromkeys(check_features(s, features)))
+    features = list(dict.fromkeys(s.check_features(features)))
     if not features:
         raise InputError("no features to label")
     method = "llm" if llm is not None else "offline"

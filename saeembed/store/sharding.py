@@ -40,7 +40,7 @@ class ShardingMixin:
     def activations_table(self) -> str:
         """The stored activations table by full name (`activations` alone may be the view with shards)."""
         if getattr(self, "_base_activations", None) is None:
-            from saeembed.store.store import quote_ident
+            from saeembed.store.sql import quote_ident
 
             db = self.con.execute("SELECT current_database()").fetchall()[0][0]
             self._base_activations = f"{quote_ident(db)}.main.activations"

@@ -221,7 +221,7 @@ def _expected(rows: pl.DataFrame, docs: list[int], k: int) -> dict[int, tuple[in
 
 @pytest.mark.parametrize("length_control", ["off", "on"])
 def test_fast_counts_means_and_exemplars_equal_an_independent_count(store, length_control):
-    from saeembed.store.store import snippet
+    from saeembed.textwindow import snippet
 
     rng = np.random.default_rng(7)
     sae = register_sae(store, d_sae=24)

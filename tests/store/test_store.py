@@ -47,7 +47,7 @@ def test_older_store_is_migrated_keeping_data(tmp_path, monkeypatch):
     path = tmp_path / "s.duckdb"
     with Store(path) as st:
         st.add_corpus("c", docs(["a", "b"], ["one", "two"]))
-    import saeembed.store.store as store_mod
+    import saeembed.store.base as store_mod
 
     v = schema_mod.SCHEMA_VERSION
     monkeypatch.setattr(store_mod, "SCHEMA_VERSION", v + 1)
@@ -136,7 +136,7 @@ def test_unknown_corpus_lists_known(store):
 
 
 def test_snippet_marks_the_span():
-    from saeembed.store.store import snippet
+    from saeembed.textwindow import snippet
 
     text = "The refund for order 1234 never arrived."
     assert snippet(text, 21, 25, width=8) == "…r order «1234» never a…"
