@@ -16,14 +16,19 @@ from saeembed.store.features import FeaturesMixin
 from saeembed.store.records import CorpusInfo, SAEInfo
 from saeembed.store.sharding import ShardingMixin
 from saeembed.store.sql import quote_ident
+from saeembed.store.browse import BrowseMixin
+from saeembed.store.labels import LabelsMixin
+from saeembed.store.results import ResultsMixin
+from saeembed.store.scan import ScanMixin
+from saeembed.store.selection import SelectionMixin
 from saeembed.store.tables import TablesMixin
 
 __all__ = ["DEFAULT_STORE", "INTERNAL_COLUMNS", "POOLING_PARAMS", "CorpusInfo", "SAEInfo", "Store", "open_store",
            "quote_ident"]
 
 
-class Store(StoreBase, ShardingMixin, CorporaMixin, EncodingsMixin, DenseMixin, FeaturesMixin,
-            TablesMixin):
+class Store(StoreBase, ShardingMixin, CorporaMixin, EncodingsMixin, DenseMixin, FeaturesMixin, TablesMixin,
+            SelectionMixin, ScanMixin, ResultsMixin, LabelsMixin, BrowseMixin):
     """A saeembed project file. Open with `Store(path)` or `open_store(path)`; close when done."""
 
 
