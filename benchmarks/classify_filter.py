@@ -81,7 +81,6 @@ def row(name, m):
 
 def run(store, args) -> dict:
     from saeembed.analysis.classify import ProbeConfig, _Baseline, evaluate_classifier, train_classifier
-    from saeembed.analysis.scores import load_classifier, read_scores
     from saeembed.analysis.selection import select
 
     out: dict = {}
@@ -111,17 +110,17 @@ def run(store, args) -> dict:
         train_classifier(store, "tw_train", "toxic", name, where=f"u < {frac}" if frac < 1 else None,
                          config=ProbeConfig(test_size=0.05, folds=3 if frac < 0.05 else 5))
         ev = evaluate_classifier(store, name, "tw_test", "toxic", baselines=B)
-        curve[f"{frac:.0%}"] = {"n_train": len(load_classifier(store, name).params["train_doc_idx"]),
+        curve[f"{frac:.0%}"] = {"n_train": len(store.load_classifier(name).params["train_doc_idx"]),
                                 "sae": row("sae", ev), **{b: row(b, ev["baselines"][b]) for b in B}}
         print("[curve]", frac, curve[f"{frac:.0%}"], flush=True)
     out["curve"] = curve
     # quality model on alpaca: 20 % train, 80 % test
     tr = train_classifier(store, "alpaca", "claude_score_ge_4_5", "aq", config=ProbeConfig(test_size=0.8), baselines=B)
-    clf = load_classifier(store, "aq")
+    clf = store.load_classifier("aq")
     test_idx = np.asarray(clf.params["test_doc_idx"])
     sel = select(store, "alpaca")
     labels = store.documents("alpaca", text=False, doc_idx=test_idx.tolist())["claude_score_ge_4_5"].to_numpy()
-    sae_scores = read_scores(store, sel.corpus, ["aq"]).filter(
+    sae_scores = store.doc_scores(sel.corpus, ["aq"]).filter(
         __import__("polars").col("doc_idx").is_in(test_idx.tolist())).sort("doc_idx")["aq"].to_numpy()
 
     def kept_share(scores):

@@ -7,8 +7,9 @@ from typing import Optional
 import polars as pl
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, SaeOpt, StoreOpt
 from saeembed.cli import render
+from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, SaeOpt, open_store, opt
+from saeembed.config import DiffConfig, DiffView
 
 
 DIFF_TABLE = ["feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "q_value", "more_in", "exemplar_a", "exemplar_b"]
@@ -21,18 +22,18 @@ def diff(
     where: Optional[str] = typer.Option(None, "--where", help="Filter for side A, e.g. \"source = 'web' and stars >= 4\"."),
     vs: Optional[str] = typer.Option(None, "--vs", help="Filter for side B (default: the rest of the corpus, or all of corpus B)."),
     paired_on: Optional[str] = typer.Option(None, "--paired-on", help="Column pairing A and B documents (e.g. prompt_id): McNemar's test."),
-    top: int = typer.Option(30, "--top", "-n", help="Rows to show (per group with --by)."),
-    length_control: str = typer.Option("auto", "--length-control", help="on, off or auto: rank within token-length strata (CMH) so longer documents do not win by firing more features."),
-    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly everything or on random tokens."),
-    direction: str = typer.Option("both", "--direction", help="both, a (more in A) or b (more in B)."),
-    max_q: float = typer.Option(1.0, "--max-q", help="Only features with a BH q-value at most this."),
-    min_freq: float = typer.Option(0.0, "--min-freq", help="Only features firing on at least this share of one side."),
-    exemplars: int = typer.Option(1, "--exemplars", help="Exemplar snippets per side."),
+    top: int = opt(DiffView, "top", "--top", "-n"),
+    length_control: str = opt(DiffConfig, "length_control", "--length-control"),
+    keep_generic: bool = opt(DiffConfig, "keep_generic", "--keep-generic"),
+    direction: str = opt(DiffView, "direction", "--direction"),
+    max_q: float = opt(DiffView, "max_q", "--max-q"),
+    min_freq: float = opt(DiffView, "min_freq", "--min-freq"),
+    exemplars: int = opt(DiffConfig, "exemplars", "--exemplars"),
     summarize: bool = typer.Option(False, "--summarize", help="Also write a few hypotheses (with evidence and frequencies) from the top features: offline, or with --llm."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="With --summarize: an OpenAI-compatible model; key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="An OpenAI-compatible model for --summarize; key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server for --llm."),
     sae: Optional[str] = SaeOpt,
-    store: str = StoreOpt,
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
@@ -44,16 +45,15 @@ def diff(
       saeembed diff toxicity --where "toxic = true" --vs "toxic = false"
       saeembed diff answers --by generator
     """
-    from saeembed.analysis.diff import DiffConfig, diff_by, diff_corpora, diff_slices
+    from saeembed.analysis.diff import diff_by, diff_corpora, diff_slices
     from saeembed.errors import InputError
 
-    if direction not in ("both", "a", "b"):
-        raise InputError(f"--direction must be both, a or b, not {direction!r}")
+    view = DiffView(direction=direction, max_q=max_q, min_freq=min_freq, top=top)
     cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=exemplars, top=None)
     if summarize and not (b and not by and not where and not vs):
         raise InputError("--summarize works on two whole corpora: saeembed diff A B --summarize")
     hypotheses = None
-    with render.store(store, read_only=not summarize) as st:
+    with open_store(store, read_only=not summarize) as st:
         if by:
             if b or vs:
                 raise InputError("--by compares groups within one corpus; drop the second corpus / --vs")
@@ -68,7 +68,7 @@ def diff(
             hypotheses = _summarize(st, results[""].frame, a, b, sae, llm, base_url)
     frames = []
     for group, r in results.items():
-        f = _filter_diff(r.frame, direction, max_q, min_freq).head(top)
+        f = view.apply(r.frame)
         if by:
             f = f.with_columns(pl.lit(group).alias(by)).select(by, pl.all().exclude(by))
         frames.append((group, r, f))
@@ -76,16 +76,17 @@ def diff(
         render.emit_frame(pl.concat([f for _, _, f in frames], how="diagonal_relaxed"), as_json=as_json, as_csv=as_csv)
         if hypotheses is not None:
             for h in hypotheses.iter_rows(named=True):
-                render.note(f"hypothesis ({h['source']}): {h['hypothesis']} — more in {h['direction']}")
+                render.note(f"hypothesis ({render.safe(h['source'])}): {render.safe(h['hypothesis'])} — more in "
+                            f"{render.safe(h['direction'])}")
         return
     for group, r, f in frames:
         s = r.summary
-        render.note(f"[bold]A[/bold] = {s['a']} ({s['n_a']} docs) · [bold]B[/bold] = {s['b']} ({s['n_b']} docs) · "
-                    f"test: {s['test']} · SAE {s['sae']}")
-        render.note(f"  length: {s['length_note']}")
+        render.note(f"[bold]A[/bold] = {render.safe(s['a'])} ({s['n_a']} docs) · [bold]B[/bold] = {render.safe(s['b'])} "
+                    f"({s['n_b']} docs) · test: {render.safe(s['test'])} · SAE {render.safe(s['sae'])}")
+        render.note(f"  length: {render.safe(s['length_note'])}")
         if s["generic_excluded"]:
             render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to show them); "
-                        f"random-token probe: {s['random_probe']}")
+                        f"random-token probe: {render.safe(s['random_probe'])}")
         render.note(f"  {s['significant_q05']} of {s['features_tested']} features differ at q ≤ 0.05")
         cols = [c for c in DIFF_TABLE if c in f.columns and not (c == "diff_adj" and not s["length_controlled"])]
         render.emit_frame(f.select(cols), title=f"{by} = {group}" if by else "features that differ")
@@ -105,16 +106,6 @@ def _summarize(st, frame: pl.DataFrame, a: str, b: str, sae, llm, base_url) -> p
     return summarize_diff(st, frame, corpus_a=a, corpus_b=b, sae=sae, llm=client, freq_a="freq_a", freq_b="freq_b")
 
 
-def _filter_diff(frame: pl.DataFrame, direction: str, max_q: float, min_freq: float) -> pl.DataFrame:
-    if direction != "both":
-        frame = frame.filter(pl.col("more_in") == direction.upper())
-    if max_q < 1.0:
-        frame = frame.filter(pl.col("q_value") <= max_q)
-    if min_freq > 0:
-        frame = frame.filter(pl.max_horizontal("freq_a", "freq_b") >= min_freq)
-    return frame
-
-
 def correlate(
     corpus: str = typer.Argument(..., help="Corpus to mine."),
     with_column: Optional[str] = typer.Option(None, "--with-column", help="Metadata column (category, number or date): which features rise or fall with it."),
@@ -123,9 +114,9 @@ def correlate(
     min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
     top: int = typer.Option(30, "--top", "-n", help="Pairs (or features per category) to show."),
     keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
-    sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights (path/hub id) for decoder directions, when the store's recorded source is gone."),
+    sae_weights: Optional[str] = typer.Option(None, "--sae-weights", metavar="PATH_OR_HUB_ID", help="SAE weights to load for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
-    store: str = StoreOpt,
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
@@ -139,7 +130,7 @@ def correlate(
     """
     from saeembed.analysis.correlate import CorrelateConfig, correlate as run, correlate_with_column
 
-    with render.store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         if with_column:
             r = correlate_with_column(st, corpus, with_column, where=where, sae=sae, top=top, min_docs=min_docs)
         else:
@@ -150,7 +141,8 @@ def correlate(
         if as_json or as_csv:
             render.emit_frame(r.frame, as_json=as_json, as_csv=as_csv)
             return
-        render.note(f"{r.summary['corpus']}: {r.summary['n_docs']} documents · column {with_column} ({r.summary['kind']})")
+        render.note(f"{render.safe(r.summary['corpus'])}: {r.summary['n_docs']} documents · column "
+                    f"{render.safe(with_column)} ({render.safe(r.summary['kind'])})")
         render.emit_frame(r.frame, title=f"features that move with {with_column}")
         if r.trend is not None and r.trend.height:
             render.emit_frame(r.trend, title="share of documents per bin (columns: f<feature>)")
@@ -161,8 +153,8 @@ def correlate(
         render.emit_frame(rows, as_json=as_json, as_csv=as_csv)
         return
     s = r.summary
-    render.note(f"{s['corpus']}: {s['n_docs']} documents · {s['features_with_support']} features with support ≥ "
-                f"{s['min_support']:.2%} and ≥ {s['min_docs']} docs · similarity: {s['similarity']}")
+    render.note(f"{render.safe(s['corpus'])}: {s['n_docs']} documents · {s['features_with_support']} features with "
+                f"support ≥ {s['min_support']:.2%} and ≥ {s['min_docs']} docs · similarity: {render.safe(s['similarity'])}")
     if s["generic_excluded"]:
         render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to keep them)")
     render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI)")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
+from saeembed.cli.options import (CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, SaeWeightsOpt, StoreOpt, open_store,
+                                  opt)
+from saeembed.config import EncodeConfig
 from saeembed.errors import SaeembedError
 
 app = typer.Typer(
@@ -54,13 +56,6 @@ def _add_subcommands() -> None:
 _add_subcommands()
 
 
-
-def _store(path: str, *, read_only: bool = False):
-    from saeembed.store import Store
-
-    return Store(path, read_only=read_only)
-
-
 @app.command()
 def ingest(
     path: Path = typer.Argument(..., help="A .csv, .tsv, .jsonl, .json or .parquet file, or a folder of .txt files."),
@@ -71,30 +66,43 @@ def ingest(
     ),
     format: Optional[str] = typer.Option(None, "--format", help="Override the format guessed from the suffix."),
     append: bool = typer.Option(False, "--append", help="Add new documents to an existing corpus."),
-    replace: bool = typer.Option(False, "--replace", help="Drop the corpus (and its encodings) first."),
+    replace: bool = typer.Option(False, "--replace", help="Start the corpus over: its documents and encodings are dropped first."),
+    sep: Optional[str] = typer.Option(
+        None, "--sep", help="Field separator of a .csv/.tsv file, e.g. ';' (default: ',' or tab, or guessed from the header)."),
+    rename: List[str] = typer.Option(
+        [], "--rename", help="Rename a column on the way in, OLD=NEW (repeatable), e.g. a metadata column named n_tokens."),
+    drop_column: List[str] = typer.Option([], "--drop-column", help="Leave this column out (repeatable)."),
     store: str = StoreOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Read documents from a file into the store. Other columns are kept as metadata."""
     from saeembed.documents import ingest as do_ingest
+    from saeembed.store.corpora import APPEND, NEW, REPLACE
 
     if append and replace:
         raise typer.BadParameter("use --append or --replace, not both")
-    mode = "append" if append else "replace" if replace else "create"
-    with _store(store) as st:
-        result = do_ingest(st, path, corpus=corpus, text_column=text_column, id_column=id_column,
-                           format=format, mode=mode)
+    renames = {}
+    for item in rename:
+        old, eq, new = item.partition("=")
+        if not eq or not old or not new:
+            raise typer.BadParameter(f"--rename takes OLD=NEW, not {item!r}")
+        renames[old] = new
+    mode = APPEND if append else REPLACE if replace else NEW
+    with open_store(store) as st:
+        result = do_ingest(st, path, corpus=corpus, text_column=text_column, id_column=id_column, format=format,
+                           mode=mode, separator=sep, rename=renames or None, drop_columns=drop_column or None)
     if as_json:
         render.emit_json(result)
         return
-    msg = f"[green]✓[/green] {result['added']} documents → corpus [bold]{result['corpus']}[/bold] ({result['n_docs']} in all) in {store}"
+    msg = (f"[green]✓[/green] {result['added']} documents → corpus [bold]{render.safe(result['corpus'])}[/bold] "
+           f"({result['n_docs']} in all) in {render.safe(store)}")
     if result["skipped_empty"]:
         msg += f"; skipped {result['skipped_empty']} empty texts"
     if result["skipped_existing"]:
         msg += f"; {result['skipped_existing']} already stored"
     render.note(msg)
     if result["metadata_columns"]:
-        render.note(f"  metadata columns: {', '.join(result['metadata_columns'])}")
+        render.note(f"  metadata columns: {', '.join(map(render.safe, result['metadata_columns']))}")
 
 
 @app.command()
@@ -103,56 +111,54 @@ def encode(
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Hugging Face hub id or local folder. Default: the SAE's own model, else the embedded all-MiniLM-L6-v2."
     ),
-    sae: Optional[str] = typer.Option(
-        None, "--sae", help="SAE folder/file (SAELens, sparsify, Gemma Scope, Goodfire, Llama Scope) or hub id. Default: the embedded SAE."
-    ),
+    sae: Optional[str] = SaeWeightsOpt,
     hook: Optional[str] = typer.Option(
         None, "--hook", help="layers.N = output of block N (0-indexed); layers.N.pre, blocks.N.hook_resid_post/_pre also work. Default: the SAE's hook."
     ),
-    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N, mps or auto."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Windows per forward pass."),
-    window: Optional[int] = typer.Option(None, "--window", help="Tokens per window (long documents are split, never truncated)."),
-    chat_template: bool = typer.Option(False, "--chat-template", help="Wrap each document as an assistant turn of the model's chat template; template tokens are not pooled."),
-    prompt_column: Optional[str] = typer.Option(None, "--prompt-column", help="With --chat-template: metadata column holding the user turn."),
+    device: str = opt(EncodeConfig, "device", "--device"),
+    batch_size: int = opt(EncodeConfig, "batch_size", "--batch-size"),
+    window: Optional[int] = opt(EncodeConfig, "window", "--window"),
+    chat_template: bool = opt(EncodeConfig, "chat_template", "--chat-template"),
+    prompt_column: Optional[str] = opt(EncodeConfig, "prompt_column", "--prompt-column"),
     keep_special: bool = typer.Option(False, "--keep-special", help="Pool BOS/CLS/SEP tokens too (excluded by default)."),
-    replace: bool = typer.Option(False, "--replace", help="Drop a stored encoding of this corpus with this SAE first."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow the model repo's own Python code to run."),
+    replace: bool = opt(EncodeConfig, "replace", "--replace"),
+    trust_remote_code: bool = opt(EncodeConfig, "trust_remote_code", "--trust-remote-code"),
     store: str = StoreOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    backend: str = typer.Option("local", "--backend", help="local, or ray (pip install 'saeembed[ray]'): an actor pool, one model+SAE per actor."),
-    address: Optional[str] = typer.Option(None, "--address", help="With --backend ray: cluster address ('auto' joins the running cluster; default starts a local one)."),
-    workers: int = typer.Option(2, "--workers", help="With --backend ray: number of actors."),
-    gpus_per_worker: float = typer.Option(0.0, "--gpus-per-worker", help="With --backend ray: GPUs each actor reserves."),
-    shards: str = typer.Option("auto", "--shards", help="Write activations as Parquet shards beside the store: on, off, auto (100k+ documents; always with Ray)."),
-    shard_docs: Optional[int] = typer.Option(None, "--shard-docs", help="Documents per shard."),
-    chunk_docs: Optional[int] = typer.Option(None, "--chunk-docs", help="Documents per write (local) or per Ray batch."),
+    backend: str = opt(EncodeConfig, "backend", "--backend"),
+    address: Optional[str] = opt(EncodeConfig, "ray_address", "--address"),
+    workers: int = opt(EncodeConfig, "workers", "--workers"),
+    gpus_per_worker: float = opt(EncodeConfig, "gpus_per_worker", "--gpus-per-worker"),
+    shards: str = opt(EncodeConfig, "shards", "--shards"),
+    shard_docs: int = opt(EncodeConfig, "shard_docs", "--shard-docs"),
+    chunk_docs: int = opt(EncodeConfig, "chunk_docs", "--chunk-docs"),
 ):
     """Encode a corpus into sparse SAE embeddings (resumable: re-running skips stored documents)."""
-    from saeembed.encode.pipeline import EncodeConfig, encode_corpus
+    from saeembed.encode.pipeline import encode_corpus
 
-    cfg = EncodeConfig(device=device, window=window, chat_template=chat_template, prompt_column=prompt_column,
-                       exclude_special=not keep_special, replace=replace, trust_remote_code=trust_remote_code,
-                       backend=backend, ray_address=address, workers=workers, gpus_per_worker=gpus_per_worker,
-                       shards=shards)
     for name, value in (("batch_size", batch_size), ("shard_docs", shard_docs), ("chunk_docs", chunk_docs)):
-        if value is not None:
-            if value < 1:
-                raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
-            setattr(cfg, name, value)
-    with _store(store) as st, render.encode_progress(f"encode {corpus}", enabled=not (quiet or as_json)) as bar:
+        if value < 1:
+            raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
+    cfg = EncodeConfig(device=device, batch_size=batch_size, window=window, chat_template=chat_template,
+                       prompt_column=prompt_column, exclude_special=not keep_special, replace=replace,
+                       trust_remote_code=trust_remote_code, backend=backend, ray_address=address, workers=workers,
+                       gpus_per_worker=gpus_per_worker, shards=shards, shard_docs=shard_docs, chunk_docs=chunk_docs)
+    with open_store(store) as st, render.encode_progress(f"encode {corpus}", enabled=not (quiet or as_json)) as bar:
         result = encode_corpus(st, corpus, model=model, sae=sae, hook=hook, config=cfg, progress=bar)
     if as_json:
         render.emit_json(result.to_dict())
         return
     for w in result.warnings:
-        render.note(f"[yellow]warning:[/yellow] {w}")
+        render.note(f"[yellow]warning:[/yellow] {render.safe(w)}")
     if result.docs_encoded == 0:
-        render.note(f"nothing to do: all {result.docs_total} documents of {corpus} are already encoded with SAE {result.sae}")
+        render.note(f"nothing to do: all {result.docs_total} documents of {render.safe(corpus)} are already encoded with "
+                    f"SAE {render.safe(result.sae)}")
         return
     render.note(
-        f"[green]✓[/green] encoded {result.docs_encoded} documents ({result.tokens:,} tokens) of {corpus} "
-        f"with SAE {result.sae} at {result.hook} of {result.model} in {result.seconds:.1f}s "
+        f"[green]✓[/green] encoded {result.docs_encoded} documents ({result.tokens:,} tokens) of {render.safe(corpus)} "
+        f"using SAE {render.safe(result.sae)} at {render.safe(result.hook)} of {render.safe(result.model)} "
+        f"in {result.seconds:.1f}s "
         f"({result.docs_per_s:.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s); {result.activation_rows:,} sparse rows"
     )
     if result.split_docs:
@@ -162,24 +168,24 @@ def encode(
 
 
 @app.command()
-def info(store: str = StoreOpt, as_json: bool = JsonOpt):
+def info(store: str = ReadStoreOpt, as_json: bool = ResultJsonOpt):
     """What the store holds: corpora, documents, SAEs, rows, schema version."""
-    with _store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         data = st.info()
         saes = st.saes()
     if as_json:
         render.emit_json(data | {"sae_list": saes.to_dicts()})
         return
     for k, v in data.items():
-        render.console.print(f"[bold]{k:>18}[/bold]  {v}")
+        render.console.print(f"[bold]{k:>18}[/bold]  {render.safe(v)}")
     if not saes.is_empty():
         render.emit_frame(saes, title="SAEs")
 
 
 @app.command()
-def corpora(store: str = StoreOpt, as_json: bool = JsonOpt, as_csv: bool = CsvOpt):
+def corpora(store: str = ReadStoreOpt, as_json: bool = JsonOpt, as_csv: bool = CsvOpt):
     """List corpora with their size, metadata columns and encodings."""
-    with _store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         frame = st.corpora()
     render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="corpora")
 
@@ -189,14 +195,14 @@ def features(
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus (default: all encoded with the SAE)."),
     top: int = typer.Option(20, "--top", "-n", help="How many features."),
     by: str = typer.Option("docs", "--by", help="Rank by docs (how many documents fire), max or mean activation."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the store holds several."),
+    sae: Optional[str] = SaeOpt,
     search: Optional[str] = typer.Option(None, "--search", help="Find labelled features by label text or meaning, e.g. \"date\"."),
-    store: str = StoreOpt,
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
     """Top features with their label (when labelled) and strongest exemplar."""
-    with _store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         if search is not None:
             from saeembed.interp.labels import search_labels
 
@@ -210,13 +216,13 @@ def features(
 def export(
     corpus: str = typer.Argument(..., help="Corpus to export."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file: .parquet, .csv or .jsonl."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
-    store: str = StoreOpt,
+    sae: Optional[str] = SaeOpt,
+    store: str = ReadStoreOpt,
 ):
     """Write sparse embeddings as rows of (doc_id, feature, value, active_tokens)."""
-    with _store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         n = st.export(corpus, out, sae=sae)
-    render.note(f"[green]✓[/green] wrote {n:,} rows to {out}")
+    render.note(f"[green]✓[/green] wrote {n:,} rows to {render.safe(out)}")
 
 
 @app.command()
@@ -224,9 +230,9 @@ def demo(
     store: str = typer.Option("demo.duckdb", "--store", "-s", help="Store file for the demo."),
     top: int = typer.Option(8, "--top", "-n", help="Features to show per corpus."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: embedded all-MiniLM-L6-v2)."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE (default: the embedded SAE)."),
+    sae: Optional[str] = SaeWeightsOpt,
     hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's)."),
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Run the whole flow on the bundled sample corpora: ingest → encode → top features per corpus."""
     from saeembed.pipelines.demo import run_demo
@@ -242,11 +248,12 @@ def demo(
         return
     for r in result.encodes:
         if r.docs_encoded:
-            render.note(f"[green]✓[/green] {r.corpus}: {r.docs_encoded} documents, {r.tokens:,} tokens, "
+            render.note(f"[green]✓[/green] {render.safe(r.corpus)}: {r.docs_encoded} documents, {r.tokens:,} tokens, "
                         f"{r.tokens_per_s:,.0f} tokens/s")
     for corpus, frame in result.top_features.items():
         render.emit_frame(frame, title=f"{corpus}: most distinctive features (share of its documents vs the other corpora)")
-    render.note(f"store: {result.store} · next: saeembed features --store {result.store} --corpus toxicity")
+    render.note(f"store: {render.safe(result.store)} · next: saeembed features --store {render.safe(result.store)} "
+                "--corpus toxicity")
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from typing import List, Optional
 import polars as pl
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
+from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, StoreOpt, deprecated_opt, open_store
 
 app = typer.Typer(
     help=(
@@ -33,27 +33,21 @@ BaselineOpt = typer.Option(
 WhereOpt = typer.Option(None, "--where", "-w", help="Only documents matching this filter, e.g. \"source = 'forum'\".")
 
 
-def _store(path: str, *, read_only: bool = False):
-    from saeembed.store import Store
-
-    return Store(path, read_only=read_only)
-
-
 @contextmanager
 def _status(enabled: bool, what: str):
     """A spinner whose text follows the library's progress messages."""
     if not enabled:
         yield None
         return
-    with render.err_console.status(what) as status:
-        yield lambda msg: status.update(f"{what}: {msg}")
+    with render.err_console.status(render.safe(what)) as status:
+        yield lambda msg: status.update(render.safe(f"{what}: {msg}"))
 
 
 def _metrics_line(name: str, m: dict) -> str:
     def f(v):
         return "n/a" if v is None else f"{v:.4f}"
 
-    return f"{name:<14} AUROC {f(m.get('auroc'))} · F1 {f(m.get('f1'))} · macro-F1 {f(m.get('macro_f1'))} · n {m.get('n')}"
+    return f"{render.safe(name):<14} AUROC {f(m.get('auroc'))} · F1 {f(m.get('f1'))} · macro-F1 {f(m.get('macro_f1'))} · n {m.get('n')}"
 
 
 @app.command()
@@ -72,9 +66,9 @@ def train(
     group_column: Optional[str] = typer.Option(None, "--group-column", help="Keep rows sharing this value (e.g. the prompt of paired answers) on one side of every split."),
     top: int = typer.Option(10, "--top", help="Features to show per direction."),
     where: Optional[str] = WhereOpt,
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Train a sparse logistic probe (C by cross-validation), report held-out AUROC/F1/PR and top features, save it.
 
@@ -83,7 +77,7 @@ def train(
     from saeembed.analysis.classify import ProbeConfig, train_classifier
 
     cfg = ProbeConfig(penalty=penalty, l1_ratio=l1_ratio, test_size=test_size, folds=folds, seed=seed, binary=binary)
-    with _store(store) as st, _status(not as_json, f"train {name}") as progress:
+    with open_store(store) as st, _status(not as_json, f"train {name}") as progress:
         res = train_classifier(st, corpus, label_column, name, where=where, sae=sae, config=cfg,
                                baselines=baseline or [], positive=positive, group_column=group_column, top=top,
                                progress=progress)
@@ -91,8 +85,9 @@ def train(
         render.emit_json(res.to_dict())
         return
     i = res.info
-    render.note(f"[green]✓[/green] classifier [bold]{name}[/bold] on {corpus}: {i['n_train']} train / {i['n_test']} held-out, "
-                f"classes {i['classes']}, C={i['C']:g}, {i['features_used']} features with non-zero weight (SAE {i['sae']})")
+    render.note(f"[green]✓[/green] classifier [bold]{render.safe(name)}[/bold] on {render.safe(corpus)}: {i['n_train']} "
+                f"train / {i['n_test']} held-out, classes {render.safe(i['classes'])}, C={i['C']:g}, "
+                f"{i['features_used']} features with non-zero weight (SAE {render.safe(i['sae'])})")
     render.console.print(_metrics_line("SAE probe", res.metrics))
     for b, m in res.baselines.items():
         render.console.print(_metrics_line(f"baseline {b}", m))
@@ -121,7 +116,7 @@ def apply(
     """
     from saeembed.analysis.classify import apply_classifier
 
-    with _store(store) as st:
+    with open_store(store) as st:
         out = apply_classifier(st, name, corpus, where=where)
         score_col = [c for c in out.columns if c not in ("doc_idx", "doc_id", "predicted")][0]
         out = out.sort(score_col, descending=True)
@@ -129,8 +124,9 @@ def apply(
     if as_json or as_csv:
         render.emit_frame(out.drop("doc_idx"), as_json=as_json, as_csv=as_csv)
         return
-    render.note(f"[green]✓[/green] scored {out.height} documents of {corpus} with {name}; stored as score column(s) "
-                + ", ".join(c for c in out.columns if c not in ('doc_idx', 'doc_id', 'predicted')))
+    render.note(f"[green]✓[/green] scored {out.height} documents of {render.safe(corpus)} with {render.safe(name)}; "
+                "stored as score column(s) "
+                + ", ".join(render.safe(c) for c in out.columns if c not in ('doc_idx', 'doc_id', 'predicted')))
     shown = out.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx", how="left",
                                maintain_order="left")
     render.emit_frame(shown.drop("doc_idx"), title=f"top {top} by {score_col}")
@@ -144,7 +140,7 @@ def evaluate(
     baseline: Optional[List[str]] = BaselineOpt,
     where: Optional[str] = WhereOpt,
     store: str = StoreOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Evaluate a saved classifier on another labelled corpus; baselines are trained on the classifier's own
     training rows and applied here.
@@ -153,14 +149,15 @@ def evaluate(
     """
     from saeembed.analysis.classify import evaluate_classifier
 
-    with _store(store) as st, _status(not as_json, f"eval {name}"):
+    with open_store(store) as st, _status(not as_json, f"eval {name}"):
         res = evaluate_classifier(st, name, corpus, label_column, where=where, baselines=baseline or [])
     if as_json:
         render.emit_json(res)
         return
-    render.note(f"{name} (trained on {res['trained_on']}) evaluated on {corpus}:")
+    render.note(f"{render.safe(name)} (trained on {render.safe(res['trained_on'])}) evaluated on {render.safe(corpus)}:")
     if res.get("rows_seen_in_training"):
-        render.note(f"[yellow]warning:[/yellow] {res['rows_seen_in_training']} of these rows were used to train {name}; "
+        render.note(f"[yellow]warning:[/yellow] {res['rows_seen_in_training']} of these rows were used to train "
+                    f"{render.safe(name)}; "
                     "these metrics are optimistic")
     render.console.print(_metrics_line("SAE probe", res))
     for b, m in res.get("baselines", {}).items():
@@ -174,13 +171,14 @@ def zero_shot_cmd(
     description: str = typer.Argument(..., help="What the documents to find look like, e.g. \"insulting or profane language\"."),
     corpus: str = typer.Option(..., "--corpus", "-c", help="Encoded corpus to score."),
     name: str = typer.Option("zeroshot", "--name", "-n", help="Save the scorer under this name (score column for `filter`)."),
-    features: int = typer.Option(10, "--features", help="How many matched features to score with."),
+    n_features: int = typer.Option(10, "--n-features", help="How many matched features to score with."),
+    features_count: Optional[int] = deprecated_opt(None, "--features", "--n-features"),
     method: str = typer.Option("auto", "--match", help="Feature matcher: auto, describe (labels/exemplars) or prf (pseudo-relevance feedback on the corpus)."),
     label_column: Optional[str] = typer.Option(None, "--label-column", "-l", help="If the corpus is labelled: also report AUROC/F1 against this column."),
     where: Optional[str] = WhereOpt,
     top: int = typer.Option(10, "--top", help="Highest-scored documents to print."),
     store: str = StoreOpt,
-    as_json: bool = JsonOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Score documents by the SAE features matched to a description: no labels needed.
 
@@ -188,8 +186,9 @@ def zero_shot_cmd(
     """
     from saeembed.analysis.classify import zero_shot
 
-    with _store(store) as st, _status(not as_json, "zero-shot"):
-        res = zero_shot(st, description, corpus, name=name, top_features=features, where=where,
+    n_features = n_features if features_count is None else features_count
+    with open_store(store) as st, _status(not as_json, "zero-shot"):
+        res = zero_shot(st, description, corpus, name=name, top_features=n_features, where=where,
                         label_column=label_column, match_options={"method": method})
         texts = st.documents(corpus, metadata=False, doc_idx=res.scores["doc_idx"].head(top).to_list())
     if as_json:
@@ -204,9 +203,8 @@ def zero_shot_cmd(
 
 
 @app.command("list")
-def list_cmd(store: str = StoreOpt, as_json: bool = JsonOpt, as_csv: bool = CsvOpt):
+def list_cmd(store: str = ReadStoreOpt, as_json: bool = JsonOpt, as_csv: bool = CsvOpt):
     """Saved classifiers with their SAE, training corpus and held-out AUROC."""
-    from saeembed.analysis.scores import list_classifiers
 
-    with _store(store, read_only=True) as st:
-        render.emit_frame(list_classifiers(st), as_json=as_json, as_csv=as_csv, title="classifiers")
+    with open_store(store, read_only=True) as st:
+        render.emit_frame(st.classifiers(), as_json=as_json, as_csv=as_csv, title="classifiers")

@@ -6,10 +6,10 @@ from typing import List, Optional
 
 import typer
 
-from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
-                                  JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, SaeOpt, StoreOpt)
 from saeembed.cli import render
-
+from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
+                                  JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, ReadStoreOpt, SaeOpt, StoreOpt,
+                                  feature_ids, open_store)
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def cluster_cmd(
     corpus: str = typer.Argument(..., help="Corpus to cluster."),
     axis: Optional[str] = AxisOpt,
-    features: List[int] = ClusterFeaturesOpt,
+    features: List[str] = ClusterFeaturesOpt,
     k: Optional[int] = KOpt,
     match: str = AxisMatchOpt,
     n_features: int = NFeaturesOpt,
@@ -33,7 +33,7 @@ def cluster_cmd(
     seed: int = ClusterSeedOpt,
     binary: bool = BinaryOpt,
     show_features: bool = typer.Option(False, "--explain", help="Also show which features were clustered on and why."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
@@ -45,12 +45,11 @@ def cluster_cmd(
     (axis 2 of `saeembed axes support`); `saeembed cluster support -f 12 -f 40 --k 4`.
     """
     from saeembed.analysis.cluster import ClusterConfig, cluster
-    from saeembed.store import Store
 
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
                         seed=seed, binary=binary, match=match)
-    with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
-        result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
+    with open_store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
+        result = cluster(st, corpus, axis=axis, features=feature_ids(features) or None, where=where, sae=sae, name=name,
                          save=not no_save, config=cfg, progress=bar)
     if as_json:
         render.emit_json({
@@ -66,7 +65,7 @@ def cluster_cmd(
         return
     found = result.params.get("axis_found")
     if found:
-        render.note(found["why"])
+        render.note(render.safe(found["why"], newlines=True))
     if show_features and result.features.height:
         render.emit_frame(result.features, title="features clustered on")
     render.emit_frame(result.clusters, title=f"clusters of {corpus}" + (f" along {axis!r}" if axis else ""))
@@ -79,20 +78,20 @@ def cluster_cmd(
         msg += "; lots of noise: try --min-cluster-size smaller, --min-samples 1, or --k"
     render.note(msg)
     if result.clustering_id is not None:
-        render.note(f"saved as [bold]{result.name}[/bold]; select a cluster with --where \"cluster.{result.name} = 0\"")
+        render.note(f"saved as [bold]{render.safe(result.name)}[/bold]; select a cluster with "
+                    f"--where \"cluster.{render.safe(result.name)} = 0\"")
 
 
 def clusterings_cmd(
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus."),
-    store: str = StoreOpt,
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
     """List saved clusterings (usable as --where "cluster.NAME = N")."""
     from saeembed.analysis.cluster import clusterings
-    from saeembed.store import Store
 
-    with Store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         frame = clusterings(st, corpus)
     render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="clusterings")
 
@@ -120,9 +119,8 @@ def axes_cmd(
     import polars as pl
 
     from saeembed.analysis.axes import AxisConfig, find_axes
-    from saeembed.store import Store
 
-    with Store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
+    with open_store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
         frame = find_axes(st, corpus, where=where, sae=sae, config=AxisConfig(k=k, max_axes=max_axes, seed=seed),
                           top=top, progress=bar)
     if frame.is_empty() and not (as_json or as_csv):
@@ -136,4 +134,4 @@ def axes_cmd(
     render.emit_frame(shown, title=f"axes of variation of {corpus}")
     render.note("kind: language = the groups share few common words; content = sentence embeddings separate "
                 "them (dense); form = they barely do (style, tone, format). lift: strength vs shuffled features.")
-    render.note(f"cluster along one: saeembed cluster {corpus} --axis 1 --k {k}")
+    render.note(f"cluster along one: saeembed cluster {render.safe(corpus)} --axis 1 --k {k}")

@@ -8,14 +8,16 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import (DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, QualityDropOpt,
-                                  QualityLabelOpt, QualityModelOpt, QualityNameOpt, QualityPositiveOpt, filter_spec)
+from saeembed.cli.options import (DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KeepShortOpt, QualityDropOpt,
+                                  QualityLabelOpt, QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ResultJsonOpt, SaeOpt,
+                                  StoreOpt, filter_spec, open_store)
 
 
 def filter_command(
     corpus: str = typer.Argument(..., help="Corpus to clean (ingested; encoded when a rule needs SAE features)."),
     drop: Optional[List[str]] = DropOpt,
     keep: Optional[List[str]] = KeepOpt,
+    keep_short: Optional[List[str]] = KeepShortOpt,
     drop_feature: Optional[List[int]] = DropFeatureOpt,
     dedupe: Optional[float] = DedupeOpt,
     quality_model: Optional[str] = QualityModelOpt,
@@ -27,10 +29,10 @@ def filter_command(
     dropped: Optional[Path] = typer.Option(None, "--dropped", help="Dropped rows plus drop_rule (first rule) and drop_rules (all that matched)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Write nothing: show counts per rule, features over-represented among dropped rows, samples."),
     samples: int = typer.Option(3, "--samples", help="Sample dropped rows shown per rule."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    sae: Optional[str] = SaeOpt,
     seed: int = DedupeSeedOpt,
-    store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    store: str = StoreOpt,
+    as_json: bool = ResultJsonOpt,
 ):
     """Clean a corpus with readable rules: classifier scores, SAE features, metadata, near-duplicates, quality.
 
@@ -49,15 +51,14 @@ def filter_command(
     """
     from saeembed.analysis.filter import filter_corpus, write_outputs
     from saeembed.errors import InputError
-    from saeembed.store import Store
 
     if not dry_run and not (out or dropped):
         raise InputError("say where to write: --out kept.jsonl (and --dropped dropped.jsonl), or use --dry-run")
-    spec = filter_spec(drop=drop, keep=keep, drop_feature=drop_feature, dedupe=dedupe, quality_model=quality_model,
-                       quality_label=quality_label, quality_positive=quality_positive, quality_name=quality_name,
-                       quality_drop=quality_drop, sae=sae, seed=seed)
-    with Store(store) as st:
-        with render.err_console.status(f"filter {corpus}") if not as_json else _null():
+    spec = filter_spec(drop=drop, keep=keep, keep_short=keep_short, drop_feature=drop_feature, dedupe=dedupe,
+                       quality_model=quality_model, quality_label=quality_label, quality_positive=quality_positive,
+                       quality_name=quality_name, quality_drop=quality_drop, sae=sae, seed=seed)
+    with open_store(store) as st:
+        with render.err_console.status(render.safe(f"filter {corpus}")) if not as_json else _null():
             res = filter_corpus(st, corpus, spec, samples_per_rule=samples)
             written = {} if dry_run else write_outputs(st, res, out, dropped)
     if as_json:
@@ -65,9 +66,9 @@ def filter_command(
         return
     if res.quality:
         q = res.quality
-        render.note(f"quality model {q['name']!r} trained on {q['n_train']} labelled rows: held-out AUROC "
+        render.note(f"quality model {render.safe(repr(q['name']))} trained on {q['n_train']} labelled rows: held-out AUROC "
                     f"{q['auroc']:.3f}, F1 {q['f1']:.3f} (n {q['n']})" if q.get("auroc") is not None else
-                    f"quality model {q['name']!r} trained on {q['n_train']} labelled rows")
+                    f"quality model {render.safe(repr(q['name']))} trained on {q['n_train']} labelled rows")
     render.emit_frame(res.rules, title="rules (matched: rows the rule matches; dropped: rows it drops first; only_this: rows no other rule drops)")
     if res.features is not None and not res.features.is_empty():
         render.emit_frame(res.features, title="features over-represented among dropped rows (vs kept)")
@@ -80,7 +81,7 @@ def filter_command(
     else:
         for what, path in (("kept_rows", out), ("dropped_rows", dropped)):
             if path:
-                render.note(f"[green]✓[/green] wrote {written[what]} {what.replace('_', ' ')} to {path}")
+                render.note(f"[green]✓[/green] wrote {written[what]} {what.replace('_', ' ')} to {render.safe(str(path))}")
 
 
 class _null:
@@ -101,12 +102,13 @@ def clean_command(
     id_column: Optional[str] = typer.Option(None, "--id-column", "-i"),
     drop: Optional[List[str]] = DropOpt,
     keep: Optional[List[str]] = KeepOpt,
+    keep_short: Optional[List[str]] = KeepShortOpt,
     drop_feature: Optional[List[int]] = DropFeatureOpt,
     dedupe: float = typer.Option(0.9, "--dedupe", help="Near-duplicate Jaccard threshold (1 = exact feature-set copies)."),
     quality_label: Optional[str] = QualityLabelOpt,
     quality_positive: Optional[str] = QualityPositiveOpt,
     quality_drop: Optional[float] = QualityDropOpt,
-    store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file."),
+    store: str = StoreOpt,
 ):
     """Raw instruction-tuning file → cleaned file + report: ingest, encode, filter, write.
 
@@ -114,12 +116,12 @@ def clean_command(
     """
     from saeembed.pipelines.clean_finetune import clean_file
 
-    spec = filter_spec(drop=drop, keep=keep, drop_feature=drop_feature, dedupe=dedupe, quality_label=quality_label,
-                       quality_positive=quality_positive, quality_drop=quality_drop)
+    spec = filter_spec(drop=drop, keep=keep, keep_short=keep_short, drop_feature=drop_feature, dedupe=dedupe,
+                       quality_label=quality_label, quality_positive=quality_positive, quality_drop=quality_drop)
     with render.encode_progress(f"encode {corpus or path.stem}") as bar:
         res = clean_file(path, out, dropped=dropped, report=report, store=store, corpus=corpus,
                          text_column=text_column, id_column=id_column, spec=spec, progress=bar)
     c = res.filter.check
     render.emit_frame(res.filter.rules, title="rules")
-    render.note(f"[green]✓[/green] {c['input']} rows = {c['kept']} kept → {out} + {c['dropped']} dropped"
-                + (f" → {dropped}" if dropped else "") + (f"; report: {report}" if report else ""))
+    render.note(f"[green]✓[/green] {c['input']} rows = {c['kept']} kept → {render.safe(str(out))} + {c['dropped']} dropped"
+                + (f" → {render.safe(str(dropped))}" if dropped else "") + (f"; report: {render.safe(str(report))}" if report else ""))

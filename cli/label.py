@@ -4,15 +4,13 @@ is saeembed.interp.labels."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
+from saeembed.cli.options import CsvOpt, JsonOpt, SaeOpt, StoreOpt, feature_ids, open_store
 from saeembed.errors import InputError
-
-# Same options as cli/app.py (redefined: app.py registers this module before defining its own).
 
 
 @contextmanager
@@ -29,22 +27,16 @@ def _progress(description: str, total: int, enabled: bool = True):
         yield lambda done, _total: bar.update(task, completed=done)
 
 
-def _parse_ids(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise InputError(f"--features takes comma-separated feature ids, e.g. 12,45 (got {text!r})") from None
-
-
 def label(
-    features: Optional[str] = typer.Option(None, "--features", "-f", help="Comma-separated feature ids, e.g. 12,45."),
+    features: Optional[List[str]] = typer.Option(
+        None, "--features", "-f", help="Feature ids, comma-separated or repeated: 12,45 or -f 12 -f 45."),
     top_diff: Optional[Tuple[str, str]] = typer.Option(
         None, "--top-diff", help="Two corpora A B: label the features whose frequency differs most between them."),
     all_live: bool = typer.Option(False, "--all-live", help="Every feature that fires on some document, most frequent first."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="At most this many features (--top-diff default 20)."),
     corpus: Optional[list[str]] = typer.Option(
         None, "--corpus", "-c", help="Explain from these corpora only (repeatable). Default: all encoded with the SAE."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the store holds several."),
+    sae: Optional[str] = SaeOpt,
     llm: Optional[str] = typer.Option(
         None, "--llm", help="Label with this LLM (e.g. gpt-4o-mini) via an OpenAI-compatible API; key from "
         "$SAEEMBED_LLM_KEY or $OPENAI_API_KEY. Without it labels are made offline."),
@@ -53,6 +45,7 @@ def label(
     max_cost: Optional[float] = typer.Option(None, "--max-cost", help="Stop (cleanly) before the estimated cost passes this many USD."),
     max_calls: Optional[int] = typer.Option(None, "--max-calls", help="Stop (cleanly) after this many uncached LLM calls."),
     concurrency: int = typer.Option(4, "--concurrency", help="LLM calls in flight at once."),
+    timeout: float = typer.Option(30.0, "--timeout", help="LLM: seconds to wait for one answer; a timed-out call is tried once more, and a server that answers none of 3 calls in a row stops the run."),
     relabel_below: Optional[float] = typer.Option(
         None, "--relabel-below", help="LLM: explain again once when the score (balanced accuracy) is below this."),
     price_in: Optional[float] = typer.Option(None, "--price-in", help="USD per million prompt tokens (cost estimate; 0 for a local server)."),
@@ -74,24 +67,23 @@ def label(
     from saeembed.interp.labels import LabelConfig, label_features, live_features, resolve_scope
     from saeembed.interp.llm import LLMClient, LLMConfig
 
-    chosen = sum(x is not None and x is not False and x != () for x in (features, top_diff, all_live or None))
+    chosen = sum(x is not None and x is not False and x != () for x in (features or None, top_diff, all_live or None))
     if chosen != 1:
         raise InputError("say which features to label: --features 12,45, --top-diff A B or --all-live")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
-    from saeembed.store import Store
-
-    with Store(store) as st:
+    ids = feature_ids(features) if features else None
+    with open_store(store) as st:
         s, corpus_ids = resolve_scope(st, corpus, sae)
-        if features:
-            ids = _parse_ids(features)[: limit or None]
+        if ids is not None:
+            ids = ids[: limit or None]
         elif top_diff:
             ids = top_diff_features(st, top_diff[0], top_diff[1], top=limit or 20, sae=s.sae_hash)
         else:
             ids = live_features(st, s, corpus_ids, limit)
         client = None
         if llm:
-            client = LLMClient(st, LLMConfig(model=llm, base_url=base_url, concurrency=concurrency, max_cost=max_cost,
+            client = LLMClient(st, LLMConfig(model=llm, base_url=base_url, concurrency=concurrency, timeout=timeout, max_cost=max_cost,
                                              max_calls=max_calls, price_in=price_in, price_out=price_out))
         elif any(v is not None for v in (max_cost, max_calls, relabel_below)):
             render.note("[yellow]note:[/yellow] --max-cost/--max-calls/--relabel-below apply to --llm only")
@@ -116,6 +108,11 @@ def label(
         u = run.usage
         msg += (f"; LLM {u['calls']} calls ({u['cached']} cached, {u['retries']} retries, {u['failed']} failed), "
                 f"{u['prompt_tokens']:,} prompt + {u['completion_tokens']:,} completion tokens, est. ${u['cost']:.4f}")
+        if u.get("usage_estimated"):
+            msg += f"; token counts estimated for {u['usage_estimated']} answers (the server sent none usable)"
+    n_weak = int(frame["weak"].fill_null(False).sum()) if "weak" in frame.columns else 0
+    if n_weak:
+        msg += f"; {n_weak} weak (near-chance score or copied from the examples: see status)"
     render.note(msg)
     if run.budget_stopped:
         render.note("[yellow]budget reached:[/yellow] the remaining features were skipped; re-run with a larger "

@@ -1,39 +1,97 @@
-"""Options every command shares, defined once."""
+"""Options every command shares, defined once. Settings come from saeembed.config: default and help
+are written there, on the config dataclass, and `opt` turns a field into an option."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import typer
 
-StoreOpt = typer.Option(
-    "saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store file (created when missing).",
-)
-JsonOpt = typer.Option(False, "--json", help="Print JSON (a list of row objects, best first) instead of a table.")
+from saeembed.cli import render
+from saeembed.config import ClusterConfig
+from saeembed.errors import InputError
+
+
+def opt(config, name: str, *flags: str, **kw):
+    """A typer option for field `name` of a config dataclass, with that field's default and help
+    (kw may override either, or add typer arguments such as min=1)."""
+    f = next(f for f in fields(config) if f.name == name)
+    kw.setdefault("help", f.metadata["help"])
+    return typer.Option(kw.pop("default", f.default), *flags, **kw)
+
+
+def deprecated_opt(default, old: str, new: str):
+    """A hidden option kept working for one release; using it prints one line on stderr saying what to
+    write instead."""
+    def note(value):
+        if value not in (None, [], ()):
+            render.note(f"[yellow]deprecated:[/yellow] {old} is now {new}; {old} stops working in the next release")
+        return value
+
+    return typer.Option(default, old, hidden=True, callback=note)
+
+
+def open_store(path: str, *, read_only: bool = False):
+    """Open the store a command names (a context manager): the one way the CLI opens a store."""
+    from saeembed.store import Store
+
+    return Store(path, read_only=read_only)
+
+
+def feature_ids(values) -> list[int]:
+    """Feature ids from --features values, each one id or a comma-separated list: `-f 12 -f 45` or `12,45`."""
+    try:
+        return [int(x) for v in values or [] for x in str(v).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--features takes feature ids, repeated or comma-separated, e.g. 12,45 "
+                         f"(got {' '.join(map(str, values))!r})") from None
+
+
+_STORE = ("saeembed.duckdb", "--store", "-s")
+StoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file (created when missing).")
+ReadStoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file.")  # for commands that only read
+
+
+def json_opt(help: str = "Print JSON (a list of row objects, best first) instead of a table."):
+    """--json: machine-readable output (the help says what the JSON holds)."""
+    return typer.Option(False, "--json", help=help)
+
+
+JsonOpt = json_opt()
+ResultJsonOpt = json_opt("Print the result as JSON.")
 CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
-SaeOpt = typer.Option(None, "--sae", help="SAE hash (prefix) when the store or corpus has several.")
+
+# Two kinds of `--sae`: a stored SAE (its hash), or weights to load (a path or hub id).
+SaeOpt = typer.Option(None, "--sae", metavar="HASH", help="Stored SAE: its hash (a prefix will do) when the store or corpus has several.")
+SaeWeightsOpt = typer.Option(
+    None, "--sae", metavar="PATH_OR_HUB_ID",
+    help="SAE weights to load: folder/file (SAELens, sparsify, Gemma Scope, Goodfire, Llama Scope) or hub id. "
+         "Default: the embedded SAE.")
 
 
 # Steering a clustering (`saeembed cluster` and `saeembed report cluster`).
 AxisOpt = typer.Option(None, "--axis", "-a", help="What the clusters should differ in, e.g. \"topic\" or \"writing style\", or an axis number from `saeembed axes`; that axis's features are used.")
-AxisMatchOpt = typer.Option("auto", "--match", help="How --axis picks features: auto (labelled features whose label is close to the name, else axes), axes (the corpus's own axis of that kind, see `saeembed axes`), describe (labels/exemplar text), prf, llm.")
-ClusterFeaturesOpt = typer.Option([], "--features", "-f", help="Cluster on these features (repeatable) instead of an axis.")
-KOpt = typer.Option(None, "--k", "-k", help="k-means with k clusters (default: HDBSCAN, which finds the number and marks noise).")
-NFeaturesOpt = typer.Option(50, "--n-features", help="How many features an --axis selects.")
-MinClusterSizeOpt = typer.Option(None, "--min-cluster-size", help="HDBSCAN: smallest cluster (default max(10, docs/50)).")
-MinSamplesOpt = typer.Option(5, "--min-samples", help="HDBSCAN: lower means less noise.")
+AxisMatchOpt = opt(ClusterConfig, "match", "--match")
+ClusterFeaturesOpt = typer.Option([], "--features", "-f", help="Cluster on these feature ids (repeatable or comma-separated) instead of an axis.")
+KOpt = opt(ClusterConfig, "k", "--k", "-k")
+NFeaturesOpt = opt(ClusterConfig, "n_features", "--n-features")
+MinClusterSizeOpt = opt(ClusterConfig, "min_cluster_size", "--min-cluster-size")
+MinSamplesOpt = opt(ClusterConfig, "min_samples", "--min-samples")
 ClusterWhereOpt = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter.")
-ClusterSeedOpt = typer.Option(0, "--seed", help="Seed for k-means, SVD and the layout.")
-BinaryOpt = typer.Option(False, "--binary", help="Cluster on feature presence instead of scaled values.")
+ClusterSeedOpt = opt(ClusterConfig, "seed", "--seed")
+BinaryOpt = opt(ClusterConfig, "binary", "--binary")
 
 
 # Filter rules (`saeembed filter`, `saeembed report filter`, `saeembed clean`).
 DropOpt = typer.Option(
     None, "--drop", "-d",
-    help="Drop rows matching this expression, e.g. \"toxicity > 0.8\" (a classifier's score), \"f123 > 0.5\" "
+    help="Rows matching this expression are dropped, e.g. \"toxicity > 0.8\" (a classifier's score), \"f123 > 0.5\" "
          "(max activation of SAE feature 123) or \"source = 'scraped' and n_chars < 40\". Repeatable.")
-KeepOpt = typer.Option(None, "--keep", "-k", help="Keep only rows matching this expression; the others are dropped. Repeatable.")
-DropFeatureOpt = typer.Option(None, "--drop-feature", help="Drop rows where this SAE feature fires at all. Repeatable.")
+KeepOpt = typer.Option(None, "--keep", help="Keep only rows matching this expression; the others are dropped. Repeatable.")
+KeepShortOpt = deprecated_opt(None, "-k", "--keep")  # -k means --k (clusters) everywhere now
+DropFeatureOpt = typer.Option(None, "--drop-feature", help="Rows where this SAE feature fires at all are dropped. Repeatable.")
 DedupeOpt = typer.Option(
-    None, "--dedupe", help="Drop near-duplicates: Jaccard of active SAE features >= this (e.g. 0.9); the first row is kept.")
+    None, "--dedupe", help="Near-duplicates go: Jaccard of active SAE features >= this (e.g. 0.9); the first row is kept.")
 QualityModelOpt = typer.Option(
     None, "--quality-model", help="A saved classifier scoring quality (higher = better); its score is a column in rules.")
 QualityLabelOpt = typer.Option(
@@ -43,12 +101,13 @@ QualityLabelOpt = typer.Option(
 QualityPositiveOpt = typer.Option(
     None, "--quality-positive", help="The --quality-label value meaning good (default: true, 1, or the last value).")
 QualityNameOpt = typer.Option("quality_score", "--quality-name", help="Name of the trained quality model and its score column.")
-QualityDropOpt = typer.Option(None, "--quality-drop", help="Drop this share of rows with the lowest quality score, e.g. 0.5.")
+QualityDropOpt = typer.Option(None, "--quality-drop", help="Share of rows with the lowest quality score to leave out, e.g. 0.5.")
 DedupeSeedOpt = typer.Option(0, "--seed", help="Seed of the MinHash permutations (dedupe on large corpora).")
 
 
-def filter_spec(*, drop=None, keep=None, drop_feature=None, **rest):
+def filter_spec(*, drop=None, keep=None, keep_short=None, drop_feature=None, **rest):
     """The FilterSpec the filter options above describe (rest: FilterSpec fields by name)."""
     from saeembed.analysis.filter import FilterSpec
 
-    return FilterSpec(drop=list(drop or []), keep=list(keep or []), drop_features=list(drop_feature or []), **rest)
+    return FilterSpec(drop=list(drop or []), keep=[*(keep or []), *(keep_short or [])],
+                      drop_features=list(drop_feature or []), **rest)

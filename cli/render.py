@@ -4,17 +4,53 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import sys
 import time
 from contextlib import contextmanager
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(emoji=False)  # `:name:` in data stays as written
+err_console = Console(stderr=True, emoji=False)
+
+# Characters that act on a terminal instead of showing: C0 controls but tab, DEL, C1 (\x9b is a CSI on some
+# terminals), and the marks, overrides and isolates that reorder what is shown.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match) -> str:
+    c = match.group()
+    if c == "\n":
+        return "⏎"
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def safe(value, *, newlines: bool = False) -> str:
+    """User or data text (a cell, a name, a document, an error naming them) as console markup that shows it as
+    written: rich markup is escaped and control characters are made visible (ESC as `\\x1b`, a newline as `⏎`
+    unless `newlines`, for a message of several lines). Every piece of user text printed on the console goes
+    through here; JSON and CSV output do not (they are data, written exactly)."""
+    if value is None:
+        return ""
+    text = str(value)
+    if newlines:
+        return escape(_CONTROL_BUT_NEWLINE.sub(_visible, text))
+    return escape(_CONTROL.sub(_visible, text.replace("\r\n", "\n")))
+
+
+_JSON_CONTROL = re.compile(r"[\x7f-\x9f]")  # json.dumps escapes C0 itself; DEL and C1 are written raw
+
+
+def _json_text(obj, **kw) -> str:
+    """JSON of obj with every control character as a \\u escape: the same data, nothing a terminal acts on."""
+    text = json.dumps(obj, ensure_ascii=False, **kw)
+    return _JSON_CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _jsonable(value):
@@ -29,7 +65,7 @@ def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = Fal
     """Print a DataFrame as a table, a JSON list of row objects, or CSV."""
     if as_json:
         rows = [{k: _jsonable(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
-        sys.stdout.write(json.dumps(rows, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(_json_text(rows, default=str) + "\n")
         return
     if as_csv:
         flat = frame.with_columns(
@@ -40,42 +76,44 @@ def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = Fal
     if frame.is_empty():
         console.print("[dim](no rows)[/dim]")
         return
-    table = Table(title=title, show_lines=False, header_style="bold")
+    shown = table(title, show_lines=False, header_style="bold")
     for col in frame.columns:
         numeric = frame.schema[col].is_numeric()
-        table.add_column(col, justify="right" if numeric else "left", overflow="fold")
+        shown.add_column(safe(col), justify="right" if numeric else "left", overflow="fold")
     for row in frame.iter_rows():
-        table.add_row(*[_cell(v) for v in row])
-    console.print(table)
+        shown.add_row(*[cell(v) for v in row])
+    console.print(shown)
 
 
 def emit_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=_jsonable) + "\n")
+    sys.stdout.write(_json_text(obj, default=_jsonable) + "\n")
 
 
-def _cell(value) -> str:
+def cell(value) -> str:
+    """A table cell as escaped markup (see `safe`): floats to 4 significant digits, lists joined with commas."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return ", ".join(safe(v) for v in value)
+    return safe(value)
 
 
-def store(path: str, *, read_only: bool = False):
-    """Open the store a command names (a context manager)."""
-    from saeembed.store import Store
-
-    return Store(path, read_only=read_only)
+def table(title: str | None = None, **kw) -> Table:
+    """An empty rich table whose title is shown as written; add cells with `cell` (or `safe`)."""
+    return Table(title=safe(title) if title else None, **kw)
 
 
 def error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
+    """One red line; the message is shown as written (library errors name user text: corpora, filters, paths)."""
+    err_console.print(f"[bold red]error:[/bold red] {safe(message, newlines=True)}", highlight=False, soft_wrap=True)
 
 
 def note(message: str) -> None:
-    err_console.print(message, highlight=False, soft_wrap=True)
+    """A line on stderr. `message` is console markup written by the CLI: every user value in it goes through
+    `safe` (e.g. f"wrote {render.safe(path)}"). Control characters are made visible here as a last guard."""
+    err_console.print(_CONTROL_BUT_NEWLINE.sub(_visible, message), highlight=False, soft_wrap=True)
 
 
 @contextmanager
@@ -93,7 +131,7 @@ def encode_progress(description: str, enabled: bool = True):
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=None, docs_s=0.0, tok_s=0.0)
+        task = bar.add_task(safe(description), total=None, docs_s=0.0, tok_s=0.0)  # it names the corpus
         state = {"t0": None}
 
         def update(docs: int, tokens: int, total: int) -> None:

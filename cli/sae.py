@@ -8,6 +8,8 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
+from saeembed.cli.options import ReadStoreOpt, json_opt, open_store, opt
+from saeembed.config import TrainConfig
 
 app = typer.Typer(help="Train an SAE for a model, or measure an SAE's quality.", no_args_is_help=True)
 
@@ -18,19 +20,19 @@ def train(
     hook: str = typer.Option(..., "--hook", help="Where to read activations: layers.N (output of block N)."),
     data: List[str] = typer.Option(..., "--data", "-d", help="Corpus name in the store, or a file/folder of texts. Repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the SAE to (SAELens format + model card)."),
-    latents: int = typer.Option(8192, "--latents", help="Number of SAE latents (d_sae)."),
-    k: int = typer.Option(32, "--k", help="Latents kept per token (TopK)."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Stop after this many training tokens."),
-    batch_size: int = typer.Option(4096, "--batch-size", help="Tokens per optimizer step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default: 2e-4 / sqrt(latents / 16384))."),
-    seed: int = typer.Option(0, "--seed"),
-    checkpoint_dir: Optional[Path] = typer.Option(None, "--checkpoint-dir", help="Save checkpoints here; re-running resumes."),
-    checkpoint_every: int = typer.Option(1000, "--checkpoint-every", min=1, help="Steps between checkpoints."),
+    latents: int = opt(TrainConfig, "d_sae", "--latents", help="Number of SAE latents (d_sae)."),
+    k: int = opt(TrainConfig, "k", "--k"),
+    max_tokens: Optional[int] = opt(TrainConfig, "max_tokens", "--max-tokens"),
+    batch_size: int = opt(TrainConfig, "batch_size", "--batch-size"),
+    lr: Optional[float] = opt(TrainConfig, "lr", "--lr"),
+    seed: int = opt(TrainConfig, "seed", "--seed"),
+    checkpoint_dir: Optional[Path] = opt(TrainConfig, "checkpoint_dir", "--checkpoint-dir"),
+    checkpoint_every: int = opt(TrainConfig, "checkpoint_every", "--checkpoint-every", min=1),
     text_column: str = typer.Option("text", "--text-column", help="Text column of --data files."),
     device: str = typer.Option("auto", "--device"),
     fp16: bool = typer.Option(False, "--fp16", help="Save weights in fp16 (half the size)."),
-    store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE", help="Store holding --data corpora."),
-    as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON."),
+    store: str = ReadStoreOpt,
+    as_json: bool = json_opt("Print the model card as JSON."),
 ):
     """Train a TopK SAE on a model's activations and save it in SAELens format with a model card."""
     import torch
@@ -38,17 +40,13 @@ def train(
     from saeembed.encode.models import load_model, pick_device
     from saeembed.sae.formats import save_sae
     from saeembed.sae.recipe import train_for_model
-    from saeembed.sae.train import TrainConfig
 
     texts, names = _texts(data, store, text_column)
     loaded = load_model(model, device=device)
+    # A short run (--max-tokens) gets a warm-up and dead-latent window scaled to it (TrainConfig does that).
     cfg = TrainConfig(d_sae=latents, k=k, max_tokens=max_tokens, batch_size=batch_size, lr=lr, seed=seed,
                       device=str(pick_device(device)),
                       checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, checkpoint_every=checkpoint_every)
-    if max_tokens:  # short runs: scale the schedule to the run, or warm-up and dead-latent rules never finish
-        steps = max(1, max_tokens // batch_size)
-        cfg.warmup_steps = min(cfg.warmup_steps, max(1, steps // 10))
-        cfg.dead_tokens_threshold = min(cfg.dead_tokens_threshold, max(batch_size, max_tokens // 20))
     with render.train_progress(max_tokens, enabled=not as_json) as bar:
         sae, card = train_for_model(loaded, hook, texts, cfg, data_names=names, progress=bar)
     path = save_sae(sae, out, model_card=card, dtype=torch.float16 if fp16 else torch.float32)
@@ -57,23 +55,23 @@ def train(
         return
     h = card["heldout"]
     render.note(
-        f"[green]✓[/green] SAE {sae.identity} ({sae.d_sae} latents, k={sae.cfg.k}) for {loaded.name} at {card['hook']} "
-        f"→ {path}\n  held-out: explained variance {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, "
+        f"[green]✓[/green] SAE {render.safe(sae.identity)} ({sae.d_sae} latents, k={sae.cfg.k}) for "
+        f"{render.safe(loaded.name)} at {render.safe(card['hook'])} → {render.safe(path)}\n  held-out: explained variance {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, "
         f"dead {h['dead_fraction']:.1%} ({h['n_tokens']:,} tokens)"
     )
 
 
 @app.command("eval")
 def evaluate(
-    sae: Optional[str] = typer.Argument(None, help="SAE folder/file or hub id (default: the embedded SAE)."),
+    sae: Optional[str] = typer.Argument(None, metavar="[PATH_OR_HUB_ID]", help="SAE weights to load: folder/file or hub id (default: the embedded SAE)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the SAE's own model)."),
     hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's)."),
     data: Optional[List[str]] = typer.Option(None, "--data", "-d", help="Corpus name or file/folder; default: the bundled sample_data."),
     max_tokens: int = typer.Option(200_000, "--max-tokens", help="Evaluate on at most this many tokens."),
     text_column: str = typer.Option("text", "--text-column"),
     device: str = typer.Option("auto", "--device"),
-    store: str = typer.Option("saeembed.duckdb", "--store", "-s", envvar="SAEEMBED_STORE"),
-    as_json: bool = typer.Option(False, "--json", help="Print explained_variance, l0, dead_fraction, … as JSON."),
+    store: str = ReadStoreOpt,
+    as_json: bool = json_opt("Print explained_variance, l0, dead_fraction, … as JSON."),
 ):
     """Quality of an SAE on a model's activations: explained variance (about the mean), L0, dead latents."""
     from saeembed.encode.models import load_model
@@ -94,7 +92,8 @@ def evaluate(
         render.emit_json(result)
         return
     render.note(
-        f"SAE {sae_obj.identity} on {loaded.name} at {hook_name}, {q.n_tokens:,} tokens of {', '.join(names)}\n"
+        f"SAE {render.safe(sae_obj.identity)} on {render.safe(loaded.name)} at {render.safe(hook_name)}, "
+        f"{q.n_tokens:,} tokens of {render.safe(', '.join(names))}\n"
         f"  explained variance {q.explained_variance:.3f} (FVU {q.fvu:.3f}) · L0 {q.l0:.1f} · "
         f"dead {q.dead_fraction:.1%} ({q.dead_count} of {sae_obj.d_sae})"
     )
@@ -107,9 +106,8 @@ def evaluate(
 
 def _texts(data, store_path, text_column):
     from saeembed.sae.recipe import load_texts
-    from saeembed.store import Store
 
     if Path(store_path).exists():
-        with Store(store_path, read_only=True) as st:
+        with open_store(store_path, read_only=True) as st:
             return load_texts(list(data), store=st, text_column=text_column)
     return load_texts(list(data), text_column=text_column)

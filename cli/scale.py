@@ -6,11 +6,8 @@ from typing import Optional
 
 import typer
 
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
-
-
-# Same as cli/app.py's (redefined: app.py registers this module before it defines them).
+from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, StoreOpt, open_store
 
 
 def register(app: typer.Typer) -> None:
@@ -22,28 +19,25 @@ def register(app: typer.Typer) -> None:
         as_json: bool = JsonOpt,
     ):
         """Merge the activation shards of each encoding (and remove files left by crashed runs)."""
-        from saeembed.store import Store
-
-        with Store(store) as st:
+        with open_store(store) as st:
             frame = st.compact(corpus, into=into)
         if frame.is_empty():
             if as_json:
                 render.emit_json([])
             else:
-                render.note("nothing to compact: no activation shards" + (f" for corpus {corpus}" if corpus else ""))
+                render.note("nothing to compact: no activation shards"
+                            + (f" for corpus {render.safe(corpus)}" if corpus else ""))
             return
         render.emit_frame(frame, as_json=as_json, title="compacted")
 
     @app.command("shards")
     def list_shards(
         corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus."),
-        store: str = StoreOpt,
+        store: str = ReadStoreOpt,
         as_json: bool = JsonOpt,
         as_csv: bool = CsvOpt,
     ):
         """List the Parquet shards of the store's activations, and whether each is readable."""
-        from saeembed.store import Store
-
-        with Store(store, read_only=True) as st:
+        with open_store(store, read_only=True) as st:
             frame = st.shards(corpus)
         render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="activation shards")

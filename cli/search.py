@@ -4,37 +4,18 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-
 import typer
-from rich.table import Table
-
-from saeembed.cli.options import CsvOpt, JsonOpt, StoreOpt
 from saeembed.cli import render
-
+from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, SaeOpt, StoreOpt, open_store
 
 
 def _emit_stderr(frame, title: str) -> None:
-    table = Table(title=title, header_style="bold")
+    table = render.table(title, header_style="bold")
     for col in frame.columns:
-        table.add_column(col, overflow="fold")
+        table.add_column(render.safe(col), overflow="fold")
     for row in frame.iter_rows():
-        table.add_row(*["" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v) for v in row])
+        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else render.cell(v) for v in row])
     render.err_console.print(table)
-
-
-def planned_search(st, corpus: str, query, *, mode: str, feature, not_feature, where, top: int, n_features: int,
-                   match: str, sae, progress=None):
-    """The search behind `saeembed search` and `saeembed report search`: (results, the features
-    planned for them; None for a dense search)."""
-    from saeembed.analysis.retrieve import plan_query, search, target
-
-    plan = None
-    if mode != "dense":
-        t = target(st, corpus, where=where, sae=sae)
-        plan = plan_query(st, t, query, features=feature, n_features=n_features, match=match, progress=progress)
-    frame = search(st, corpus, query, features=feature, not_features=not_feature, where=where, top=top,
-                   mode=mode, plan=plan, sae=sae, progress=progress)
-    return frame, plan
 
 
 def register(app: typer.Typer) -> None:
@@ -49,14 +30,14 @@ def search_cmd(
     feature: List[str] = typer.Option(
         [], "--feature", "-f", help="Score with this feature (repeatable); FEATURE:WEIGHT sets its weight (negative penalises)."
     ),
-    not_feature: List[int] = typer.Option([], "--not-feature", help="Drop documents where this feature fires (repeatable)."),
+    not_feature: List[int] = typer.Option([], "--not-feature", help="Leave out documents where this feature fires (repeatable)."),
     where: Optional[str] = typer.Option(None, "--where", "-w", help="Metadata filter, e.g. \"lang = 'en' and n_chars < 2000\"."),
     explain: bool = typer.Option(False, "--explain", help="Show which features were chosen for the query and why."),
     dense: bool = typer.Option(False, "--dense", help="Search by sentence embeddings (FAISS) instead of SAE features."),
     hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion)."),
     n_features: int = typer.Option(30, "--n-features", help="How many features a query is mapped to."),
     match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe (labels/exemplars), prf (pseudo-relevance feedback), or a registered one."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
+    sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
@@ -67,14 +48,14 @@ def search_cmd(
     `saeembed search -c news -f 123 -f 456:0.5 --not-feature 789 --where "source = 'web'"`;
     `saeembed search "angry customer" -c support --hybrid`.
     """
-    from saeembed.store import Store
+    from saeembed.analysis.search_plan import planned_search
 
     if dense and hybrid:
         raise typer.BadParameter("use --dense or --hybrid, not both")
     if dense and feature:
         raise typer.BadParameter("--feature does not apply to --dense (sentence-embedding) search")
     mode = "dense" if dense else "hybrid" if hybrid else "sae"
-    with Store(store) as st:  # writable: feature and dense embeddings are cached on first use
+    with open_store(store) as st:  # writable: feature and dense embeddings are cached on first use
         with render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
             frame, plan = planned_search(st, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
                                          where=where, top=top, n_features=n_features, match=match, sae=sae,
@@ -86,7 +67,8 @@ def search_cmd(
             render.emit_frame(plan, title="features searched for")
     if frame.is_empty():
         what = "the query" if mode == "dense" else "none of the chosen features fire"
-        render.note(f"no documents found in {corpus!r}" + (f" where {where}" if where else "") + f": {what}"
+        render.note(f"no documents found in {render.safe(repr(corpus))}"
+                    + (f" where {render.safe(where)}" if where else "") + f": {what}"
                     + ("" if mode == "dense" else "; try --explain, other --feature ids, or --dense"))
     if as_json or as_csv:
         out = frame.drop("doc_idx") if as_json else frame.drop("doc_idx", "matched")
@@ -104,20 +86,19 @@ def similar_cmd(
     top: int = typer.Option(10, "--top", "-n", help="How many documents."),
     feature: List[int] = typer.Option([], "--feature", "-f", help="Compare on these features only (repeatable)."),
     where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this metadata filter."),
-    sae: Optional[str] = typer.Option(None, "--sae", help="SAE hash (prefix) when the corpus has several encodings."),
-    store: str = StoreOpt,
+    sae: Optional[str] = SaeOpt,
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
     """Nearest documents to DOC_ID by SAE embedding (cosine), optionally on chosen features only."""
     from saeembed.analysis.retrieve import similar
-    from saeembed.store import Store
 
-    with Store(store, read_only=True) as st:
+    with open_store(store, read_only=True) as st:
         frame = similar(st, corpus, doc_id, features=feature or None, where=where, top=top, sae=sae)
     if frame.is_empty():
-        render.note(f"no document in {corpus!r} shares an active feature with {doc_id!r}"
-                    + (f" where {where}" if where else ""))
+        render.note(f"no document in {render.safe(repr(corpus))} shares an active feature with "
+                    f"{render.safe(repr(doc_id))}" + (f" where {render.safe(where)}" if where else ""))
     if as_json or as_csv:
         render.emit_frame(frame.drop("doc_idx"), as_json=as_json, as_csv=as_csv and not as_json)
         return

@@ -3,35 +3,29 @@
 Supported: .csv, .tsv, .jsonl/.ndjson, .json (an array of objects, or JSON Lines under a .json name),
 .parquet, and a folder of .txt files (one document per file). Every problem with the input raises
 InputError with one sentence saying what is wrong and how to fix it; a file is read whole and checked
-before anything is returned, so nothing is ever half-read.
+before anything is returned, so nothing is ever half-read. The file-format readers are in
+saeembed.readers; metadata column names saeembed reserves are in saeembed.columns.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
-import json
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
+from saeembed.columns import DOCUMENT_COLUMNS as RESERVED, reserved_error
 from saeembed.errors import InputError
+from saeembed.store.corpora import APPEND, NEW
+from saeembed.readers import (
+    FORMATS, _as_json_text, _format, _read_txt_folder, iter_text_files, read_raw, separator_hint,
+)
 
-FORMATS = ("csv", "tsv", "jsonl", "json", "parquet", "txt")
-RESERVED = ("doc_id", "text")  # the columns every Documents frame starts with
-_SUFFIXES = {
-    ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet"
-}
-_BOM = b"\xef\xbb\xbf"
-_INT64 = (-(2**63), 2**63 - 1)
+__all__ = ["FORMATS", "RESERVED", "Documents", "ingest", "iter_text_files", "read_documents"]
 _SHOWN = 5  # how many offending values/rows an error message names
-# A \uD800-\uDFFF escape in JSON; only lines with one need the (slower) lone-surrogate check.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
 
 
 @dataclass
@@ -51,6 +45,9 @@ def read_documents(
     id_column: str | None = None,
     format: str | None = None,
     skip_empty: bool = True,
+    separator: str | None = None,
+    rename: dict[str, str] | None = None,
+    drop_columns: list[str] | None = None,
 ) -> Documents:
     """Read documents from a csv/tsv/jsonl/json/parquet file or a folder of .txt files.
 
@@ -62,6 +59,12 @@ def read_documents(
       do not apply.
     skip_empty: drop (and count in skipped_empty) documents whose text is empty or whitespace; when
       False such documents are an error.
+    separator: the csv/tsv field separator (CLI --sep); default "," for csv (";", tab or "|" when the
+      header has the text and id columns only with that one) and tab for tsv.
+    rename: {old: new} column names, and drop_columns: columns to leave out; both are applied first, so
+      text_column and id_column name columns as renamed, and a column whose name saeembed reserves
+      (n_tokens, f12, ... see saeembed.columns) can be ingested under another name.
+    The text and id columns are read exactly as written (csv "1.10" stays "1.10", JSON 1e3 stays "1e3").
     """
     path = Path(path)
     source = str(path)
@@ -72,280 +75,38 @@ def read_documents(
         if id_column not in (None, "filename"):
             raise InputError(f"{source} is a folder of .txt files, whose ids are their file names; drop --id-column")
         # doc_id is the relative path, also kept as the `filename` metadata column to filter on.
+        if rename or drop_columns or separator is not None:
+            raise InputError(f"{source} is a folder of .txt files; --rename, --drop-column and --sep do not apply")
         return _build(_read_txt_folder(path), source, "text", "filename", skip_empty, labels=None, keep_id=True)
-    raw, labels = _READERS[fmt](path)
-    return _build(raw, source, text_column, id_column, skip_empty, labels=labels)
+    rename, drop_columns = dict(rename or {}), list(drop_columns or [])
+    # The columns to read as text, by their names in the file (before renaming).
+    back = {new: old for old, new in rename.items()}
+    as_text = {back.get(c, None if c in rename else c) for c in (text_column, id_column) if c is not None} - {None}
+    raw, labels = read_raw(path, fmt, as_text=as_text, separator=separator)
+    raw = _renamed(raw, source, rename, drop_columns)
+    hint = separator_hint(raw.columns) if fmt in ("csv", "tsv") and separator is None else ""
+    return _build(raw, source, text_column, id_column, skip_empty, labels=labels, hint=hint)
 
 
-def iter_text_files(folder: str | os.PathLike) -> list[Path]:
-    """The .txt files under folder, recursively, sorted by relative path; hidden files and folders
-    (names starting with ".", e.g. macOS "._x.txt" resource forks) are skipped."""
-    folder = Path(folder)
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [Path(root, f) for f in files if f.lower().endswith(".txt") and not f.startswith(".")]
-    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
-
-
-# ---------------------------------------------------------------------------------------------- format
-
-
-def _format(path: Path, format: str | None) -> str:
-    if format is not None:
-        fmt = {"ndjson": "jsonl"}.get(format.lower(), format.lower())
-        if fmt not in FORMATS:
-            raise InputError(f"unknown format {format!r}; use one of {', '.join(FORMATS)}")
-        if path.is_dir() != (fmt == "txt"):
-            what = "a folder" if path.is_dir() else "a file"
-            raise InputError(
-                f"{path} is {what}, but format {fmt!r} reads {'a folder of .txt files' if fmt == 'txt' else 'a file'}; "
-                "give a folder for txt and a file otherwise"
-            )
-        return fmt
-    if path.is_dir():
-        return "txt"
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(
-            f"cannot tell the format of {path} from its suffix {path.suffix!r}; use a .csv, .tsv, .jsonl, .json or "
-            f".parquet file, a folder of .txt files, or name the format with --format"
-        )
-    return fmt
-
-
-# --------------------------------------------------------------------------------------------- readers
-
-
-def _utf8(path: Path, label: str | None = None) -> tuple[bytes, str]:
-    """The file's bytes (BOM stripped) and their text. Decoding ourselves, strictly, is what lets us name
-    the bad line; polars would replace or reject bad bytes without saying where."""
-    data = path.read_bytes()
-    if data.startswith(_BOM):
-        data = data[len(_BOM):]
-    try:
-        return data, data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        hint = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
-        raise InputError(
-            f"{label or path} is not valid UTF-8 at line {line}{hint}; re-save it with UTF-8 encoding"
-        ) from None
-
-
-def _no_documents(path: Path) -> InputError:
-    return InputError(f"{path} has no documents; check that it is the file you meant")
-
-
-def _read_csv(path: Path, separator: str = ",") -> tuple[pl.DataFrame, None]:
-    data, text = _utf8(path)
-    if not text.strip():
-        raise _no_documents(path)
-    kind = "TSV" if separator == "\t" else "CSV"
-    try:
-        # All columns as strings: texts and ids must not be re-typed ("007" is an id, not 7); metadata
-        # columns are typed afterwards by _typed, which only accepts exact conversions.
-        frame = pl.read_csv(data, separator=separator, infer_schema=False)
-    except pl.exceptions.PolarsError as e:
-        where = _ragged_line(text, separator)
-        raise InputError(
-            f"{path} could not be read as {kind}{f' (line {where} has more fields than the header)' if where else ''}: "
-            f"{_reason(e)}; check the separator, that every row has as many fields as the header, "
-            "and that quotes are closed"
-        ) from None
-    frame.columns = _header_names(path, text, separator, frame.columns)
-    return frame.with_columns(_typed(frame[c]) for c in frame.columns), None
-
-
-def _header_names(path: Path, text: str, separator: str, polars_names: list[str]) -> list[str]:
-    """The header as written: polars silently renames a repeated name to "<name>_duplicated_0", which
-    would hide a mistake, so we read the header row ourselves and refuse repeats."""
-    # The head of the file is enough for the header row and spares copying a large file.
-    header = next(csv.reader(io.StringIO(text[: 1 << 16]), delimiter=separator), [])
-    if len(header) != len(polars_names):
-        return polars_names
-    # An unnamed column (e.g. the index pandas writes) gets polars' name for headerless columns.
-    header = [name or f"column_{i + 1}" for i, name in enumerate(header)]
-    repeated = [name for name, n in Counter(header).items() if n > 1]
+def _renamed(raw: pl.DataFrame, source: str, rename: dict[str, str], drop: list[str]) -> pl.DataFrame:
+    """raw without the `drop` columns and with the `rename` ones renamed; every name must be in the file."""
+    listed = f"its columns are {', '.join(map(repr, raw.columns))}"
+    for option, names in (("--drop-column", drop), ("--rename", list(rename))):
+        missing = [c for c in names if c not in raw.columns]
+        if missing:
+            raise InputError(f"{source} has no column {missing[0]!r} to {option.strip('-')}; {listed}")
+    both = [c for c in drop if c in rename]
+    if both:
+        raise InputError(f"column {both[0]!r} is both renamed and dropped; use --rename or --drop-column for it")
+    bad = [new for new in rename.values() if not isinstance(new, str) or not new.strip()]
+    if bad:
+        raise InputError(f"--rename needs a new name for each column, e.g. --rename a=b, not {bad[0]!r}")
+    kept = raw.drop(drop)
+    names = [rename.get(c, c) for c in kept.columns]
+    repeated = [c for c, n in Counter(names).items() if n > 1]
     if repeated:
-        raise InputError(f"{path} has the column name {repeated[0]!r} more than once in its header; rename the repeats")
-    return header
-
-
-def _ragged_line(text: str, separator: str) -> int | None:
-    """The line of the first row with more fields than the header, if Python's csv finds one (polars
-    does not say where). Short rows are not looked for: polars reads them with nulls at the end."""
-    try:
-        rows = csv.reader(io.StringIO(text), delimiter=separator)
-        width = len(next(rows))
-        for row in rows:
-            if len(row) > width:
-                return rows.line_num
-    except csv.Error:  # e.g. a field over csv's size limit: polars' reason alone will do
-        pass
-    return None
-
-
-def _typed(s: pl.Series) -> pl.Series:
-    """A CSV column as Int64, Float64 or Boolean when every value converts exactly, else left as str."""
-    if s.dtype != pl.String or s.null_count() == s.len():
-        return s
-    as_int = s.cast(pl.Int64, strict=False)
-    # Round-trip check: "007", "+5" or " 5" stay text, since casting them would change the value shown.
-    if as_int.null_count() == s.null_count():
-        return as_int if (as_int.cast(pl.String) == s).all() else s
-    as_float = s.cast(pl.Float64, strict=False)
-    # Every value must have a digit, so that words like "nan" or "inf" stay words.
-    if as_float.null_count() == s.null_count() and s.str.contains("[0-9]").all():
-        return as_float
-    lower = s.str.to_lowercase()
-    if lower.drop_nulls().is_in(["true", "false"]).all():
-        return (lower == "true").alias(s.name)
-    return s
-
-
-def _read_jsonl(path: Path) -> tuple[pl.DataFrame, list[str]]:
-    _, text = _utf8(path)
-    rows, lines = [], []
-    # Split on "\n" only: str.splitlines would also split on U+2028 etc., which JSON allows inside strings.
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip(" \t\r"):
-            continue  # blank lines are harmless, e.g. a trailing newline
-        row = _parse_json(line, path, number)
-        if not isinstance(row, dict):
-            raise InputError(
-                f"{path} line {number} is a JSON {_json_type(row)}, not an object; write one object per line, "
-                'like {"text": "..."}'
-            )
-        rows.append(row)
-        lines.append(f"line {number}")
-    if not rows:
-        raise _no_documents(path)
-    return _json_frame(rows), lines
-
-
-def _read_json(path: Path) -> tuple[pl.DataFrame, list[str] | None]:
-    _, text = _utf8(path)
-    if not text.strip():
-        raise _no_documents(path)
-    if not text.lstrip().startswith("["):
-        # Many ".json" files are really JSON Lines; read them as such, but name a lone object plainly.
-        try:
-            return _read_jsonl(path)
-        except InputError as err:
-            try:
-                whole = json.loads(text)
-            except Exception:
-                raise err from None
-            raise InputError(
-                f"{path} holds a single JSON {_json_type(whole)}; expected an array of objects or one object per line"
-            ) from None
-    items = _parse_json(text, path)
-    if not isinstance(items, list):
-        raise InputError(f"{path} is not a JSON array of objects; write [{{\"text\": ...}}, ...] or use JSON Lines")
-    for i, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise InputError(
-                f"{path} item {i} of the array is a JSON {_json_type(item)}, not an object; every item must be an object"
-            )
-    if not items:
-        raise _no_documents(path)
-    return _json_frame(items), [f"item {i}" for i in range(1, len(items) + 1)]
-
-
-def _parse_json(text: str, path: Path, line: int | None = None):
-    """json.loads with errors that name the place: `line` is the JSONL line number, None for a whole file."""
-    where = f"{path} line {line}" if line else str(path)
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        loc = f"column {e.colno}" if line else f"line {e.lineno} column {e.colno}"
-        raise InputError(f"{where} is not valid JSON ({e.msg} at {loc}); fix or remove it") from None
-    except RecursionError:  # Python's json gives up near 1000 levels; refuse cleanly rather than crash
-        raise InputError(f"{where} is JSON nested too deeply to read (about 1000 levels or more); flatten it") from None
-    if _SURROGATE_ESCAPE.search(text):
-        try:  # a lone \ud800-style escape decodes to a str that cannot be stored as UTF-8
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise InputError(
-                f"{where} has an unpaired \\uD800-\\uDFFF surrogate escape, which is not valid text; fix it"
-            ) from None
-    return value
-
-
-def _json_type(value) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
-
-
-def _json_frame(rows: list[dict]) -> pl.DataFrame:
-    names = dict.fromkeys(k for row in rows for k in row)  # every key seen, in first-seen order
-    return pl.DataFrame([_json_series(name, [row.get(name) for row in rows]) for name in names])
-
-
-def _json_series(name: str, values: list) -> pl.Series:
-    """One typed column from JSON values: all str/bool/int/number → that type; anything else (mixed
-    types, nested objects and arrays, ints beyond 64 bits) → str, non-strings written as JSON."""
-    kinds = {type(v) for v in values if v is not None}
-    ints_fit = all(_INT64[0] <= v <= _INT64[1] for v in values if type(v) is int)
-    if kinds <= {str}:
-        return pl.Series(name, values, dtype=pl.String)
-    if kinds <= {bool}:
-        return pl.Series(name, values, dtype=pl.Boolean)
-    if kinds <= {int} and ints_fit:
-        return pl.Series(name, values, dtype=pl.Int64)
-    if kinds <= {int, float} and ints_fit:
-        return pl.Series(name, [None if v is None else float(v) for v in values], dtype=pl.Float64)
-    return pl.Series(name, [_as_json_text(v) for v in values], dtype=pl.String)
-
-
-def _as_json_text(value) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _read_parquet(path: Path) -> tuple[pl.DataFrame, None]:
-    try:
-        frame = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as e:
-        raise InputError(
-            f"{path} could not be read as Parquet: {_reason(e)}; check that it is a Parquet file"
-        ) from None
-    if frame.height == 0:
-        raise _no_documents(path)
-    return frame, None
-
-
-def _read_txt_folder(folder: Path) -> pl.DataFrame:
-    files = iter_text_files(folder)
-    if not files:
-        raise InputError(f"{folder} has no .txt files; put one document per .txt file in it, or give a file instead")
-    names = [f.relative_to(folder).as_posix() for f in files]
-    texts = [_utf8(f, label=f"{folder}: {name}")[1] for f, name in zip(files, names)]
-    return pl.DataFrame({"filename": names, "text": texts}, schema={"filename": pl.String, "text": pl.String})
-
-
-_READERS = {
-    "csv": _read_csv,
-    "tsv": lambda path: _read_csv(path, "\t"),
-    "jsonl": _read_jsonl,
-    "json": _read_json,
-    "parquet": _read_parquet,
-}
-
-
-def _reason(e: Exception) -> str:
-    """A polars error as one short line: the underlying cause when it gives one, whitespace collapsed."""
-    msg = str(e)
-    if "Original error:" in msg:
-        msg = msg.split("Original error:", 1)[1]
-    else:
-        msg = msg.strip().split("\n\n", 1)[0]
-    msg = " ".join(msg.replace("`", "").split())
-    msg = msg if len(msg) <= 200 else msg[:197] + "..."
-    return msg.rstrip(".")
+        raise InputError(f"{source}: after --rename two columns are named {repeated[0]!r}; pick another new name")
+    return kept.rename(rename) if rename else kept
 
 
 # ----------------------------------------------------------------------------------------- validation
@@ -360,6 +121,7 @@ def _build(
     *,
     labels: list[str] | None,
     keep_id: bool = False,
+    hint: str = "",
 ) -> Documents:
     """Check the columns, make doc_id and text, drop empty texts, and keep the rest as metadata.
     labels name each row in messages ("line 7"); rows are numbered from 1 when there are none."""
@@ -371,7 +133,7 @@ def _build(
         if column is not None and column not in columns:
             raise InputError(
                 f"{source} has no column {column!r}; its columns are {', '.join(map(repr, columns))}; "
-                f"name the right one with {option}"
+                f"name the right one with {option}{hint}"
             )
     if id_column == text_column:
         raise InputError(f"--text-column and --id-column both name {text_column!r}; ids must come from another column")
@@ -380,8 +142,12 @@ def _build(
             role, option = ("id", "--id-column") if name == "doc_id" else ("text", "--text-column")
             raise InputError(
                 f"{source} has a column named {name!r}, a name saeembed reserves for the document's own {role}; "
-                f"rename it, or pass {option} {name} to use it as such"
+                f"rename it (--rename {name}={name}_meta), or pass {option} {name} to use it as such"
             )
+    for name in columns:
+        problem = None if name in (text_column, id_column) else reserved_error(name, source)
+        if problem is not None:
+            raise problem
 
     texts = [t if t is not None else "" for t in _as_text(raw[text_column], source).to_list()]
     if id_column is not None:
@@ -485,14 +251,19 @@ def ingest(
     text_column: str = "text",
     id_column: str | None = None,
     format: str | None = None,
-    mode: str = "create",
+    mode: str = NEW,
+    separator: str | None = None,
+    rename: dict[str, str] | None = None,
+    drop_columns: list[str] | None = None,
 ) -> dict:
-    """Read a file and store its documents as a corpus (see Store.add_corpus for `mode`).
+    """Read a file and store its documents as a corpus (see Store.add_corpus for `mode`, and
+    read_documents for the other options).
 
     Returns a JSON-safe summary: corpus, added, n_docs, skipped_empty, skipped_existing, metadata_columns.
     """
-    docs = read_documents(path, text_column=text_column, id_column=id_column, format=format)
-    before = store.corpus(corpus).n_docs if mode == "append" and store.has_corpus(corpus) else 0
+    docs = read_documents(path, text_column=text_column, id_column=id_column, format=format, separator=separator,
+                          rename=rename, drop_columns=drop_columns)
+    before = store.corpus(corpus).n_docs if mode == APPEND and store.has_corpus(corpus) else 0
     info = store.add_corpus(corpus, docs, mode=mode)
     added = info.n_docs - before
     return {

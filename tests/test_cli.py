@@ -109,3 +109,24 @@ def test_width_mismatch_from_cli_leaves_store_untouched(capsys, monkeypatch, pro
 def test_help_teaches(capsys, monkeypatch):
     code, out, _ = run(capsys, monkeypatch, "encode", "--help")
     assert code == 0 and "hidden_states" not in out and "layers.N" in out and "--chat-template" in out
+
+
+def test_ingest_sep_rename_and_drop_column(capsys, monkeypatch, tmp_path):
+    """A ';'-separated file with a metadata column named like a built-in one: refused with the fix named,
+    then ingested with --rename / --drop-column / --sep, ids and texts exactly as written."""
+    f = tmp_path / "semi.csv"
+    f.write_text("id;text;n_tokens;lang\n1.10;hello there;3;en\n2.00;1e3;4;de\n")
+    store = tmp_path / "s.duckdb"
+    code, _, err = run(capsys, monkeypatch, "ingest", f, "-c", "a", "-i", "id", "--store", store)
+    assert code == 1 and "--rename n_tokens=" in err and len(err.strip().splitlines()) == 1
+    code, out, _ = run(capsys, monkeypatch, "ingest", f, "-c", "a", "-i", "id", "--sep", ";",
+                       "--rename", "n_tokens=ntok", "--drop-column", "lang", "--store", store, "--json")
+    assert code == 0 and json.loads(out)["metadata_columns"] == ["ntok"]
+    code, _, err = run(capsys, monkeypatch, "ingest", f, "-c", "b", "--rename", "n_tokens", "--store", store)
+    assert code != 0 and "OLD=NEW" in err
+    from saeembed.store import Store
+
+    with Store(store, read_only=True) as st:
+        d = st.documents("a")
+    assert d["doc_id"].to_list() == ["1.10", "2.00"] and d["text"].to_list() == ["hello there", "1e3"]
+    assert d["ntok"].to_list() == [3, 4]

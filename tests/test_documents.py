@@ -426,3 +426,85 @@ def test_jsonl_roundtrip_property(tmp_path, texts):
     assert docs.frame["text"].to_list() == kept
     assert docs.skipped_empty == len(texts) - len(kept)
     assert docs.frame["doc_id"].n_unique() == len(kept)
+
+
+# --------------------------------------------------------------------- issue 19: exact values, names, sep
+
+
+@pytest.mark.parametrize("sep, name", [(",", "a.csv"), ("\t", "a.tsv")])
+def test_csv_id_and_text_kept_exactly_as_written(tmp_path, sep, name):
+    p = tmp_path / name
+    p.write_text(sep.join(["id", "text", "score"]) + "\n" + "\n".join(
+        sep.join(row) for row in [("1.10", "1.50", "0.5"), ("2.00", "1e3", "1"), ("007", "+5", "2")]) + "\n")
+    f = read_documents(p, id_column="id").frame
+    assert f["doc_id"].to_list() == ["1.10", "2.00", "007"]
+    assert f["text"].to_list() == ["1.50", "1e3", "+5"]
+    assert f.schema["score"] == pl.Float64 and f["score"].to_list() == [0.5, 1.0, 2.0]  # metadata still typed
+    # the same when the columns come by --rename
+    p.write_text(sep.join(["key", "body"]) + "\n" + sep.join(["1.10", "1e3"]) + "\n")
+    f = read_documents(p, id_column="id", rename={"key": "id", "body": "text"}).frame
+    assert (f["doc_id"].to_list(), f["text"].to_list()) == (["1.10"], ["1e3"])
+
+
+def test_json_number_ids_and_texts_keep_their_written_form(tmp_path):
+    lines = ['{"id": 1.10, "text": 1e3, "score": 0.50, "mixed": 1.10}',
+             '{"id": 2, "text": "two", "score": 1, "mixed": "a"}']
+    p = tmp_path / "a.jsonl"
+    p.write_text("\n".join(lines) + "\n")
+    f = read_documents(p, id_column="id").frame
+    assert f["doc_id"].to_list() == ["1.10", "2"] and f["text"].to_list() == ["1e3", "two"]
+    assert f.schema["score"] == pl.Float64 and f["score"].to_list() == [0.5, 1.0]
+    assert f["mixed"].to_list() == ["1.10", "a"]
+    q = tmp_path / "a.json"
+    q.write_text("[" + ",".join(lines) + "]")
+    assert read_documents(q, id_column="id").frame["doc_id"].to_list() == ["1.10", "2"]
+
+
+@pytest.mark.parametrize("column", ["n_tokens", "n_chars", "doc_idx", "corpus_id", "f12", "f0", "cluster.topic"])
+def test_reserved_metadata_names_refused_and_renamable(tmp_path, column):
+    p = write_jsonl(tmp_path / "a.jsonl", [{"text": "hello", column: 3}, {"text": "world", column: 4}])
+    msg = error(p)
+    assert repr(column) in msg and "--rename" in msg and "--drop-column" in msg and "rename=" in msg
+    f = read_documents(p, rename={column: "mine"}).frame
+    assert f.columns == ["doc_id", "text", "mine"] and f["mine"].to_list() == [3, 4]
+    assert read_documents(p, drop_columns=[column]).frame.columns == ["doc_id", "text"]
+
+
+def test_reserved_names_allowed_as_text_or_id_and_feature_like_names_elsewhere(tmp_path):
+    p = write_jsonl(tmp_path / "a.jsonl", [{"f12": "hello", "n_tokens": "a", "f12x": 1, "ff": 2, "F1": 3}])
+    f = read_documents(p, text_column="f12", id_column="n_tokens").frame
+    assert f.columns == ["doc_id", "text", "f12x", "ff", "F1"]
+    # "text" is refused as metadata when another column is the text, and can be renamed away
+    q = write_jsonl(tmp_path / "b.jsonl", [{"body": "b", "text": "t"}])
+    assert read_documents(q, text_column="body", rename={"text": "orig"}).frame["orig"].to_list() == ["t"]
+
+
+def test_rename_and_drop_mistakes_are_clear(tmp_path):
+    p = write_jsonl(tmp_path / "a.jsonl", [{"text": "x", "a": 1, "b": 2}])
+    assert "no column 'zz' to rename" in error(p, rename={"zz": "y"})
+    assert "no column 'zz' to drop-column" in error(p, drop_columns=["zz"])
+    assert "both renamed and dropped" in error(p, rename={"a": "c"}, drop_columns=["a"])
+    assert "two columns are named 'b'" in error(p, rename={"a": "b"})
+    assert "new name" in error(p, rename={"a": ""})
+    swapped = read_documents(p, rename={"a": "b", "b": "a"}).frame
+    assert swapped["a"].to_list() == [2] and swapped["b"].to_list() == [1]
+    assert "do not apply" in error(tmp_path, rename={"a": "b"})
+
+
+def test_semicolon_csv_is_read_or_named(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("id;text;lang\n1.10;hello, world;en\n2;bye;fr\n")
+    f = read_documents(p, id_column="id").frame  # the header only has id and text with ";"
+    assert f["doc_id"].to_list() == ["1.10", "2"] and f["text"].to_list() == ["hello, world", "bye"]
+    assert f["lang"].to_list() == ["en", "fr"]
+    assert read_documents(p, separator=";").frame["text"].to_list() == ["hello, world", "bye"]
+    for sep in ("|", "\t"):
+        q = tmp_path / "b.csv"
+        q.write_text(f"text{sep}k\na,b{sep}1\n")
+        assert read_documents(q).frame["text"].to_list() == ["a,b"]
+    q.write_text("id;body;lang\n1;hello;en\n")  # no text column under any separator: say which one it looks like
+    msg = error(q)
+    assert "'id;body;lang'" in msg and "--sep ';'" in msg
+    assert read_documents(q, separator=";", text_column="body").frame["text"].to_list() == ["hello"]
+    assert "one character" in error(q, separator=";;")
+    assert "--sep applies to csv and tsv" in error(write_jsonl(tmp_path / "c.jsonl", [{"text": "x"}]), separator=";")

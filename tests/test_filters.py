@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from saeembed.errors import FilterError
-from saeembed.filters import parse_filter
+from saeembed.store.filters import parse_filter
 
 FRAME = pl.DataFrame({
     "source": ["curated", "web", None, "it's"],
@@ -86,3 +86,67 @@ def test_errors_say_what_is_wrong():
         parse_filter("stars = 'five'", FRAME.columns).mask(FRAME)
     with pytest.raises(FilterError, match="limit"):
         parse_filter("stars = 1 or " * 2000 + "stars = 2", FRAME.columns)
+
+
+# --- issue 19: deep nesting and mixed-type value lists are one clear FilterError, never a traceback ----
+
+
+@pytest.mark.parametrize("text", ["(" * 330 + "stars = 1" + ")" * 330, "not " * 495 + "stars = 1",
+                                  "(not " * 40 + "stars = 1" + ")" * 40, "(" * 65 + "stars = 1" + ")" * 65])
+def test_deep_nesting_is_refused_before_the_stack_runs_out(text):
+    assert len(text) < 10_000  # the length limit does not catch these: the depth limit must
+    with pytest.raises(FilterError, match="nests.*64 levels"):
+        parse_filter(text, FRAME.columns)
+
+
+@pytest.mark.parametrize("text", ["(" * 64 + "stars = 5" + ")" * 64, "not " * 64 + "stars = 5"])
+def test_nesting_up_to_the_limit_still_works(text):
+    assert parse_filter(text, FRAME.columns).mask(FRAME).to_list() == [True, False, False, False]
+
+
+def test_long_flat_chains_evaluate():
+    text = " or ".join(["stars = 9"] * 700 + ["stars = 5"])
+    f = parse_filter(text, FRAME.columns)
+    assert f.mask(FRAME).to_list() == [True, False, False, False]
+    sql, params = f.to_sql(lambda c: '"' + c + '"')
+    con = duckdb.connect()
+    con.register("t", FRAME.with_row_index("i").to_arrow())
+    assert con.execute(f"SELECT i FROM t WHERE {sql}", params).fetchall() == [(0,)]
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("source in ('curated', 1)", "mixes text \\('curated'\\) with numbers \\(1\\)"),
+    ("stars in (1, 'two')", "mixes numbers \\(1\\) with text \\('two'\\)"),
+    ("toxic in (true, 1)", "mixes true/false \\(true\\) with numbers \\(1\\)"),
+    ("stars between 1 and 'z'", "BETWEEN of 'stars' mixes numbers"),
+    ("source not in (null, 'a', 2.5)", "mixes text \\('a'\\) with numbers \\(2.5\\)"),
+])
+def test_mixed_type_lists_are_a_clear_error(text, bad):
+    with pytest.raises(FilterError, match=bad):
+        parse_filter(text, FRAME.columns)
+
+
+FLOATS = pl.DataFrame({"n_chars": [50, 60, 70], "score": [1.0, 2.0, 2.5]})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("n_chars in (50, 60.5)", [True, False, False]),  # ints and floats together are numbers
+    ("n_chars in (60, 70)", [False, True, True]),
+    ("n_chars not in (50.0, null)", [False, True, True]),
+    ("score in (1, 2)", [True, True, False]),  # int values against a float column
+    ("score in (2.5, 7)", [False, False, True]),
+    ("n_chars between 50 and 60.5", [True, True, False]),
+])
+def test_numeric_lists_match_int_and_float_columns(text, expected):
+    f = parse_filter(text, FLOATS.columns)
+    assert f.mask(FLOATS).to_list() == expected
+    sql, params = f.to_sql(lambda c: '"' + c + '"')
+    con = duckdb.connect()
+    con.register("t", FLOATS.with_row_index("i").to_arrow())
+    got = [r[0] for r in con.execute(f"SELECT i FROM t WHERE {sql} ORDER BY i", params).fetchall()]
+    assert got == [i for i, m in enumerate(expected) if m]
+
+
+def test_a_list_of_the_wrong_kind_for_the_column_is_a_filter_error():
+    with pytest.raises(FilterError, match="column types"):
+        parse_filter("n_chars in ('a', 'b')", FLOATS.columns).mask(FLOATS)

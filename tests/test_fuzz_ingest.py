@@ -185,3 +185,33 @@ def test_null_bytes_and_control_characters(store, tmp_path):
     path.write_text(json.dumps({"text": "a\x00b\x1b[31mred\x07", "id": "x\x00"}) + "\n")
     stored = check(store, path, id_column="id")
     assert stored is None or stored["text"].to_list() == ["a\x00b\x1b[31mred\x07"]
+
+
+# Numbers as people write them: signs, leading zeros, trailing zeros, exponents (issue 19: ids "1.10" and
+# texts "1e3" came back as "1.1" and "1000.0").
+_number_text = st.from_regex(r"[+-]?[0-9]{1,5}(\.[0-9]{0,4})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+_json_number = st.from_regex(r"-?(0|[1-9][0-9]{0,5})(\.[0-9]{1,4})?([eE][+-]?[0-9]{1,3})?", fullmatch=True)
+
+
+@SETTINGS
+@given(cells=st.lists(st.tuples(_number_text, _number_text), min_size=1, max_size=20, unique_by=lambda c: c[0]),
+       sep=st.sampled_from([",", "\t", ";"]))
+def test_number_like_csv_ids_and_texts_kept_as_written(shared_store, tmp_path_factory, cells, sep):
+    path = tmp_path_factory.mktemp("n") / ("x.tsv" if sep == "\t" else "x.csv")
+    path.write_text(sep.join(["id", "text"]) + "\n" + "".join(f"{i}{sep}{t}\n" for i, t in cells), encoding="utf-8")
+    stored = check(shared_store, path, id_column="id")  # ";" is found from the header
+    assert stored is not None
+    assert stored["doc_id"].to_list() == [i for i, _ in cells] and stored["text"].to_list() == [t for _, t in cells]
+
+
+@SETTINGS
+@given(cells=st.lists(st.tuples(_json_number, _json_number), min_size=1, max_size=20, unique_by=lambda c: c[0]),
+       as_array=st.booleans())
+def test_json_number_ids_and_texts_kept_as_written(shared_store, tmp_path_factory, cells, as_array):
+    assume(all(i != "-0" for i, _ in cells) and all(t != "-0" for _, t in cells))  # a JSON integer -0 reads as 0
+    rows = [f'{{"id": {i}, "text": {t}, "meta": {t}}}' for i, t in cells]
+    path = tmp_path_factory.mktemp("n") / ("x.json" if as_array else "x.jsonl")
+    path.write_text("[" + ",".join(rows) + "]" if as_array else "\n".join(rows) + "\n", encoding="utf-8")
+    stored = check(shared_store, path, id_column="id")
+    assert stored is not None
+    assert stored["doc_id"].to_list() == [i for i, _ in cells] and stored["text"].to_list() == [t for _, t in cells]

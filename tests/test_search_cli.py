@@ -92,3 +92,13 @@ def test_cluster_cli(capsys, monkeypatch, path):
     assert json.loads(out)[0]["name"] == "bytopic"
     code, out, err = run(capsys, monkeypatch, "cluster", "c", "--k", "1", "--store", path)
     assert code == 1 and "k" in err
+
+
+def test_cluster_features_take_ids_repeated_or_comma_separated(capsys, monkeypatch, path):
+    runs = []
+    for flags in (["-f", "3", "-f", "5"], ["--features", "3,5"]):
+        code, out, err = run(capsys, monkeypatch, "cluster", "c", *flags, "--k", "2", "--no-save", "--store", path, "--json")
+        assert code == 0, err
+        runs.append(json.loads(out))
+    assert [r["feature"] for r in runs[0]["features"]] == [r["feature"] for r in runs[1]["features"]] == [3, 5]
+    assert runs[0]["clusters"] == runs[1]["clusters"]

@@ -17,10 +17,10 @@ import polars as pl
 import pytest
 import torch
 
-from saeembed.analysis.selection import doc_table, embedding_matrix, select
+from saeembed.analysis.selection import embedding_matrix, select
 from saeembed.documents import Documents, ingest
 from saeembed.errors import FilterError, InputError, SAEError, SaeembedError
-from saeembed.filters import parse_filter
+from saeembed.store.filters import parse_filter
 from saeembed.store import Store, quote_ident
 from tests.synthetic import register_sae, write_corpus
 
@@ -162,7 +162,7 @@ def test_filters_with_hostile_values_match_exactly(store, tmp_path, payload):
     assert sorted(sel.doc_idx.tolist()) == sorted({3, 5, HOSTILE.index(payload)})
     assert embedding_matrix(store, sel).shape[0] == sel.n_docs
     # the SQL form binds the value as a parameter
-    table = doc_table(store, "h")
+    table = store.doc_table("h")
     flt = parse_filter(f"source = {quoted}", table.columns)
     sql, params = flt.to_sql(quote_ident)
     assert payload not in sql and params == [payload]
@@ -274,3 +274,47 @@ def test_remote_code_is_off_by_default():
 
     assert EncodeConfig().trust_remote_code is False
     assert inspect.signature(load_model).parameters["trust_remote_code"].default is False
+
+
+# --- issue 19: filter language limits, and the kept / dropped pair's recovery marker ------------------
+
+
+@pytest.mark.parametrize("rule", ["(" * 330 + "n_chars > 1" + ")" * 330, "not " * 495 + "n_chars > 1",
+                                  "n_chars in (50, 60.5)", "source in ('curated', 1)"])
+def test_cli_filter_attacks_give_one_line_not_a_traceback(tmp_path, capsys, monkeypatch, rule):
+    from tests.test_cli import run
+
+    st = tmp_path / "f.duckdb"
+    data = Path(__file__).resolve().parents[1] / "sample_data" / "instructions.jsonl"
+    code, _, err = run(capsys, monkeypatch, "ingest", data, "--corpus", "inst", "--id-column", "id", "--store", st)
+    assert code == 0, err
+    out = tmp_path / "kept.jsonl"
+    code, _, err = run(capsys, monkeypatch, "filter", "inst", "--drop", rule, "--out", out, "--store", st)
+    assert "Traceback" not in err and "RecursionError" not in err and "TypeError" not in err
+    if "60.5" in rule:  # ints and floats together are numbers: it runs
+        assert code == 0 and out.exists(), err
+    else:
+        assert code == 1 and not out.exists()
+        assert ("64 levels" in err) or ("mixes text ('curated') with numbers (1)" in err), err
+
+
+def test_crafted_recovery_marker_moves_nothing(tmp_path):
+    """A `kept.jsonl.saeembed-pending` planted beside the output may not make the next run rename files
+    it names elsewhere (or files that are not outputs)."""
+    from saeembed.analysis.filter_output import recover_outputs, write_files
+
+    out, elsewhere = tmp_path / "out", tmp_path / "home"
+    out.mkdir(), elsewhere.mkdir()
+    victims = [elsewhere / "notes.txt", elsewhere / "data.jsonl"]
+    for v in victims:
+        v.write_text("precious")
+        v.with_name(v.name + ".saeembed-new").write_text("attacker")
+    marker = out / "kept.jsonl.saeembed-pending"
+    for listed in ([str(victims[1])], [str(victims[0]), str(out / "kept.jsonl")], "nonsense", [str(out / "..")]):
+        marker.write_text(json.dumps({"files": listed}))
+        with pytest.raises(InputError, match="marker"):
+            recover_outputs(out / "kept.jsonl")
+        with pytest.raises(InputError, match="marker"):
+            write_files({out / "kept.jsonl": pl.DataFrame({"a": [1]}), out / "dropped.jsonl": pl.DataFrame({"a": [2]})})
+        assert all(v.read_text() == "precious" for v in victims)
+        assert not (out / "kept.jsonl").exists()

@@ -176,7 +176,7 @@ def dense_vs_sparse(n_docs: int) -> dict:
     out["sparse_diff_s"] = time.perf_counter() - t0
     # saeembed's own counting loop (what diff runs over the store's rows, batch by batch): per side
     # code by doc_idx, counts, value sums and top exemplar per (side, feature) in one pass
-    from saeembed.analysis.diff import _kernel
+    from saeembed.analysis.diff_scan import kernel as _kernel
 
     kernel = _kernel()
     doc32, feat32 = rows["doc_idx"].to_numpy(), rows["feature"].to_numpy()

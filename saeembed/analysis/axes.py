@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from saeembed.analysis.selection import Selection, embedding_matrix
+from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
 from saeembed.errors import InputError
 from saeembed.store import Store
 
@@ -90,8 +90,6 @@ def find_axes(store: Store, corpus: str, *, where: str | None = None, sae: str |
               config: AxisConfig | None = None, top: int = 6, progress=None) -> pl.DataFrame:
     """`saeembed axes` from Python: one row per axis of the documents of `corpus` matching `where`
     (see axes_table for the columns)."""
-    from saeembed.analysis.selection import require_docs, select
-
     sel = require_docs(select(store, corpus, where=where, sae=sae))
     return axes_table(store, sel, discover_axes(store, sel, config, progress=progress), top=top)
 

@@ -23,7 +23,6 @@ Saving under an existing name replaces that clustering.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 
@@ -31,33 +30,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from saeembed.analysis.selection import Selection, check_features, embedding_matrix, require_docs, select
-from saeembed.errors import InputError, StoreError
+from saeembed.analysis.axes import MAX_K, NO_AXES, AxisConfig, choose_axis, discover_axes
+from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
+from saeembed.config import ClusterConfig
+from saeembed.errors import InputError
 from saeembed.store import Store
-
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-
-
-@dataclass
-class ClusterConfig:
-    """How to cluster. Defaults are documented here once; the CLI reads them."""
-
-    method: str = "hdbscan"  # hdbscan | kmeans (k given -> kmeans)
-    k: int | None = None
-    n_features: int = 50  # features chosen for an axis
-    match: str = "auto"  # axis -> features: auto (describe when most features have LLM or hand-written
-    # labels and one is close to the name, else axes), axes (analysis.axes: the axis of the name's kind),
-    # or an interp.match matcher (describe, prf, llm, ...)
-    min_df: float = 0.01  # an axis picks among features firing in 1 %..70 % of the documents
-    max_df: float = 0.7
-    min_cluster_size: int | None = None  # HDBSCAN; default max(10, n / 50)
-    min_samples: int | None = 5  # HDBSCAN; lower = less noise
-    max_dims: int = 10  # HDBSCAN runs on at most this many PCA dimensions (it slows sharply with more)
-    max_fit: int = 20_000  # HDBSCAN fits on a seeded sample this large; the rest join their nearest sampled doc
-    svd_dims: int = 50  # all-features mode: TruncatedSVD dimensions
-    binary: bool = False  # presence instead of scaled values
-    seed: int = 0
-    describe_top: int = 5  # features per cluster description
+from saeembed.store.names import check_name
+from saeembed.textwindow import snippet
 
 
 @dataclass
@@ -106,7 +85,7 @@ def cluster(
         raise InputError("k-means needs --k of at least 2")
     if axis is not None and features:
         raise InputError("give an --axis or --features, not both")
-    name = _check_name(name or _default_name(corpus, axis, features))
+    name = check_name(name or _default_name(corpus, axis, features), "clustering")
     sel = require_docs(select(store, corpus, where=where, sae=sae))
     chosen, axis_info = _choose_features(store, sel, axis, features, cfg, progress)
     X, empty = _matrix(store, sel, chosen, cfg)
@@ -129,7 +108,7 @@ def cluster(
         "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32),
     })
     descriptions = describe_clusters(store, sel, labels, top=cfg.describe_top)
-    clusters = _cluster_table(labels, descriptions)
+    clusters = cluster_table(labels, descriptions)
     params = {"corpus": corpus, "axis": axis, "features": [int(f) for f in chosen["feature"]], "where": where,
               "axis_found": axis_info, **{k: v for k, v in cfg.__dict__.items()}}
     result = ClusterResult(name, None, assignments, clusters, descriptions, chosen, params,
@@ -150,7 +129,7 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
     """The features to cluster on (empty = all) and, for an axis found by analysis.axes, what was found."""
     schema = FEATURE_SCHEMA
     if features:
-        feats = check_features(sel.sae, [int(f) for f in features])
+        feats = sel.sae.check_features(features)
         labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
         return pl.DataFrame([(f, labels.get(f), 1.0, "given with --features") for f in dict.fromkeys(feats)],
                             schema=schema, orient="row"), None
@@ -171,8 +150,6 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
     found = _axis_features(store, sel, axis, cfg, progress, schema)
     if found is not None:
         return found
-    from saeembed.analysis.axes import NO_AXES
-
     if by_number:
         raise InputError(NO_AXES)
     why = f"{NO_AXES.split(';')[0]}; matched {axis!r} to feature descriptions instead"
@@ -203,8 +180,6 @@ def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> boo
 
 
 def _axis_features(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, progress, schema):
-    from saeembed.analysis.axes import MAX_K, AxisConfig, choose_axis, discover_axes
-
     groups = min(cfg.k, MAX_K) if cfg.k else AxisConfig.k  # asking for 2 clusters suggests a 2-valued axis
     found = discover_axes(store, sel, AxisConfig(k=groups, min_df=cfg.min_df, max_df=cfg.max_df, seed=cfg.seed),
                           progress=progress)
@@ -225,11 +200,7 @@ def _splitting_features(store: Store, sel: Selection, cfg: ClusterConfig) -> lis
     """Features that can split the selection: firing in between min_df and max_df of its documents
     (a feature on 0.1 % or 95 % of documents cannot shape clusters; skipping them also saves embedding
     thousands of feature descriptions)."""
-    df = store.query(
-        "SELECT feature, count(*) AS docs FROM activations WHERE corpus_id = ? AND sae_key = ? "
-        "AND doc_idx IN (SELECT unnest(?)) GROUP BY feature",
-        [sel.corpus.corpus_id, sel.sae.sae_key, sel.doc_idx.tolist()],
-    )
+    df = store.feature_doc_counts(sel.corpus, sel.sae, sel.doc_idx.tolist())
     share = df["docs"] / max(sel.n_docs, 1)
     return df.filter((share >= cfg.min_df) & (share <= cfg.max_df))["feature"].sort().to_list()
 
@@ -356,22 +327,16 @@ def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: 
 
 
 def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> list[str]:
-    from saeembed.textwindow import snippet
-
     if not pairs:
         return []
-    docs = [d for d, _ in pairs]
-    spans = store.query(
-        "SELECT a.doc_idx, a.feature, a.span_start, a.span_end, d.text FROM activations a "
-        "JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx "
-        "WHERE a.corpus_id = ? AND a.sae_key = ? AND a.doc_idx IN (SELECT unnest(?))",
-        [sel.corpus.corpus_id, sel.sae.sae_key, docs],
-    )
-    by = {(d, f): (t, s, e) for d, f, s, e, t in spans.iter_rows()}
+    want = pl.DataFrame(pairs, schema={"doc_idx": pl.Int32, "feature": pl.Int64}, orient="row")
+    spans = store.exemplar_spans(sel.corpus.corpus_id, sel.sae.sae_key, want)
+    by = {(d, f): (t, s, e) for d, f, s, e, t in spans.select("doc_idx", "feature", "span_start", "span_end", "text")
+          .iter_rows()}
     return [snippet(*by[p], width=40) if p in by else None for p in pairs]
 
 
-def _cluster_table(labels: np.ndarray, descriptions: pl.DataFrame) -> pl.DataFrame:
+def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame) -> pl.DataFrame:
     n = len(labels)
     rows = []
     for c in sorted(np.unique(labels).tolist()):
@@ -395,45 +360,15 @@ def _cluster_table(labels: np.ndarray, descriptions: pl.DataFrame) -> pl.DataFra
 
 def save_clustering(store: Store, sel: Selection, result: ClusterResult) -> int:
     """Store the clustering under result.name (replacing one of that name); returns its id."""
-    if store.read_only:
-        raise StoreError("store is open read-only; cannot save the clustering")
-    a = result.assignments.select("doc_idx", "cluster", "probability", "x", "y")
-    with store.transaction():
-        old = store.query("SELECT clustering_id FROM clusterings WHERE name = ?", [result.name])
-        if old.height:
-            cid = int(old["clustering_id"][0])
-            store.con.execute("DELETE FROM cluster_assignments WHERE clustering_id = ?", [cid])
-            store.con.execute("DELETE FROM clusterings WHERE clustering_id = ?", [cid])
-        cid = int(store.query("SELECT coalesce(max(clustering_id), 0) + 1 AS id FROM clusterings")["id"][0])
-        store.con.execute(
-            "INSERT INTO clusterings (clustering_id, name, corpus_id, sae_key, params, features) VALUES (?, ?, ?, ?, ?, ?)",
-            [cid, result.name, sel.corpus.corpus_id, sel.sae.sae_key, json.dumps(result.params, default=str),
-             json.dumps(result.params["features"])],
-        )
-        store.con.register("_assign", a)
-        try:
-            store.con.execute("INSERT INTO cluster_assignments SELECT ?, doc_idx, cluster, probability, x, y FROM _assign",
-                              [cid])
-        finally:
-            store.con.unregister("_assign")
+    cid = store.save_clustering(result.name, sel.corpus, sel.sae, result.params, result.assignments)
     store.record_run("cluster", result.params, {"name": result.name, "clustering_id": cid,
                                                 "n_noise": result.n_noise, "n_empty": result.n_empty})
     return cid
 
 
 def clusterings(store: Store, corpus: str | None = None) -> pl.DataFrame:
-    """Saved clusterings: name, corpus, clusters, noise share, created_at, params."""
-    return store.query(
-        """
-        SELECT c.name, co.name AS corpus, count(DISTINCT a.cluster) FILTER (WHERE a.cluster >= 0) AS clusters,
-               avg((a.cluster = -1)::INT) AS noise_share, count(a.doc_idx) AS docs, c.created_at, c.params
-        FROM clusterings c JOIN corpora co USING (corpus_id)
-        LEFT JOIN cluster_assignments a USING (clustering_id)
-        WHERE (? OR co.name = ?)
-        GROUP BY ALL ORDER BY c.created_at
-        """,
-        [corpus is None, corpus],
-    )
+    """Saved clusterings: name, corpus, clusters, noise share, docs, created_at, params."""
+    return store.clusterings(corpus)
 
 
 def _default_name(corpus: str, axis, features) -> str:
@@ -444,9 +379,3 @@ def _default_name(corpus: str, axis, features) -> str:
 def _slug(text: str) -> str:
     s = re.sub(r"[^A-Za-z0-9]+", "_", str(text)).strip("_").lower() or "x"
     return s if not s[0].isdigit() else "c" + s
-
-
-def _check_name(name: str) -> str:
-    if not NAME_RE.match(name or ""):
-        raise InputError(f"clustering name {name!r}: use letters, digits and _ (not starting with a digit), ≤ 64 chars")
-    return name

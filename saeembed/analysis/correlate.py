@@ -21,8 +21,10 @@ import scipy.sparse as sp
 from scipy import stats
 
 from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
-from saeembed.analysis.selection import Selection, doc_table, embedding_matrix, require_docs, select
+from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
+from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, SAEError
+from saeembed.stats import bh, generic_rule, two_proportion_p
 from saeembed.store import SAEInfo, Store
 
 
@@ -76,7 +78,8 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     doc, feature = _active_pairs(store, sel)
     counts = np.bincount(feature, minlength=sel.sae.d_sae)
     supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n)
-    generic = generic_features(store, sel.sae, counts / n, cfg.generic_freq, cfg.random_freq)
+    share = random_share(store, sel.sae, np.arange(len(counts)))
+    generic, _ = generic_rule(counts / n, share, cfg.generic_freq, cfg.random_freq)
     keep = np.flatnonzero(supported & (cfg.keep_generic | ~generic))
     capped = len(keep) > MAX_FEATURES
     if capped:  # the accumulator is dense over the kept features: keep the most frequent
@@ -116,20 +119,6 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     return CorrelateResult(top, unexpected, summary)
 
 
-def generic_features(store: Store, sae: SAEInfo, freq: np.ndarray, generic_freq: float, random_freq: float) -> np.ndarray:
-    """Boolean per feature: fires on >= generic_freq of these documents, or on >= random_freq of the
-    SAE's random-token probe texts."""
-    from saeembed.encode.probe import PROBE
-
-    out = np.asarray(freq) >= generic_freq
-    probe = store.probe(sae, PROBE)
-    if probe is not None and probe.height:
-        f, v = probe["feature"].to_numpy(), probe["value"].to_numpy()
-        ok = f < len(out)
-        out[f[ok]] |= v[ok] >= random_freq
-    return out
-
-
 def strongest_pairs(acc: np.ndarray, keep: np.ndarray, counts: np.ndarray, n: int, min_docs: int, listed: int,
                     rows_per_block: int = 256):
     """The `listed` pairs with the highest NPMI among those co-occurring in >= min_docs documents,
@@ -156,11 +145,7 @@ def strongest_pairs(acc: np.ndarray, keep: np.ndarray, counts: np.ndarray, n: in
 
 def _active_pairs(store: Store, sel: Selection) -> tuple[np.ndarray, np.ndarray]:
     """(row in the selection, feature) for every active entry: two int arrays, no values, no matrix."""
-    rows = store.con.sql(
-        "SELECT doc_idx, feature FROM activations WHERE corpus_id = ? AND sae_key = ?",
-        params=[sel.corpus.corpus_id, sel.sae.sae_key],
-    ).fetchnumpy()
-    doc, feature = np.asarray(rows["doc_idx"]), np.asarray(rows["feature"])
+    doc, feature = store.active_pairs(sel.corpus.corpus_id, sel.sae.sae_key)
     if sel.n_docs == sel.corpus.n_docs and np.array_equal(sel.doc_idx, np.arange(sel.n_docs)):
         return doc, feature
     position = np.full(sel.corpus.n_docs, -1, dtype=np.int64)
@@ -249,7 +234,7 @@ def correlate_with_column(store: Store, corpus: str, column: str, *, where: str 
     of the feature's activation (0 when inactive) with the column, and a trend table of the feature's
     frequency per quantile bin (per value when there are few)."""
     sel = require_docs(select(store, corpus, where=where, sae=sae))
-    table = doc_table(store, sel.corpus, sel.sae)
+    table = store.doc_table(sel.corpus, sel.sae)
     if column not in table.columns:
         raise InputError(f"corpus {corpus!r} has no column {column!r}; columns: {', '.join(table.columns)}")
     table = table.filter(pl.col("doc_idx").is_in(sel.doc_idx.tolist())).sort("doc_idx")
@@ -284,8 +269,6 @@ def _as_dates(values: pl.Series) -> pl.Series:
 
 
 def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Series, *, top: int, min_docs: int):
-    from saeembed.analysis.diff import _two_proportion_p
-
     n = sel.n_docs
     xb = (x > 0).astype(np.int64).tocsr()
     total = np.asarray(xb.sum(0)).ravel()
@@ -303,7 +286,7 @@ def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Seri
             continue
         c_in = np.asarray(xb[mask].sum(0)).ravel()[feats]
         c_out = total[feats] - c_in
-        p = _two_proportion_p(c_in, n_in, c_out, n - n_in)
+        p = two_proportion_p(c_in, n_in, c_out, n - n_in)
         f_in = c_in / n_in
         rows.append(pl.DataFrame({
             "category": [str(cat)] * len(feats), "feature": feats.astype(np.int64),
@@ -315,7 +298,7 @@ def _categorical(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Seri
     if not rows:
         raise InputError(f"no category of the column has at least {min_docs} documents (and not all); nothing to compare")
     frame = pl.concat(rows)
-    frame = frame.with_columns(q_value=pl.Series(stats.false_discovery_control(frame["p_value"].to_numpy())))
+    frame = frame.with_columns(q_value=pl.Series(bh(frame["p_value"].to_numpy())))
     frame = (
         frame.with_columns(diff=pl.col("freq_in") - pl.col("freq_out"))
         .sort(["category", "diff", "feature"], descending=[False, True, False])
@@ -356,7 +339,7 @@ def _numeric_trend(store: Store, sel: Selection, x: sp.csr_matrix, values: pl.Se
     p = 2 * stats.t.sf(np.abs(t), n - 2)
     frame = pl.DataFrame({"feature": feats.astype(np.int64), "spearman": rho, "p_value": p,
                           "docs": total[feats].astype(np.int64)})
-    frame = frame.with_columns(q_value=pl.Series(stats.false_discovery_control(p) if len(p) else [], dtype=pl.Float64))
+    frame = frame.with_columns(q_value=pl.Series(bh(p) if len(p) else [], dtype=pl.Float64))
     frame = frame.with_columns(direction=pl.when(pl.col("spearman") >= 0).then(pl.lit("rises")).otherwise(pl.lit("falls")))
     frame = frame.sort([pl.col("spearman").abs(), pl.col("feature")], descending=[True, False]).head(top)
     # trend table: frequency per bin (per value when few distinct values)

@@ -3,40 +3,43 @@
 Rules, applied in this order; a dropped row records the first rule that dropped it (`drop_rule`) and
 every rule that matched it (`drop_rules`):
 
-1. `keep`: keep only rows matching the expression; the others are dropped ("keep: EXPR").
-2. `drop`: drop rows matching the expression ("drop: EXPR").
-3. `drop_features`: drop rows where SAE feature N is active ("drop-feature: N").
+1. `keep`: keep only rows matching the expression; the others are dropped (`keep: EXPR`).
+2. `drop`: drop rows matching the expression (`drop: EXPR`).
+3. `drop_features`: drop rows where SAE feature N is active (`drop-feature: N`).
 4. quality: drop the lowest-scored share by a quality model ("quality: lowest 50% by quality").
 5. `dedupe`: among the rows still kept, drop every row whose active-feature set has Jaccard >= t with
    an earlier kept row ("dedupe 0.9: near-duplicate of ID (jaccard 0.93)").
 
-Expressions go through saeembed.filters.parse_filter (no user text reaches SQL) over one frame per
+Expressions go through the store's parse_filter (no user text reaches SQL) over one frame per
 document with these columns: doc_id, n_chars, n_tokens, the user's metadata; one column per stored
 classifier score (`toxicity`, or `kind.<class>` for multi-class; a saved classifier not yet applied
 to the corpus is applied on first use); and `f<N>` = the max activation of SAE feature N (0 when it
-does not fire). A metadata column wins over a score or feature column of the same name.
+does not fire). These columns are the same whatever the rules: n_tokens is there whenever the
+corpus is encoded (with the one SAE, or the --sae given). A name with two meanings (a metadata column
+`f12` in a store from before ingest refused such names, beside feature 12) is an error when a rule
+names it: the message names both meanings and how to rename the column.
 
 Every input row ends in exactly one of kept / dropped; `FilterResult.check` verifies it.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from saeembed.analysis import scores as score_store
-from saeembed.analysis.selection import Selection, check_features, doc_table, embedding_matrix
+from saeembed.analysis.selection import Selection, embedding_matrix
+from saeembed.columns import FEATURE_NAME
 from saeembed.errors import InputError, StoreError
-from saeembed.filters import parse_filter
 from saeembed.store import CorpusInfo, SAEInfo, Store
+from saeembed.analysis.filter_output import OUTPUT_FORMATS, original_rows, recover_outputs, write_outputs
+from saeembed.store.filters import parse_filter
 
+__all__ = ["FilterResult", "FilterSpec", "OUTPUT_FORMATS", "dropped_vs_kept", "filter_corpus", "original_rows",
+           "recover_outputs", "write_outputs"]
 _FEATURE_COL = re.compile(r"(?<![\w.])f(\d+)(?![\w.])")
-OUTPUT_FORMATS = ("jsonl", "ndjson", "parquet", "csv")
 
 
 @dataclass
@@ -54,10 +57,6 @@ class FilterSpec:
     quality_drop: float | None = None  # drop this share of rows with the lowest quality score
     sae: str | None = None
     seed: int = 0
-
-    def rule_names(self) -> list[str]:
-        return ([f"keep: {k}" for k in self.keep] + [f"drop: {d}" for d in self.drop]
-                + [f"drop-feature: {f}" for f in self.drop_features])
 
 
 @dataclass
@@ -84,30 +83,17 @@ class FilterResult:
         return out
 
 
-def _feature_cols(texts: list[str]) -> list[int]:
-    return sorted({int(m) for t in texts for m in _FEATURE_COL.findall(t)})
-
-
-def _classifier_columns(store: Store) -> dict[str, str]:
-    """score column -> classifier name, for every saved classifier (multi-class: one per class)."""
-    out = {}
-    for name, model in store.con.execute("SELECT name, model FROM classifiers").fetchall():
-        import json
-
-        m = json.loads(model)
-        classes = m.get("classes") or []
-        if m.get("type") == "linear_probe" and len(m.get("weights", [])) > 1:
-            out.update({f"{name}.{c}": name for c in classes})
-        else:
-            out[name] = name
-    return out
+def _rule_label(option: str, rule) -> str:
+    """A rule's label names the option that made it: ("--drop-feature", 5) -> drop-feature: 5."""
+    return f"{option.lstrip('-')}: {rule}"
 
 
 def _encoded(store: Store, info: CorpusInfo, sae: str | None, why: str) -> SAEInfo:
-    s = store.encoded_sae(info, sae)
-    done = store.con.execute(
-        "SELECT count(*) FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, s.sae_key]
-    ).fetchall()[0][0]
+    try:
+        s = store.encoded_sae(info, sae)
+    except StoreError as e:  # say which rule needs it
+        raise type(e)(f"{why} needs the corpus encoded: {e}") from None
+    done = store.n_encoded_docs(info, s)
     if done < info.n_docs:
         raise InputError(
             f"{why} needs SAE embeddings of every document, but {info.n_docs - done} of {info.n_docs} documents of "
@@ -122,10 +108,6 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
     from saeembed.analysis.classify import apply_classifier, train_classifier
 
     info = store.corpus(corpus)
-    exprs = list(spec.keep) + list(spec.drop)
-    feats = _feature_cols(exprs)
-    needs_sae = bool(feats or spec.drop_features or spec.dedupe or spec.quality_model or spec.quality_label)
-    sae = _encoded(store, info, spec.sae, "a feature rule, dedupe or a quality model") if needs_sae else None
     if spec.dedupe is not None and not 0 < spec.dedupe <= 1:
         raise InputError("--dedupe takes a Jaccard threshold in (0, 1], e.g. 0.9")
     if spec.quality_drop is not None and not 0 < spec.quality_drop < 1:
@@ -134,7 +116,18 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
         raise InputError("--quality-drop needs a quality model: --quality-model NAME or --quality-label COLUMN")
     if spec.quality_model and spec.quality_label:
         raise InputError("use --quality-model or --quality-label, not both")
-    check_features(sae, feats + list(spec.drop_features)) if sae else None
+    # Rules are parsed first, against the same columns whatever the rules are (see _parse_rules).
+    parsed, named, feature_cols = _parse_rules(store, info, spec)
+    feats = sorted(set(feature_cols.values()))
+    needs_sae = bool(feats or spec.drop_features or spec.dedupe or spec.quality_model or spec.quality_label)
+    if needs_sae:
+        sae = _encoded(store, info, spec.sae, "a feature rule, dedupe or a quality model")
+    elif "n_tokens" in named:
+        sae = _encoded(store, info, spec.sae, "a rule on n_tokens (tokens of the model the corpus is encoded with)")
+    else:  # the encoding in use, when there is one, so the frame has n_tokens whatever the rules
+        sae = store.encoded_sae(info, spec.sae) if spec.sae else _encoding_if_any(store, info)
+    if sae is not None:
+        sae.check_features(feats + list(spec.drop_features))
 
     quality_metrics = None
     quality_col = None
@@ -154,17 +147,10 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
         quality_col = spec.quality_model
 
     # The frame rules are evaluated on.
-    frame = doc_table(store, info, sae)
+    frame = store.doc_table(info, sae)
     base_cols = set(frame.columns) - {"doc_idx"}
-    clf_cols = _classifier_columns(store)
-    stored = set(score_store.score_names(store, info))
-    named = set()
-    parsed = []
-    allowed = base_cols | stored | set(clf_cols) | {f"f{f}" for f in feats}
-    for kind, text in [("keep", k) for k in spec.keep] + [("drop", d) for d in spec.drop]:
-        flt = parse_filter(text, allowed)
-        named |= flt.columns
-        parsed.append((f"{kind}: {text}", kind, flt))
+    clf_cols = store.classifier_score_columns()
+    stored = set(store.score_names(info))
     wanted_scores = {c for c in named if c not in base_cols and (c in stored or c in clf_cols)}
     if quality_col:
         wanted_scores.add(quality_col)
@@ -173,7 +159,7 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
             raise StoreError(f"no classifier or score named {col!r} for corpus {corpus!r}")
         apply_classifier(store, clf_cols[col], corpus)
     if wanted_scores:
-        frame = frame.join(score_store.read_scores(store, info, sorted(wanted_scores)), on="doc_idx", how="left")
+        frame = frame.join(store.doc_scores(info, sorted(wanted_scores)), on="doc_idx", how="left")
     if quality_col and frame[quality_col].null_count() == frame.height:
         raise StoreError(f"quality model {quality_col!r} gave no scores for {corpus!r}")
     X_rules = None
@@ -181,19 +167,19 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
         want = sorted(set(feats) | set(spec.drop_features))
         sel = Selection(info, sae, frame["doc_idx"].to_numpy().astype(np.int64), corpus)
         X_rules = embedding_matrix(store, sel, features=want).tocsc()
-        frame = frame.with_columns([
-            pl.Series(f"f{f}", np.asarray(X_rules[:, f].todense()).ravel().astype(np.float64))
-            for f in feats if f"f{f}" not in base_cols
+        frame = frame.with_columns([  # named as the rule wrote it (f12, or f012)
+            pl.Series(name, np.asarray(X_rules[:, f].todense()).ravel().astype(np.float64))
+            for name, f in feature_cols.items()
         ])
 
     n = frame.height
     doc_idx = frame["doc_idx"].to_numpy().astype(np.int64)
     masks: list[tuple[str, np.ndarray]] = []
-    for label, kind, flt in parsed:
+    for label, is_keep, flt in parsed:
         m = flt.mask(frame).to_numpy()
-        masks.append((label, ~m if kind == "keep" else m))
+        masks.append((label, ~m if is_keep else m))
     for f in spec.drop_features:
-        masks.append((f"drop-feature: {f}", np.asarray(X_rules[:, f].todense()).ravel() > 0))
+        masks.append((_rule_label("--drop-feature", f), np.asarray(X_rules[:, f].todense()).ravel() > 0))
     if spec.quality_drop is not None:
         q = frame[quality_col].to_numpy().astype(np.float64)
         q = np.where(np.isnan(q), -np.inf, q)
@@ -245,20 +231,57 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
     check = _check(n, kept, dropped["doc_idx"].to_numpy())
     result = FilterResult(corpus, n, kept, dropped, rules, check, quality=quality_metrics)
     result.samples = _samples(store, info, dropped, samples_per_rule)
-    if sae is not None or _is_encoded(store, info, spec.sae):
-        s = sae or store.encoded_sae(info, spec.sae)
-        result.features = dropped_vs_kept(store, info, s, doc_idx, first >= 0, top=top_features)
+    if sae is not None:
+        result.features = dropped_vs_kept(store, info, sae, doc_idx, first >= 0, top=top_features)
     store.record_run("filter", {"corpus": corpus, **{k: v for k, v in spec.__dict__.items()}},
                      {"kept": int(len(kept)), "dropped": int(dropped.height)})
     return result
 
 
-def _is_encoded(store: Store, info: CorpusInfo, sae: str | None) -> bool:
+def _encoding_if_any(store: Store, info: CorpusInfo) -> SAEInfo | None:
+    """The one SAE the corpus is encoded with, or None (not encoded, or with several and no --sae: then
+    a rule needing it says why)."""
     try:
-        store.encoded_sae(info, sae)
-        return True
+        return store.encoded_sae(info)
     except StoreError:
-        return False
+        return None
+
+
+_BUILTIN = {"doc_id": "the document id", "n_chars": "the text's length in characters",
+            "n_tokens": "the text's length in tokens of the encoding model"}
+
+
+def _parse_rules(store: Store, info: CorpusInfo, spec: FilterSpec):
+    """Parse the --keep / --drop rules against the corpus's filter columns: built-ins, metadata, saved
+    clusterings, classifier scores and fN for any feature N — the same set whatever the rules.
+    A name with two of these meanings (e.g. a metadata column `f12`, stored before ingest refused such
+    names, beside feature 12) is refused when a rule names it, naming both: saeembed never guesses.
+    Returns [(label, is_keep, Filter)], the names read, and {column name: feature} for fN names."""
+    meta = set(info.metadata_columns)
+    clusters = set(store.cluster_names(info))
+    scores = set(store.score_names(info)) | set(store.classifier_score_columns())
+    if spec.quality_label:
+        scores.add(spec.quality_name)  # trained by this run, before the rules are evaluated
+    allowed = set(store.filter_columns(info)) | scores
+    parsed, named = [], set()
+    for option, text in [("--keep", k) for k in spec.keep] + [("--drop", d) for d in spec.drop]:
+        flt = parse_filter(text, allowed | {"f" + n for n in _FEATURE_COL.findall(text if isinstance(text, str) else "")})
+        named |= flt.columns
+        parsed.append((_rule_label(option, text), option == "--keep", flt))
+    for name in sorted(named):
+        meanings = ([f"your metadata column {name!r}"] if name in meta else []) \
+            + ([f"the built-in column {name} ({_BUILTIN[name]})"] if name in _BUILTIN else []) \
+            + ([f"the saved clustering {name[len('cluster.'):]!r}"] if name in clusters else []) \
+            + ([f"the classifier score {name!r}"] if name in scores else []) \
+            + ([f"SAE feature {int(name[1:])}"] if FEATURE_NAME.fullmatch(name) else [])
+        if len(meanings) > 1:
+            fix = (f"re-ingest the corpus with the column renamed (saeembed ingest FILE --corpus {info.name} "
+                   f"--replace --rename {name}={name}_meta)" if name in meta else
+                   "save the classifier under another name")
+            raise InputError(f"filter column {name!r} of corpus {info.name!r} has two meanings, "
+                             f"{' and '.join(meanings)}; saeembed will not guess which: {fix}")
+    feature_cols = {c: int(c[1:]) for c in named if FEATURE_NAME.fullmatch(c)}
+    return parsed, named, feature_cols
 
 
 def _check(n: int, kept: np.ndarray, dropped: np.ndarray) -> dict:
@@ -302,77 +325,3 @@ def dropped_vs_kept(store: Store, info: CorpusInfo, sae: SAEInfo, doc_idx: np.nd
     ex = ex.select(pl.col("feature").cast(pl.Int64), exemplar="snippet").unique("feature")
     return frame.join(labels, on="feature", how="left").join(ex, on="feature", how="left")
 
-
-# --- output ----------------------------------------------------------------------------------------
-
-
-def original_rows(store: Store, info: CorpusInfo) -> pl.DataFrame:
-    """The corpus as the user gave it: their id column (if they named one) and text column under their
-    own names, then the metadata columns; plus doc_idx to join on."""
-    docs = store.documents(info)
-    meta = [c for c in docs.columns if c not in ("doc_idx", "doc_id", "text")]
-    text_col = info.text_column or "text"
-    cols = [pl.col("doc_idx")]
-    if info.id_column and info.id_column not in meta:
-        cols.append(pl.col("doc_id").alias(info.id_column))
-    cols.append(pl.col("text").alias(text_col))
-    cols += [pl.col(c) for c in meta]
-    return docs.select(cols)
-
-
-def _format(path: Path) -> str:
-    fmt = path.suffix.lower().lstrip(".")
-    if fmt not in OUTPUT_FORMATS:
-        raise InputError(f"cannot write {path.name}: use a .jsonl, .parquet or .csv file name")
-    return fmt
-
-
-def _write(frame: pl.DataFrame, path: Path) -> None:
-    fmt = _format(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        if fmt == "parquet":
-            frame.write_parquet(tmp)
-        elif fmt == "csv":
-            flat = frame.with_columns([pl.col(c).list.join("; ") for c, t in frame.schema.items()
-                                       if isinstance(t, pl.List)])
-            flat.write_csv(tmp)
-        else:
-            frame.write_ndjson(tmp)
-        os.replace(tmp, path)  # a half-written file never sits under the final name
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_outputs(store: Store, result: FilterResult, out: str | os.PathLike | None,
-                  dropped_out: str | os.PathLike | None = None) -> dict:
-    """Write kept rows (unchanged) to `out` and dropped rows plus drop_rule / drop_rules to `dropped_out`;
-    re-count what was written against the input."""
-    info = store.corpus(result.corpus)
-    paths = [Path(p) for p in (out, dropped_out) if p]
-    for p in paths:
-        _format(p)
-        if not p.parent.exists():
-            raise InputError(f"folder {p.parent} does not exist")
-    if out and dropped_out and Path(out).resolve() == Path(dropped_out).resolve():
-        raise InputError("--out and --dropped must be different files")
-    rows = original_rows(store, info)
-    user_cols = [c for c in rows.columns if c != "doc_idx"]
-    rule_col, rules_col = "drop_rule", "drop_rules"
-    while rule_col in user_cols or rules_col in user_cols:  # never overwrite a user's column
-        rule_col, rules_col = "_" + rule_col, "_" + rules_col
-    written = {}
-    if out:
-        kept = rows.filter(pl.col("doc_idx").is_in(result.kept.tolist())).sort("doc_idx").select(user_cols)
-        _write(kept, Path(out))
-        written["kept_rows"] = kept.height
-    if dropped_out:
-        reasons = result.dropped.select("doc_idx", pl.col("drop_rule").alias(rule_col),
-                                        pl.col("drop_rules").alias(rules_col))
-        dropped = rows.join(reasons, on="doc_idx", how="inner").sort("doc_idx").select(user_cols + [rule_col, rules_col])
-        _write(dropped, Path(dropped_out))
-        written["dropped_rows"] = dropped.height
-    if out and dropped_out and written["kept_rows"] + written["dropped_rows"] != result.n_docs:
-        raise RuntimeError("rows written do not add up to the input")  # pragma: no cover - guarded by _check
-    return written

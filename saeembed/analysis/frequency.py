@@ -1,6 +1,6 @@
 """Per-corpus feature frequencies: in what share of a corpus's documents each feature fires.
 
-The building block of every comparison: computed in DuckDB from the sparse rows, never densified.
+The building block of every comparison: counted by the store from the sparse rows, never densified.
 """
 
 from __future__ import annotations
@@ -20,14 +20,7 @@ def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = N
     s = shared_sae(store, corpora, sae)
     infos = [store.corpus(c) for c in corpora]
     ids = {i.corpus_id: i for i in infos}
-    frame = store.query(
-        """
-        SELECT a.corpus_id, a.feature, count(*) AS docs, avg(a.value) AS mean_value, max(a.value) AS max_value
-        FROM activations a WHERE a.sae_key = ? AND a.corpus_id IN (SELECT unnest(?))
-        GROUP BY ALL
-        """,
-        [s.sae_key, list(ids)],
-    )
+    frame = store.feature_counts(s.sae_key, list(ids))
     sizes = pl.DataFrame(
         {"corpus_id": list(ids), "corpus": [i.name for i in ids.values()], "n_docs": [i.n_docs for i in ids.values()]},
         schema={"corpus_id": pl.Int32, "corpus": pl.Utf8, "n_docs": pl.Int64},

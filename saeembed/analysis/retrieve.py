@@ -4,7 +4,7 @@ sentence embeddings (a FAISS index), or both fused; and nearest documents to a d
 SAE score of a document = sum over the chosen features f of weight_f * value_df / max_f, where
 max_f is the feature's largest value in the corpus (its rank-1 exemplar), so features on different
 activation scales count alike. Documents where a --not-feature fires are dropped. Everything is
-computed from the sparse rows in DuckDB; nothing N x d_sae is built.
+computed from the sparse rows in the store; nothing N x d_sae is built.
 
 Results: rank, doc_id, score, features (the chosen features that fired, by contribution), matched
 (per feature: label, value, contribution, the strongest token's span and text), snippet (the text
@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from saeembed.analysis.selection import check_features, doc_table, filter_columns
+from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.errors import InputError
-from saeembed.filters import parse_filter
 from saeembed.store import CorpusInfo, SAEInfo, Store
 
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
@@ -44,8 +43,7 @@ def target(store: Store, corpus: str, *, where: str | None = None, sae: str | No
     keep = None if doc_idx is None else np.unique(np.asarray(doc_idx, dtype=np.int64))
     name = corpus
     if where:  # only the columns the filter names are read (1 M documents: milliseconds, not seconds)
-        flt = parse_filter(where, filter_columns(info, store))
-        table = flt.apply(doc_table(store, info, s, columns=sorted(flt.columns)))
+        table = store.select_documents(info, s, [where], encoded_only=False)[0]
         idx = table["doc_idx"].to_numpy().astype(np.int64)
         keep = idx if keep is None else np.intersect1d(keep, idx)
         name = f"{corpus} where {where}"
@@ -92,7 +90,7 @@ def plan_query(
     from saeembed.interp.match import match_features
 
     given = parse_feature_weights(features)
-    check_features(t.sae, list(given))
+    t.sae.check_features(list(given))
     rows = []
     if query:
         matched = match_features(store, t.sae, query, corpus=t.corpus.name, top=n_features, method=match,
@@ -115,37 +113,16 @@ def plan_query(
 
 def _sae_scores(store: Store, t: Target, plan: pl.DataFrame, not_features: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """(doc_idx, score) of every document where a planned feature fires, best first; filters applied."""
-    feats = plan["feature"].to_list()
-    scale = store.query(
-        "SELECT feature, max(value) AS scale FROM exemplars WHERE corpus_id = ? AND sae_key = ? AND rank = 1 "
-        "AND feature IN (SELECT unnest(?)) GROUP BY feature",
-        [t.corpus.corpus_id, t.sae.sae_key, feats],
-    )
+    scale = store.feature_scales(t.corpus, t.sae, plan["feature"].to_list())
     w = plan.select("feature", "weight").join(scale, on="feature", how="inner")
     if w.is_empty():
         return np.zeros(0, np.int64), np.zeros(0)
-    res = store.con.sql(
-        """
-        WITH w AS (SELECT unnest(?::INTEGER[]) AS feature, unnest(?::DOUBLE[]) AS weight, unnest(?::DOUBLE[]) AS scale)
-        SELECT a.doc_idx, sum(w.weight * a.value / w.scale) AS score
-        FROM activations a JOIN w USING (feature)
-        WHERE a.corpus_id = ? AND a.sae_key = ?
-        GROUP BY a.doc_idx
-        """,
-        params=[w["feature"].to_list(), w["weight"].to_list(), w["scale"].to_list(), t.corpus.corpus_id,
-                t.sae.sae_key],
-    ).fetchnumpy()
-    doc, score = np.asarray(res["doc_idx"], np.int64), np.asarray(res["score"], np.float64)
+    doc, score = store.weighted_scores(t.corpus, t.sae, w)
     keep = score > 0
     if t.doc_idx is not None:
         keep &= np.isin(doc, t.doc_idx)
     if not_features:
-        banned = store.con.sql(
-            "SELECT DISTINCT doc_idx FROM activations WHERE corpus_id = ? AND sae_key = ? "
-            "AND feature IN (SELECT unnest(?))",
-            params=[t.corpus.corpus_id, t.sae.sae_key, list(not_features)],
-        ).fetchnumpy()["doc_idx"]
-        keep &= ~np.isin(doc, np.asarray(banned, np.int64))
+        keep &= ~np.isin(doc, store.docs_with_features(t.corpus, t.sae, not_features))
     doc, score = doc[keep], score[keep]
     order = np.lexsort((doc, -score))
     return doc[order], score[order]
@@ -220,7 +197,7 @@ def search(
     if mode != "sae" and not (query and query.strip()):
         raise InputError(f"{mode} search needs a query text")
     t = target(store, corpus, where=where, sae=sae, doc_idx=doc_idx)
-    not_features = check_features(t.sae, list(not_features or []))
+    not_features = t.sae.check_features(list(not_features or []))
     if mode != "dense" and plan is None:
         plan = plan_query(store, t, query, features=features, n_features=n_features, match=match, matcher=matcher,
                           model=model, progress=progress, **match_opts)
@@ -231,7 +208,7 @@ def search(
     else:
         d_doc, d_score = _dense_scores(store, t, query, max(depth, top), model, progress)
         if not_features:
-            banned = _docs_with(store, t, not_features)
+            banned = store.docs_with_features(t.corpus, t.sae, not_features)
             keep = ~np.isin(d_doc, banned)
             d_doc, d_score = d_doc[keep], d_score[keep]
         if mode == "dense":
@@ -241,14 +218,6 @@ def search(
             s_doc, s_score = _sae_scores(store, t, plan, not_features)
             doc, score, extra = _fuse(s_doc[:depth], s_score[:depth], d_doc, d_score, top)
     return _results(store, t, doc, score, plan if mode != "dense" else None, extra)
-
-
-def _docs_with(store: Store, t: Target, features: list[int]) -> np.ndarray:
-    res = store.con.sql(
-        "SELECT DISTINCT doc_idx FROM activations WHERE corpus_id = ? AND sae_key = ? AND feature IN (SELECT unnest(?))",
-        params=[t.corpus.corpus_id, t.sae.sae_key, list(features)],
-    ).fetchnumpy()["doc_idx"]
-    return np.asarray(res, np.int64)
 
 
 def _fuse(s_doc, s_score, d_doc, d_score, top):
@@ -284,16 +253,8 @@ def _results(store: Store, t: Target, doc: np.ndarray, score: np.ndarray, plan: 
     ids = dict(zip(docs["doc_idx"].to_list(), docs["doc_id"].to_list()))
     per_doc: dict[int, list[dict]] = {int(d): [] for d in doc}
     if plan is not None and plan.height:
-        acts = store.query(
-            "SELECT doc_idx, feature, value, span_start, span_end FROM activations WHERE corpus_id = ? AND sae_key = ? "
-            "AND doc_idx IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?))",
-            [t.corpus.corpus_id, t.sae.sae_key, doc.tolist(), plan["feature"].to_list()],
-        )
-        scale = dict(store.query(
-            "SELECT feature, max(value) AS s FROM exemplars WHERE corpus_id = ? AND sae_key = ? AND rank = 1 "
-            "AND feature IN (SELECT unnest(?)) GROUP BY feature",
-            [t.corpus.corpus_id, t.sae.sae_key, plan["feature"].to_list()],
-        ).iter_rows())
+        acts = store.activation_spans(t.corpus, t.sae, doc.tolist(), plan["feature"].to_list())
+        scale = dict(store.feature_scales(t.corpus, t.sae, plan["feature"].to_list()).iter_rows())
         weight = dict(plan.select("feature", "weight").iter_rows())
         label = dict(plan.select("feature", "label").iter_rows())
         for d, f, v, s, e in acts.iter_rows():
@@ -360,14 +321,11 @@ def similar(
 ) -> pl.DataFrame:
     """Documents nearest to `doc_id` by cosine of SAE embeddings (restricted to `features` when given):
     rank, doc_id, score, features (shared features, biggest product first), snippet, doc_idx."""
-    from saeembed.analysis.selection import Selection, embedding_matrix
-
     t = target(store, corpus, where=where, sae=sae)
-    feats = check_features(t.sae, [int(f) for f in features]) if features else None
-    row = store.query("SELECT doc_idx FROM documents WHERE corpus_id = ? AND doc_id = ?", [t.corpus.corpus_id, str(doc_id)])
-    if row.is_empty():
+    feats = t.sae.check_features([int(f) for f in features]) if features else None
+    q_idx = store.doc_idx_of(t.corpus, doc_id)
+    if q_idx is None:
         raise InputError(f"no document with id {doc_id!r} in corpus {corpus!r}")
-    q_idx = int(row["doc_idx"][0])
     everyone = np.arange(t.corpus.n_docs, dtype=np.int64) if t.doc_idx is None else t.doc_idx
     pool = np.union1d(everyone, [q_idx])
     X = embedding_matrix(store, Selection(t.corpus, t.sae, pool, t.name), features=feats).tocsr()

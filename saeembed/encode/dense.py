@@ -97,10 +97,7 @@ def doc_embeddings(
     info = corpus if isinstance(corpus, CorpusInfo) else store.corpus(corpus)
     embedder = get_embedder(model, device=device)
     wanted = np.arange(info.n_docs) if doc_idx is None else np.asarray(doc_idx, dtype=np.int64)
-    have = store.query(
-        "SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?", [info.corpus_id, embedder.name]
-    )["doc_idx"].to_numpy()
-    missing = np.setdiff1d(wanted, have)
+    missing = np.setdiff1d(wanted, store.dense_embedded_docs(info, embedder.name))
     if len(missing):
         docs = store.documents(info, metadata=False, doc_idx=missing.tolist())
         done = [0]

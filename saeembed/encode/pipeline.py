@@ -13,61 +13,20 @@ from typing import Callable
 
 import numpy as np
 import polars as pl
-import torch
 
+from saeembed.config import EncodeConfig
 from saeembed.encode.capture import ActivationCapture
+from saeembed.encode.chunk import chat_prompts, encode_chunk
 from saeembed.encode.models import LoadedModel, load_model
-from saeembed.encode.pooling import TokenLatents, pool_max
 from saeembed.encode.probe import PROBE, run_random_probe
-from saeembed.encode.tokens import batches, pad_token_id, tokenize
 from saeembed.errors import InputError, SAEError
 from saeembed.hookpoints import parse_hook
 from saeembed.sae.model import SAE
-from saeembed.store import CorpusInfo, Store
+from saeembed.store import Store
 
 
 # Random-token texts encoded once per SAE to find features that fire regardless of content.
 RANDOM_PROBE_DOCS = 128
-
-SHARD_AUTO_DOCS = 100_000  # encodes at least this large write Parquet shards by default
-
-
-@dataclass
-class EncodeConfig:
-    """How documents are encoded. The CLI reads these defaults; it does not redefine them."""
-
-    batch_size: int = 64  # windows per forward pass at most
-    max_batch_tokens: int = 16384  # padded tokens per forward pass at most
-    chunk_docs: int = 256  # documents per write transaction (what a crash can lose)
-    window: int | None = None  # tokens per window; None = the model's limit (at most 512)
-    exclude_special: bool = True  # leave BOS/CLS/SEP/pad out of pooling
-    chat_template: bool = False  # wrap each document as an assistant turn; template tokens excluded
-    prompt_column: str | None = None  # with chat_template: metadata column holding the user turn
-    exemplars_per_feature: int = 20
-    device: str | None = "auto"
-    replace: bool = False  # drop a stored encoding of this corpus with this SAE first
-    trust_remote_code: bool = False
-    # --- scale (issue 8) ---
-    shards: str = "auto"  # write activations as Parquet shards: "on", "off", or "auto" (>= SHARD_AUTO_DOCS to do)
-    shard_docs: int = 16384  # documents per shard (what a crash can lose when sharding)
-    backend: str = "local"  # "local" or "ray" (saeembed[ray]: an actor pool, one model+SAE per actor)
-    ray_address: str | None = None  # None: start a local Ray; "auto": join the running cluster
-    workers: int = 2  # Ray actors
-    gpus_per_worker: float = 0.0  # GPUs each Ray actor reserves (0: CPU)
-
-    def use_shards(self, to_do: int) -> bool:
-        if self.shards not in ("on", "off", "auto"):
-            raise InputError(f"--shards must be on, off or auto, not {self.shards!r}")
-        return self.backend == "ray" or self.shards == "on" or (self.shards == "auto" and to_do >= SHARD_AUTO_DOCS)
-
-    def pooling_params(self, window: int) -> dict:
-        return {
-            "pooling": "max",
-            "exclude_special": self.exclude_special,
-            "chat_template": self.chat_template,
-            "window": window,
-            "prompt_column": self.prompt_column,
-        }
 
 
 @dataclass
@@ -169,7 +128,7 @@ def encode_corpus(
 
     try:
         for doc_idx, texts in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs):
-            prompts = _prompts(store, info, cfg.prompt_column, doc_idx) if cfg.chat_template else None
+            prompts = chat_prompts(store, info, cfg.prompt_column, doc_idx) if cfg.chat_template else None
             acts, docs = encode_chunk(loaded, capture, sae_obj, texts, cfg, window, prompts)
             # chunk positions -> the corpus's doc_idx
             global_idx = np.asarray(doc_idx, dtype=np.int32)
@@ -225,42 +184,6 @@ def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, start
     )
 
 
-def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, texts: list[str], cfg: EncodeConfig,
-                 window: int, prompts: list[str | None] | None = None):
-    """Encode a list of texts. Returns (sparse rows with doc_idx = position in `texts`, per-doc stats)."""
-    windows = tokenize(
-        loaded.tokenizer, texts, window=window, exclude_special=cfg.exclude_special,
-        chat_template=cfg.chat_template, prompts=prompts,
-    )
-    n_windows = np.bincount([w.doc for w in windows], minlength=len(texts)).astype(np.int32)
-    n_tokens = np.zeros(len(texts), dtype=np.int64)
-    latents = TokenLatents()
-    pad = pad_token_id(loaded.tokenizer)
-    for batch in batches(windows, pad_id=pad, max_windows=cfg.batch_size, max_tokens=cfg.max_batch_tokens):
-        hidden = capture(batch.input_ids, batch.attention_mask)
-        content = batch.content.to(hidden.device)
-        x = hidden[content]  # [n_content_tokens, d]
-        if x.shape[0] == 0:
-            continue
-        rows_in_batch = content.nonzero(as_tuple=True)
-        docs_of_rows = torch.tensor([w.doc for w in batch.windows], dtype=torch.long)[rows_in_batch[0].cpu()]
-        offsets = torch.from_numpy(np.stack([_padded_offsets(w, content.shape[1]) for w in batch.windows]))
-        spans = offsets[rows_in_batch[0].cpu(), rows_in_batch[1].cpu()]
-        np.add.at(n_tokens, docs_of_rows.numpy(), 1)
-        with torch.inference_mode():
-            r, f, v = sae.encode_coo(x)
-        latents.add(docs_of_rows, spans, r.cpu(), f.cpu(), v.cpu())
-    docs = pl.DataFrame({"doc_idx": np.arange(len(texts), dtype=np.int32), "n_tokens": n_tokens.astype(np.int32),
-                         "n_windows": n_windows})
-    return pool_max(latents, sae.d_sae), docs
-
-
-def _padded_offsets(w, T: int) -> np.ndarray:
-    out = np.zeros((T, 2), dtype=np.int64)
-    out[: len(w.offsets)] = w.offsets
-    return out
-
-
 def check_width(sae: SAE, loaded: LoadedModel) -> None:
     """A clear error, before any work, when the SAE was trained on a model of another width."""
     if sae.d_in != loaded.hidden_size:
@@ -300,16 +223,3 @@ def resolve_hook(hook: str | None, sae: SAE, warnings: list[str]) -> str:
     if sae.cfg.hook and parse_hook(sae.cfg.hook).name != name:
         warnings.append(f"the SAE was trained on {sae.cfg.hook}, encoding at {name} as asked")
     return name
-
-
-def _prompts(store: Store, info: CorpusInfo, column: str | None, doc_idx: list[int]) -> list[str | None] | None:
-    if column is None:
-        return None
-    if column not in info.metadata_columns:
-        raise InputError(
-            f"--prompt-column {column!r} is not a column of corpus {info.name!r} "
-            f"(columns: {', '.join(info.metadata_columns) or 'none'})"
-        )
-    frame = store.documents(info, text=False, doc_idx=doc_idx)
-    lookup = dict(zip(frame["doc_idx"].to_list(), frame[column].cast(str).to_list()))
-    return [lookup.get(i) for i in doc_idx]

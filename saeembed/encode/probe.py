@@ -28,7 +28,7 @@ def random_token_texts(tokenizer, *, n_docs: int = 128, n_tokens: int = 32, seed
 
 def run_random_probe(loaded, capture, sae, cfg, window: int, *, n_docs: int = 128) -> pl.DataFrame:
     """(feature, value = share of random-token texts where it fires), for features that fire at all."""
-    from saeembed.encode.pipeline import encode_chunk
+    from saeembed.encode.chunk import encode_chunk
 
     texts = random_token_texts(loaded.tokenizer, n_docs=n_docs, n_tokens=min(32, max(window - 2, 4)))
     acts, _ = encode_chunk(loaded, capture, sae, texts, cfg, window)
@@ -37,3 +37,16 @@ def run_random_probe(loaded, capture, sae, cfg, window: int, *, n_docs: int = 12
         .agg(value=pl.len() / len(texts))
         .sort("feature")
     )
+
+
+def random_share(store, sae, features) -> np.ndarray | None:
+    """Per listed feature, the share of the SAE's random-token texts on which it fires (0 where it never
+    does), the input of saeembed.stats.generic_rule; None when the probe was never run for this SAE."""
+    probe = store.probe(sae, PROBE)
+    if probe is None:
+        return None
+    f = probe["feature"].to_numpy().astype(np.int64)
+    features = np.asarray(features, dtype=np.int64)
+    share = np.zeros(int(max(f.max(initial=-1), features.max(initial=-1))) + 1)
+    share[f] = probe["value"].to_numpy()
+    return share[features]

@@ -44,7 +44,7 @@ class _EncodeActor:
         self.sae_hash, self.corpus, self.prompts = sae_hash, corpus, prompts
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from saeembed.encode.pipeline import encode_chunk
+        from saeembed.encode.chunk import encode_chunk
         from saeembed.store.shards import write_shard
 
         doc_idx = np.asarray(batch.column("doc_idx").to_numpy(), dtype=np.int32)
@@ -95,7 +95,7 @@ def encode_on_ray(store, info, sae_info, sae, model_name: str, hook: str, cfg, w
 
 
 def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, progress):
-    from saeembed.encode.pipeline import _prompts
+    from saeembed.encode.chunk import chat_prompts
     from saeembed.store.shards import encoding_dir
 
     import logging
@@ -110,7 +110,7 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
     prompts = None
     if cfg.chat_template and cfg.prompt_column:
         idx = [i for p in parts for i in p.column("doc_idx").to_pylist()]
-        prompts = dict(zip(idx, _prompts(store, info, cfg.prompt_column, idx)))
+        prompts = dict(zip(idx, chat_prompts(store, info, cfg.prompt_column, idx)))
     folder = encoding_dir(store.shard_root, info.corpus_id, sae_info.sae_key)
     folder.mkdir(parents=True, exist_ok=True)
         # one block per chunk, so every actor gets work

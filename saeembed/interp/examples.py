@@ -8,7 +8,7 @@ between the two sets. Every example is a window of text around a token span: the
 token for activating documents, a co-firing feature's strongest token for negatives, so all windows
 look alike and only the feature tells them apart.
 
-Everything is read in chunks of features with a few SQL queries; nothing dense over the corpus.
+Everything is read in chunks of features with a few store queries; nothing dense over the corpus.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from saeembed.store import SAEInfo, Store
+from saeembed.textwindow import window as text_window
 
 
 @dataclass(frozen=True)
@@ -83,31 +84,10 @@ class SampleConfig:
     seed: int = 0
 
 
-def word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
-    """Grow a token's character span to whole words (a WordPiece '##ing' becomes its word)."""
-    start, end = max(0, start), min(len(text), end)
-    while start > 0 and text[start - 1].isalnum():
-        start -= 1
-    while end < len(text) and text[end].isalnum():
-        end += 1
-    return start, end
-
-
 def window(text: str, start: int | None, end: int | None, width: int) -> tuple[str, tuple[int, int] | None]:
-    """About `width` characters each side of [start, end), cut at spaces; whitespace runs become spaces
-    (offsets kept). Returns (window, highlight span inside it)."""
-    flat = "".join(" " if ch.isspace() else ch for ch in text)
-    if start is None or end is None or not (0 <= start < end <= len(text)):
-        return " ".join(flat[: 2 * width].split()), None
-    start, end = word_bounds(flat, start, end)
-    left, right = max(0, start - width), min(len(flat), end + width)
-    if left > 0:
-        cut = flat.find(" ", left, start)
-        left = cut + 1 if cut >= 0 else left
-    if right < len(flat):
-        cut = flat.rfind(" ", end, right)
-        right = cut if cut > end else right
-    return flat[left:right], (start - left, end - left)
+    """About `width` characters each side of [start, end), cut at spaces, no ellipses; whitespace becomes
+    spaces (offsets kept). Returns (window, highlight span inside it)."""
+    return text_window(text, start, end, width, words=True, fold=True, ellipsis=False)
 
 
 class ExampleSampler:
@@ -122,14 +102,11 @@ class ExampleSampler:
     # --- background pool (random documents) -----------------------------------------------------
 
     def _load_pool(self) -> None:
-        pool = self.store.query(
-            "SELECT corpus_id, doc_idx FROM encoded_docs WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
-            "ORDER BY hash(corpus_id, doc_idx, ?) LIMIT ?",
-            [self.sae.sae_key, self.corpus_ids, self.cfg.seed, self.cfg.pool_size],
-        )
+        pool = self.store.sample_encoded_docs(self.sae.sae_key, self.corpus_ids, seed=self.cfg.seed,
+                                              limit=self.cfg.pool_size)
         self.pool_keys = list(zip(pool["corpus_id"].to_list(), pool["doc_idx"].to_list()))
         pos = {k: i for i, k in enumerate(self.pool_keys)}
-        rows = self._doc_activations(self.pool_keys)
+        rows = self.store.activations_of_docs(self.sae.sae_key, self.pool_keys)
         rows = rows.with_columns(
             pl.Series("pos", [pos[k] for k in zip(rows["corpus_id"].to_list(), rows["doc_idx"].to_list())],
                       dtype=pl.Int64)
@@ -147,29 +124,13 @@ class ExampleSampler:
         n = max(len(self.pool_keys), 1)
         self.pool_freq = np.asarray(self.pool_csr.sum(axis=0)).ravel() / n
 
-    def _doc_activations(self, keys: list[tuple[int, int]]) -> pl.DataFrame:
-        """All activation rows of these documents (corpus_id, doc_idx, feature, span_start, span_end)."""
-        frame = pl.DataFrame({"corpus_id": [k[0] for k in keys], "doc_idx": [k[1] for k in keys]},
-                             schema={"corpus_id": pl.Int32, "doc_idx": pl.Int32})
-        self.store.con.register("_interp_docs", frame)
-        try:
-            return self.store.query(
-                "SELECT a.corpus_id, a.doc_idx, a.feature, a.span_start, a.span_end FROM activations a "
-                "JOIN _interp_docs d ON a.corpus_id = d.corpus_id AND a.doc_idx = d.doc_idx WHERE a.sae_key = ?",
-                [self.sae.sae_key],
-            )
-        finally:
-            self.store.con.unregister("_interp_docs")
-
     def texts(self, keys) -> dict[tuple[int, int], str]:
         missing = sorted({k for k in keys if k not in self._texts})
         by_corpus: dict[int, list[int]] = {}
         for c, d in missing:
             by_corpus.setdefault(c, []).append(d)
         for c, docs in by_corpus.items():
-            rows = self.store.query(
-                "SELECT doc_idx, text FROM documents WHERE corpus_id = ? AND doc_idx IN (SELECT unnest(?))", [c, docs]
-            )
+            rows = self.store.doc_texts(c, docs)
             for d, t in zip(rows["doc_idx"].to_list(), rows["text"].to_list()):
                 self._texts[(c, d)] = t
         return {k: self._texts.get(k, "") for k in keys}
@@ -197,23 +158,8 @@ class ExampleSampler:
         """Top activations and per-quantile random samples of each feature (one query)."""
         c = self.cfg
         per_bin = math.ceil((c.n_quantile + c.n_score) / c.n_bins) + 2
-        return self.store.query(
-            """
-            WITH a AS (
-                SELECT corpus_id, doc_idx, feature, value, span_start, span_end,
-                       row_number() OVER (PARTITION BY feature ORDER BY value DESC, corpus_id, doc_idx) AS rk,
-                       count(*) OVER (PARTITION BY feature) AS n
-                FROM activations
-                WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?))),
-            b AS (
-                SELECT *, CAST(floor((rk - 1) * ? / n) AS INTEGER) AS bin FROM a),
-            c AS (
-                SELECT *, row_number() OVER (PARTITION BY feature, bin ORDER BY hash(corpus_id, doc_idx, ?)) AS r2
-                FROM b)
-            SELECT * FROM c WHERE rk <= ? OR r2 <= ? ORDER BY feature, rk
-            """,
-            [self.sae.sae_key, self.corpus_ids, list(features), c.n_bins, c.seed, c.n_top, per_bin],
-        )
+        return self.store.activation_samples(self.sae.sae_key, self.corpus_ids, features, n_bins=c.n_bins,
+                                             seed=c.seed, n_top=c.n_top, per_bin=per_bin)
 
     def sample(self, features: list[int]) -> dict[int, FeatureExamples]:
         c = self.cfg
@@ -226,7 +172,7 @@ class ExampleSampler:
                 continue
             chosen[f] = self._split_positives(g.to_dicts())
         keys = {(r["corpus_id"], r["doc_idx"]) for ex, sc in chosen.values() for r in ex + sc}
-        doc_rows = self._doc_activations(sorted(keys)) if keys else None
+        doc_rows = self.store.activations_of_docs(self.sae.sae_key, sorted(keys)) if keys else None
         texts = self.texts(keys)
         out: dict[int, FeatureExamples] = {}
         for f in features:

@@ -4,6 +4,9 @@
 `saeembed features --search`. Labels go to the store's feature_labels table with their source
 ("offline" or "llm"), score, the model used and, in `details`, the examples used to explain and to
 score (corpus_id, doc_idx pairs that never overlap), the score breakdown and the LLM's description.
+A label whose score is near chance, that matched none of its held-out activating examples, or that was
+copied from an instruction inside the example texts (prompt injection) is stored but marked weak:
+status "weak: <why>", weak = true, and details["weak"] = why.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ import polars as pl
 from saeembed.errors import InputError, StoreError
 from saeembed.interp.examples import ExampleSampler, FeatureExamples, SampleConfig
 from saeembed.interp.explain import explain_prompt, parse_explanation
-from saeembed.interp.llm import LLMClient, MalformedAnswer
+from saeembed.interp.llm import LLMClient, LLMResult, MalformedAnswer
 from saeembed.interp.offline import TermStats, metadata_overrep, offline_label
-from saeembed.interp.scoring import EmbeddingScorer, collect_scores, score_prompts
+from saeembed.interp.quoting import copied_from_instructions
+from saeembed.interp.scoring import EmbeddingScorer, answer_checks, collect_scores, score_prompts, weak_reason
 from saeembed.store import SAEInfo, Store
 
 RESULT_SCHEMA = {
     "feature": pl.Int64, "label": pl.Utf8, "label_source": pl.Utf8, "score": pl.Float64, "status": pl.Utf8,
     "n_active": pl.Int64, "description": pl.Utf8, "detection": pl.Float64, "fuzzing": pl.Float64,
-    "auroc_hard": pl.Float64,
+    "auroc_hard": pl.Float64, "weak": pl.Boolean,
 }
 
 
@@ -66,27 +70,21 @@ def resolve_scope(store: Store, corpus: str | list[str] | None = None, sae: str 
         if len(saes) > 1:
             raise StoreError("these corpora are encoded with different SAEs; label one SAE at a time (--sae)")
         return store.sae_info(saes.pop()), [i.corpus_id for i in infos]
-    rows = store.query("SELECT sae_key, sae_hash FROM saes ORDER BY sae_key")
-    keys = [k for k, h in rows.iter_rows() if not sae or h.startswith(sae)]
+    keys = store.sae_keys(sae)
     if not keys:
         raise StoreError("the store holds no SAE" + (f" matching {sae!r}" if sae else "; run `saeembed encode`"))
     if len(keys) > 1:
         raise StoreError("the store holds several SAEs; pick one with --sae")
     s = store.sae_info(keys[0])
-    ids = store.query("SELECT corpus_id FROM encodings WHERE sae_key = ? ORDER BY corpus_id", [s.sae_key])
-    if ids.is_empty():
+    ids = store.encoded_corpus_ids(s.sae_key)
+    if not ids:
         raise StoreError(f"no corpus is encoded with SAE {s.sae_hash}; run `saeembed encode` first")
-    return s, ids["corpus_id"].to_list()
+    return s, ids
 
 
 def live_features(store: Store, sae: SAEInfo, corpus_ids: list[int], limit: int | None = None) -> list[int]:
     """Features that fire on at least one document, most frequent first."""
-    rows = store.query(
-        "SELECT feature, count(*) AS n FROM activations WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
-        "GROUP BY feature ORDER BY n DESC, feature" + (" LIMIT ?" if limit else ""),
-        [sae.sae_key, corpus_ids] + ([limit] if limit else []),
-    )
-    return rows["feature"].to_list()
+    return store.firing_features(sae.sae_key, corpus_ids, limit)
 
 
 # --- labelling --------------------------------------------------------------------------------------
@@ -143,6 +141,10 @@ def label_features(
     return LabelRun(frame, method, usage, stopped, prov)
 
 
+def _status(weak: str | None) -> str:
+    return f"weak: {weak}"[:200] if weak else "ok"
+
+
 def _row(feature: int, **kw) -> dict:
     row = {k: None for k in RESULT_SCHEMA}
     row.update(feature=feature, **kw)
@@ -175,8 +177,11 @@ def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], b
         details = {"terms": lab.terms, "term_scores": lab.term_scores, "metadata": lab.metadata,
                    "scorer": "embedding-auroc", "auroc_random": score, "auroc_hard": score_hard,
                    "n_active": fe.n_active} | _example_details(fe)
-        out.append((_row(f, label=lab.label, label_source="offline", score=score, status="ok",
-                         n_active=fe.n_active, description=text, auroc_hard=score_hard), details))
+        weak = weak_reason(score)
+        if weak:
+            details["weak"] = weak
+        out.append((_row(f, label=lab.label, label_source="offline", score=score, status=_status(weak),
+                         n_active=fe.n_active, description=text, auroc_hard=score_hard, weak=bool(weak)), details))
     scorer.forget()
     return out
 
@@ -199,12 +204,17 @@ def _llm_chunk(llm: LLMClient, examples: dict[int, FeatureExamples], cfg: LabelC
                     scored[f].relabelled = True
     for f, sc in scored.items():
         fe, ex = examples[f], explained[f]
+        shown = [e.text for e in fe.explain + fe.explain_negatives]
+        copied = copied_from_instructions(ex.label, shown) or copied_from_instructions(ex.description, shown)
+        weak = weak_reason(sc.score, detection_hits=sc.detection_hits, copied=copied)
         details = {"description": ex.description, "detection": sc.detection, "fuzzing": sc.fuzzing,
                    "n_detection": sc.n_detection, "n_fuzzing": sc.n_fuzzing, "scorer": "detection+fuzzing",
+                   "detection_hits": sc.detection_hits,
                    "score_failures": sc.failures[:5], "relabelled": getattr(sc, "relabelled", False),
-                   "n_active": fe.n_active} | _example_details(fe)
-        out[f] = (_row(f, label=ex.label, label_source="llm", score=sc.score, status="ok", n_active=fe.n_active,
-                       description=ex.description, detection=sc.detection, fuzzing=sc.fuzzing), details)
+                   "n_active": fe.n_active} | _example_details(fe) | ({"weak": weak} if weak else {})
+        out[f] = (_row(f, label=ex.label, label_source="llm", score=sc.score, status=_status(weak),
+                       n_active=fe.n_active, description=ex.description, detection=sc.detection,
+                       fuzzing=sc.fuzzing, weak=bool(weak)), details)
     return [out[f] for f in examples]
 
 
@@ -219,7 +229,7 @@ def _explain(llm, examples: dict[int, FeatureExamples], out: dict, previous: dic
                             "when used to tell held-out texts where it fires from texts where it does not. "
                             "Give a more precise one, as JSON in the same form."}]
         prompts.append(msgs)
-    results = llm.chat_many(prompts)
+    results = llm.chat_many(prompts, check=_check_explanation)
     explained = {}
     for (f, fe), res in zip(examples.items(), results):
         if res.budget:
@@ -232,13 +242,18 @@ def _explain(llm, examples: dict[int, FeatureExamples], out: dict, previous: dic
     return explained
 
 
+def _check_explanation(text: str):
+    return parse_explanation(LLMResult(text=text))
+
+
 def _score(llm, examples, explained: dict, cfg: LabelConfig, out: dict):
-    plans, prompts = {}, []
+    plans, prompts, checks = {}, [], []
     for f, ex in explained.items():
         det, det_p, fuz, fuz_p = score_prompts(examples[f], ex.description or ex.label, cfg.batch)
         plans[f] = (det, fuz, len(prompts), len(det_p), len(fuz_p))
         prompts += det_p + fuz_p
-    results = llm.chat_many(prompts, max_tokens=200) if prompts else []
+        checks += answer_checks(det, cfg.batch) + answer_checks(fuz, cfg.batch)
+    results = llm.chat_many(prompts, max_tokens=200, check=checks) if prompts else []
     scored = {}
     for f, (det, fuz, at, nd, nf) in plans.items():
         res = results[at : at + nd + nf]
@@ -259,14 +274,8 @@ def _save(store: Store, s: SAEInfo, labelled, llm, scorer, corpus_ids) -> None:
     if not rows or store.read_only:
         return
     model = llm.config.model if llm is not None else f"contrastive-terms; scorer {scorer.model}"
-    with store.transaction():
-        for r, d in rows:
-            store.con.execute(
-                "INSERT INTO feature_labels (sae_key, feature, label, source, score, model, details) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [s.sae_key, r["feature"], r["label"], r["label_source"], r["score"], model,
-                 json.dumps(d | {"corpus_ids": corpus_ids}, default=float)],
-            )
+    store.save_labels(s.sae_key, model, [(r["feature"], r["label"], r["label_source"], r["score"],
+                                          d | {"corpus_ids": corpus_ids}) for r, d in rows])
 
 
 # --- finding features by label -----------------------------------------------------------------------
@@ -282,15 +291,7 @@ def search_labels(
     if not query:
         raise InputError("--search needs a non-empty text")
     s, _ = resolve_scope(store, None, sae)
-    newest = store.query(
-        """
-        SELECT feature, label, source AS label_source, score,
-               coalesce(json_extract_string(details, '$.description'), '') AS description
-        FROM feature_labels WHERE sae_key = ?
-        QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC) = 1
-        """,
-        [s.sae_key],
-    )
+    newest = store.labels(s.sae_key, descriptions=True)
     empty = pl.DataFrame(schema={"feature": pl.Int32, "label": pl.Utf8, "label_source": pl.Utf8,
                                  "score": pl.Float64, "match": pl.Utf8, "similarity": pl.Float64})
     if newest.is_empty():

@@ -13,7 +13,7 @@ Three ways to find them, each a "matcher" returning the same frame (feature, sco
   PRF_WEIGHT); describe alone when prf is not available (no corpus, or a large corpus without
   cached dense embeddings).
 
-Other matchers (an LLM choosing features, issue 7) plug in with `register_matcher(name, fn)` or by
+Other matchers (e.g. an LLM choosing among labelled features) plug in with `register_matcher(name, fn)` or by
 passing `matcher=fn`; `fn(store, sae, query, corpus=..., top=..., **opts)` returns the same frame.
 opts may carry doc_idx (the documents a search is restricted to), model and progress; a matcher
 ignores what it does not use (accept **_). `saeembed search --match NAME` picks a registered matcher.
@@ -29,7 +29,8 @@ import numpy as np
 import polars as pl
 
 from saeembed.errors import InputError
-from saeembed.store import CorpusInfo, SAEInfo, Store
+from saeembed.store import SAEInfo, Store
+from saeembed.textwindow import window, word_bounds
 
 # Columns every matcher returns (more are allowed).
 MATCH_COLUMNS = ["feature", "score", "label", "evidence"]
@@ -94,7 +95,7 @@ def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5
     if candidates is None:
         candidates = _candidates(store, sae, corpus)
     key = (str(store.path.resolve()), sae.sae_key, embedder.name, exemplars,
-           _hash(",".join(map(str, candidates))) if candidates is not None else None, _fingerprint(store, sae))
+           _hash(",".join(map(str, candidates))) if candidates is not None else None, store.description_fingerprint(sae.sae_key))
     if key not in _DESCRIBED:  # rebuilding 4k description texts costs seconds; labels/exemplars rarely change
         texts = feature_texts(store, sae, candidates, per_feature=exemplars)
         vectors = feature_vectors(store, sae, texts, embedder, progress=progress) if texts.height else None
@@ -121,27 +122,11 @@ def _describe(store, sae, query, *, corpus=None, top=10, model=None, exemplars=5
 _DESCRIBED: dict[tuple, tuple] = {}
 
 
-def _fingerprint(store: Store, sae: SAEInfo) -> tuple:
-    """Changes whenever a label or an exemplar of this SAE changes (cheap: small tables)."""
-    row = store.query(
-        "SELECT (SELECT count(*) FROM feature_labels WHERE sae_key = ?) AS a, "
-        "(SELECT max(created_at)::VARCHAR FROM feature_labels WHERE sae_key = ?) AS b, "
-        "(SELECT count(*) FROM exemplars WHERE sae_key = ?) AS c, "
-        "(SELECT sum(hash(corpus_id, feature, doc_idx, value)) FROM exemplars WHERE sae_key = ?) AS d",
-        [sae.sae_key] * 4,
-    )
-    return tuple(row.row(0))
-
-
 def _candidates(store: Store, sae: SAEInfo, corpus: str | None) -> list[int] | None:
     """Features worth matching: those that fire in the corpus (None = every feature of the SAE)."""
     if corpus is None:
         return None
-    info = store.corpus(corpus)
-    return store.query(
-        "SELECT DISTINCT feature FROM exemplars WHERE corpus_id = ? AND sae_key = ? ORDER BY feature",
-        [info.corpus_id, sae.sae_key],
-    )["feature"].to_list()
+    return store.exemplar_features(store.corpus(corpus).corpus_id, sae.sae_key)
 
 
 def feature_texts(store: Store, sae: SAEInfo, features: list[int] | None = None, *, per_feature: int = 5) -> pl.DataFrame:
@@ -154,16 +139,7 @@ def feature_texts(store: Store, sae: SAEInfo, features: list[int] | None = None,
     ]
     todo = None if features is None else [f for f in features if f not in labelled]
     if todo is None or todo:
-        ex = store.query(
-            """
-            SELECT x.feature, d.text, x.span_start, x.span_end FROM exemplars x
-            JOIN documents d ON d.corpus_id = x.corpus_id AND d.doc_idx = x.doc_idx
-            WHERE x.sae_key = ? AND (? OR x.feature IN (SELECT unnest(?)))
-            QUALIFY row_number() OVER (PARTITION BY x.feature ORDER BY x.value DESC, x.corpus_id, x.rank) <= ?
-            ORDER BY x.feature, x.value DESC
-            """,
-            [sae.sae_key, todo is None, todo or [], per_feature],
-        )
+        ex = store.exemplar_texts(sae.sae_key, todo, per_feature)
         for (feature,), part in ex.group_by(["feature"], maintain_order=True):
             if feature in labelled:
                 continue
@@ -183,30 +159,20 @@ def feature_texts(store: Store, sae: SAEInfo, features: list[int] | None = None,
 
 
 def _word_and_context(text: str, start, end, width: int = 40) -> tuple[str, str]:
+    """The span widened to whole words, and a one-line window around it."""
     if start is None or end is None or not 0 <= start < end <= len(text):
-        return "", " ".join(text[: 2 * width].split())
-    while start > 0 and text[start - 1].isalnum():  # widen a subword to its whole word
-        start -= 1
-    while end < len(text) and text[end].isalnum():
-        end += 1
-    left, right = max(0, start - width), min(len(text), end + width)
-    return text[start:end].strip(), " ".join(text[left:right].split())
+        start = end = None
+    else:
+        start, end = word_bounds(text, start, end)
+    context, _ = window(text, start, end, width, ellipsis=False)
+    return (text[start:end].strip() if start is not None else ""), " ".join(context.split())
 
 
 def feature_vectors(store: Store, sae: SAEInfo, texts: pl.DataFrame, embedder, *, progress=None) -> np.ndarray:
     """Sentence embeddings of texts["text"] (rows aligned), from the feature_embeddings cache where the
     text is unchanged; the rest are embedded and stored."""
     hashes = [_hash(t) for t in texts["text"]]
-    cached = store.con.sql(
-        "SELECT feature, source, text_hash, vector FROM feature_embeddings WHERE sae_key = ? AND model = ?",
-        params=[sae.sae_key, embedder.name],
-    ).to_arrow_table()
-    have: dict[tuple, np.ndarray] = {}
-    if cached.num_rows:
-        vecs = cached.column("vector").combine_chunks().flatten().to_numpy().reshape(cached.num_rows, -1)
-        for i, key in enumerate(zip(cached.column("feature").to_pylist(), cached.column("source").to_pylist(),
-                                    cached.column("text_hash").to_pylist())):
-            have[key] = vecs[i]
+    have = store.feature_embeddings(sae.sae_key, embedder.name)
     out = np.zeros((texts.height, embedder.dim), dtype=np.float32)
     todo = []
     for i, key in enumerate(zip(texts["feature"], texts["source"], hashes)):
@@ -226,36 +192,13 @@ def feature_vectors(store: Store, sae: SAEInfo, texts: pl.DataFrame, embedder, *
             block = todo[start : start + VECTOR_BLOCK]
             new = embedder.embed([texts["text"][i] for i in block], progress=tick)
             out[block] = new
-            _store_vectors(store, sae, embedder.name, texts[block], [hashes[i] for i in block], new)
+            if not store.read_only:  # still usable, just not cached
+                store.save_feature_embeddings(sae.sae_key, embedder.name, texts["feature"].to_numpy()[block],
+                                              [texts["source"][i] for i in block], [hashes[i] for i in block], new)
     return out
 
 
 VECTOR_BLOCK = 512  # feature descriptions embedded (and cached) per step
-
-
-def _store_vectors(store: Store, sae: SAEInfo, model: str, texts: pl.DataFrame, hashes: list[str], vectors) -> None:
-    import pyarrow as pa
-
-    if store.read_only:
-        return  # still usable, just not cached
-    table = pa.table({
-        "feature": pa.array(texts["feature"].to_numpy().astype(np.int32)),
-        "source": pa.array(texts["source"].to_list()),
-        "text_hash": pa.array(hashes),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(np.asarray(vectors, np.float32).reshape(-1)),
-                                                    vectors.shape[1]),
-    })
-    with store.transaction(), store.registered("_fvec", table):
-        # One row per (feature, source): a changed label or exemplar set replaces the old vector.
-        store.con.execute(
-            "DELETE FROM feature_embeddings WHERE sae_key = ? AND model = ? AND (feature, source) IN "
-            "(SELECT (feature, source) FROM _fvec)",
-            [sae.sae_key, model],
-        )
-        store.con.execute(
-            "INSERT INTO feature_embeddings SELECT ?, ?, source, feature, text_hash, vector::FLOAT[] FROM _fvec",
-            [sae.sae_key, model],
-        )
 
 
 # --- prf: features over-represented among the documents densely nearest the query ------------------
@@ -278,24 +221,11 @@ def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, doc
     m = int(min(max(prf_docs, 1), len(pool)))
     nearest = pool[np.argpartition(-sims, m - 1)[:m]] if m < len(pool) else pool
     restrict = doc_idx is not None
-    frame = store.query(
-        """
-        WITH near AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
-        pool AS (SELECT unnest(?::BIGINT[]) AS doc_idx),
-        df AS (SELECT feature, count(*) AS docs FROM activations
-               WHERE corpus_id = ? AND sae_key = ? AND (NOT ? OR doc_idx IN (SELECT doc_idx FROM pool))
-               GROUP BY feature)
-        SELECT a.feature, count(*) AS near_docs, any_value(df.docs) AS docs
-        FROM activations a JOIN near USING (doc_idx) JOIN df USING (feature)
-        WHERE a.corpus_id = ? AND a.sae_key = ?
-        GROUP BY a.feature
-        """,
-        [nearest.tolist(), pool.tolist() if restrict else [], info.corpus_id, sae.sae_key, restrict,
-         info.corpus_id, sae.sae_key],
-    )
+    frame = store.near_feature_docs(info.corpus_id, sae.sae_key, nearest.tolist(),
+                                    pool.tolist() if restrict else None)
     if frame.is_empty():
         return _empty()
-    n = len(pool) if restrict else max(_encoded_docs(store, info, sae), 1)
+    n = len(pool) if restrict else max(store.n_encoded_docs(info, sae), 1)
     frame = frame.with_columns(
         near=pl.col("near_docs") / m, overall=pl.col("docs") / n
     ).with_columns(score=pl.col("near") - pl.col("overall")).filter(pl.col("score") > 0)
@@ -313,12 +243,6 @@ def _prf(store, sae, query, *, corpus=None, top=10, model=None, prf_docs=50, doc
     )
 
 
-def _encoded_docs(store: Store, info: CorpusInfo, sae: SAEInfo) -> int:
-    return store.query(
-        "SELECT count(*) AS n FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, sae.sae_key]
-    )["n"][0]
-
-
 def prf_available(store: Store, corpus: str | None, model: str | None = None) -> bool:
     """Whether auto should use prf: a corpus whose dense embeddings are cached or cheap to compute."""
     if corpus is None:
@@ -328,11 +252,7 @@ def prf_available(store: Store, corpus: str | None, model: str | None = None) ->
         return True
     from saeembed.encode.models import resolve_model
 
-    have = store.query(
-        "SELECT count(*) AS n FROM dense_embeddings WHERE corpus_id = ? AND model = ?",
-        [info.corpus_id, resolve_model(model)[1]],
-    )["n"][0]
-    return have >= info.n_docs
+    return len(store.dense_embedded_docs(info, resolve_model(model)[1])) >= info.n_docs
 
 
 def _auto(store, sae, query, *, corpus=None, top=10, prf_weight: float = PRF_WEIGHT, **opts) -> pl.DataFrame:
@@ -379,7 +299,7 @@ register_matcher("prf", _prf)
 register_matcher("auto", _auto)
 
 
-# --- llm: an LLM chooses among the labelled features (issue #7's choose_features) -------------------
+# --- llm: an LLM chooses among the labelled features (assist.choose_features) ----------------------
 
 
 def _llm_matcher(store: Store, sae: SAEInfo, query: str, *, corpus: str | None = None, top: int = 10, **_):

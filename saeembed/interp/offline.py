@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from saeembed.interp.examples import Example
-from saeembed.store import Store, quote_ident
+from saeembed.store import Store
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.U)
 _PUNCT = re.compile(r"[^\w\s]", re.U)
@@ -128,45 +128,26 @@ def metadata_overrep(
     """Metadata values (and, over several corpora, the corpus) that a feature's documents over-represent:
     {feature: [{column, value, share, base_share, lift}]} with share ≥ min_share and lift ≥ min_lift."""
     out: dict[int, list[dict]] = {f: [] for f in features}
-    infos = {r[0]: r[1] for r in store.con.execute(
-        "SELECT corpus_id, name FROM corpora WHERE corpus_id IN (SELECT unnest(?))", [corpus_ids]).fetchall()}
-    totals = store.query(
-        "SELECT feature, count(*) AS n FROM activations WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
-        "AND feature IN (SELECT unnest(?)) GROUP BY feature",
-        [sae_key, corpus_ids, features],
-    )
+    infos = store.corpus_names(corpus_ids)
+    totals = store.feature_doc_totals(sae_key, corpus_ids, features)
     n_active = dict(zip(totals["feature"].to_list(), totals["n"].to_list()))
     if len(infos) > 1:  # which corpus a feature lives in is the first "metadata"
-        sizes = store.query(
-            "SELECT corpus_id, count(*) AS n FROM encoded_docs WHERE sae_key = ? AND corpus_id IN (SELECT unnest(?)) "
-            "GROUP BY corpus_id", [sae_key, corpus_ids])
+        sizes = store.encoded_doc_counts(sae_key, corpus_ids)
         total = max(int(sizes["n"].sum()), 1)
         base = {c: n / total for c, n in zip(sizes["corpus_id"].to_list(), sizes["n"].to_list())}
-        per = store.query(
-            "SELECT feature, corpus_id, count(*) AS n FROM activations WHERE sae_key = ? "
-            "AND corpus_id IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?)) GROUP BY ALL",
-            [sae_key, corpus_ids, features],
-        )
+        per = store.feature_docs_by_corpus(sae_key, corpus_ids, features)
         for f, c, n in per.iter_rows():
             _maybe_add(out, f, "corpus", infos.get(c, c), n, n_active.get(f, 0), base.get(c, 0), min_share,
                        min_lift, min_docs)
     for cid in infos:
         info = store.corpus(infos[cid])
         for col in info.metadata_columns:
-            qc = quote_ident(col)
-            distinct = store.con.execute(f"SELECT count(DISTINCT {qc}) FROM {info.meta_table}").fetchall()[0][0]
-            if not 1 < distinct <= max_values:
+            base_rows = store.metadata_value_counts(info, col, max_values=max_values)
+            if base_rows is None:
                 continue
-            base_rows = store.query(
-                f"SELECT CAST({qc} AS VARCHAR) AS value, count(*) AS n FROM {info.meta_table} GROUP BY ALL")
             n_docs = max(int(base_rows["n"].sum()), 1)
             base = {v: n / n_docs for v, n in base_rows.iter_rows()}
-            per = store.query(
-                f"SELECT a.feature, CAST(m.{qc} AS VARCHAR) AS value, count(*) AS n FROM activations a "
-                f"JOIN {info.meta_table} m ON m.doc_idx = a.doc_idx "
-                "WHERE a.sae_key = ? AND a.corpus_id = ? AND a.feature IN (SELECT unnest(?)) GROUP BY ALL",
-                [sae_key, cid, features],
-            )
+            per = store.feature_docs_by_value(info, sae_key, col, features)
             in_corpus = per.group_by("feature").agg(pl.col("n").sum().alias("tot"))
             tot = dict(zip(in_corpus["feature"].to_list(), in_corpus["tot"].to_list()))
             for f, v, n in per.iter_rows():

@@ -7,6 +7,7 @@ import sys
 
 import polars as pl
 
+from saeembed import __version__
 from saeembed.store import SAEInfo, Store
 from saeembed.report.highlight import window
 
@@ -16,8 +17,6 @@ EXEMPLAR_COLUMNS = ("feature", "corpus", "doc_id", "value", "rel", "text", "span
 def provenance(store: Store, sae: SAEInfo | None, *, analysis: str, params: dict | None = None,
                corpora: list[str] | None = None) -> dict:
     """Everything needed to reproduce a page: parameters, SAE and model identity, pooling, corpora, version."""
-    from saeembed import __version__
-
     out: dict = {"analysis": analysis, "parameters": dict(params or {})}
     if sae is not None:
         out["sae"] = {"hash": sae.sae_hash, "architecture": sae.architecture, "d_in": sae.d_in, "d_sae": sae.d_sae,
@@ -52,28 +51,8 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
                                  "corpus_id": pl.Int64, "doc_idx": pl.Int64})
     if not features:
         return empty
-    feats = [int(f) for f in features]
-    where, corpus_param = "", []
-    if corpus is not None:
-        where = " AND x.corpus_id = ?"
-        corpus_param = [store.corpus(corpus).corpus_id]
-    rows = store.query(
-        f"""
-        WITH top AS (
-            SELECT feature, max(value) AS vmax FROM exemplars
-            WHERE sae_key = ? AND feature IN (SELECT unnest(?)) GROUP BY feature)
-        SELECT x.feature, c.name AS corpus, d.doc_id, x.value, x.value / nullif(t.vmax, 0) AS rel,
-               d.text, x.span_start, x.span_end, x.corpus_id, x.doc_idx
-        FROM exemplars x
-        JOIN top t USING (feature)
-        JOIN documents d ON d.corpus_id = x.corpus_id AND d.doc_idx = x.doc_idx
-        JOIN corpora c ON c.corpus_id = x.corpus_id
-        WHERE x.sae_key = ?{where}
-        QUALIFY row_number() OVER (PARTITION BY x.feature ORDER BY x.value DESC, x.corpus_id, x.rank) <= ?
-        ORDER BY x.feature, x.value DESC
-        """,
-        [sae_key, feats, sae_key, *corpus_param, per_feature],
-    )
+    corpus_id = store.corpus(corpus).corpus_id if corpus is not None else None
+    rows = store.exemplar_rows(sae_key, features, corpus_id=corpus_id, per_feature=per_feature)
     if rows.is_empty():
         return empty
     return _windows(rows, width)
@@ -82,33 +61,9 @@ def exemplar_windows(store: Store, sae_key: int, features: list[int], *, corpus:
 def selection_windows(store: Store, sel, features: list[int], *, per_feature: int = 2, width: int = 80) -> pl.DataFrame:
     """Like exemplar_windows, but the strongest documents inside a Selection (a filtered slice of a corpus):
     the exemplars table holds corpus-wide tops, which may lie outside the slice."""
-    import numpy as np
-    import pyarrow as pa
-
     if not features or sel.n_docs == 0:
         return exemplar_windows(store, sel.sae.sae_key, [])
-    store.con.register("_win_docs", pa.table({"doc_idx": np.asarray(sel.doc_idx, dtype=np.int32)}))
-    try:
-        rows = store.query(
-            """
-            WITH top AS (SELECT feature, max(value) AS vmax FROM exemplars
-                         WHERE sae_key = ? AND feature IN (SELECT unnest(?)) GROUP BY feature)
-            SELECT a.feature::BIGINT AS feature, ? AS corpus, d.doc_id, a.value::DOUBLE AS value,
-                   (a.value / nullif(greatest(t.vmax, a.value), 0))::DOUBLE AS rel, d.text,
-                   a.span_start, a.span_end, a.corpus_id::BIGINT AS corpus_id, a.doc_idx::BIGINT AS doc_idx
-            FROM activations a
-            JOIN _win_docs s ON a.doc_idx = s.doc_idx
-            JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx
-            LEFT JOIN top t ON t.feature = a.feature
-            WHERE a.corpus_id = ? AND a.sae_key = ? AND a.feature IN (SELECT unnest(?))
-            QUALIFY row_number() OVER (PARTITION BY a.feature ORDER BY a.value DESC, a.doc_idx) <= ?
-            ORDER BY a.feature, a.value DESC
-            """,
-            [sel.sae.sae_key, [int(f) for f in features], sel.corpus.name, sel.corpus.corpus_id, sel.sae.sae_key,
-             [int(f) for f in features], per_feature],
-        )
-    finally:
-        store.con.unregister("_win_docs")
+    rows = store.strongest_in_docs(sel.corpus, sel.sae, sel.doc_idx, features, per_feature=per_feature)
     return _windows(rows, width)
 
 
@@ -132,42 +87,26 @@ def saved_clustering(store: Store, name: str):
 
     import numpy as np
 
-    from saeembed.analysis.cluster import ClusterResult, _cluster_table, describe_clusters
+    from saeembed.analysis.cluster import ClusterResult, cluster_table, describe_clusters
     from saeembed.analysis.selection import Selection
-    from saeembed.errors import StoreError
 
-    row = store.query("SELECT clustering_id, corpus_id, sae_key, params, features FROM clusterings WHERE name = ?",
-                      [name])
-    if row.is_empty():
-        known = store.query("SELECT name FROM clusterings ORDER BY name")["name"].to_list()
-        hint = f"saved: {', '.join(known)}" if known else "none saved yet; run `saeembed cluster CORPUS`"
-        raise StoreError(f"no saved clustering named {name!r} ({hint})")
-    cid, corpus_id, sae_key, params, feats = row.row(0)
-    corpus = store.query("SELECT name FROM corpora WHERE corpus_id = ?", [corpus_id])["name"]
-    if corpus.is_empty():
-        raise StoreError(f"clustering {name!r} belongs to a corpus that is no longer in the store")
-    info, sae = store.corpus(corpus[0]), store.sae_info(sae_key)
-    a = store.query("SELECT doc_idx::BIGINT AS doc_idx, cluster::BIGINT AS cluster, probability, x, y "
-                    "FROM cluster_assignments WHERE clustering_id = ? ORDER BY doc_idx", [cid])
-    if a.is_empty():
-        raise StoreError(f"clustering {name!r} has no stored assignments")
+    saved = store.stored_clustering(name)
+    cid, info, sae, a = saved["clustering_id"], saved["corpus"], saved["sae"], saved["assignments"]
     sel = Selection(info, sae, a["doc_idx"].to_numpy().astype(np.int64), f"{info.name} ({name})")
     ids = store.documents(info, text=False, metadata=False, doc_idx=a["doc_idx"].to_list()).select("doc_idx", "doc_id")
     assignments = a.join(ids, on="doc_idx", how="left").select("doc_idx", "doc_id", "cluster", "probability", "x", "y")
     labels = assignments["cluster"].to_numpy()
-    params = json.loads(params or "{}")
-    chosen = [int(f) for f in json.loads(feats or "[]")]
-    lab = dict(store.labels(sae_key, chosen).select("feature", "label").iter_rows()) if chosen else {}
+    params = json.loads(saved["params"] or "{}")
+    chosen = [int(f) for f in json.loads(saved["features"] or "[]")]
+    lab = dict(store.labels(sae.sae_key, chosen).select("feature", "label").iter_rows()) if chosen else {}
     features = pl.DataFrame({"feature": chosen, "label": [lab.get(f) for f in chosen]},
                             schema={"feature": pl.Int64, "label": pl.Utf8})
     n_empty = 0
     if chosen:  # documents where none of the clustered-on features fire (parked with the noise)
-        hit = store.query("SELECT count(DISTINCT doc_idx) AS n FROM activations WHERE corpus_id = ? AND sae_key = ? "
-                          "AND feature IN (SELECT unnest(?)) AND doc_idx IN (SELECT unnest(?))",
-                          [corpus_id, sae_key, chosen, a["doc_idx"].to_list()])["n"][0]
+        hit = store.count_docs_with_any(info.corpus_id, sae.sae_key, chosen, a["doc_idx"].to_list())
         n_empty = int(a.height - hit)
     descriptions = describe_clusters(store, sel, labels, top=int(params.get("describe_top") or 5))
-    result = ClusterResult(name, int(cid), assignments, _cluster_table(labels, descriptions), descriptions, features,
+    result = ClusterResult(name, int(cid), assignments, cluster_table(labels, descriptions), descriptions, features,
                            params, n_noise=int((labels == -1).sum()), n_empty=n_empty)
     return sel, result
 
@@ -204,12 +143,11 @@ def classifier_report(store: Store, name: str, *, corpus: str | None = None, lab
     Without `corpus`: the held-out evaluation saved at training time. With `corpus` and `label_column`:
     a fresh (transfer) evaluation on that labelled corpus (analysis.classify.evaluate_classifier)."""
     from saeembed.analysis.classify import LinearProbe, evaluate_classifier, model_from_json
-    from saeembed.analysis.scores import load_classifier
     from saeembed.errors import InputError
 
     if (corpus is None) != (label_column is None):
         raise InputError("give --corpus and --label-column together (or neither, for the saved held-out evaluation)")
-    clf = load_classifier(store, name)
+    clf = store.load_classifier(name)
     if corpus is None:
         m = dict(clf.metrics or {})
         if not m.get("n"):
@@ -263,10 +201,7 @@ def marked_samples(store: Store, info, sae: SAEInfo | None, samples: pl.DataFram
     feats = [int(f) for f in features or []]
     if sae is not None and feats and idx:
         rank = {f: r for r, f in enumerate(feats)}
-        acts = store.query(
-            "SELECT doc_idx, feature, span_start, span_end FROM activations WHERE corpus_id = ? AND sae_key = ? "
-            "AND doc_idx IN (SELECT unnest(?)) AND feature IN (SELECT unnest(?))",
-            [info.corpus_id, sae.sae_key, idx, feats])
+        acts = store.feature_spans(info, sae, idx, feats)
         for d, f, s, e in acts.iter_rows():
             spans.setdefault(d, []).append((rank[f], s, e))
     snippets = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Iterable, NamedTuple
 
 from saeembed.report.html import esc, fmt
+from saeembed.textwindow import window as text_window
 
 
 class Span(NamedTuple):
@@ -55,15 +56,8 @@ def highlight(text: str, spans: Iterable[Span | tuple], *, vmax: float | None = 
 def window(text: str, start: int | None, end: int | None, width: int = 80) -> tuple[str, int, int]:
     """A window of about `width` characters each side of [start, end), ellipses where cut, with the span's
     position inside the window. Without a span, the start of the text and (0, 0)."""
-    text = text or ""
-    if start is None or end is None or start < 0 or end > len(text) or start >= end:
-        body = text[: 2 * width]
-        return body + ("…" if len(text) > 2 * width else ""), 0, 0
-    left = max(0, start - width)
-    right = min(len(text), end + width)
-    prefix = "…" if left else ""
-    body = prefix + text[left:right] + ("…" if right < len(text) else "")
-    return body, len(prefix) + start - left, len(prefix) + end - left
+    body, span = text_window(text, start, end, width)
+    return (body, *(span or (0, 0)))
 
 
 def marked(snippet: str, *, value: float | None = None, vmax: float | None = None) -> str:

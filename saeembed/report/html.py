@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from saeembed import __version__
 from saeembed.errors import InputError
 
 # No network: only inline styles/scripts and data: images may load.
@@ -111,7 +112,7 @@ def cards(summary: dict) -> str:
 def provenance_footer(provenance: dict | None) -> str:
     """Parameters, SAE and model identity, saeembed version: what is needed to reproduce the page."""
     prov = dict(provenance or {})
-    prov.setdefault("saeembed_version", _version())
+    prov.setdefault("saeembed_version", __version__)
     prov.setdefault("generated_at", _dt.datetime.now().isoformat(timespec="seconds"))
     rows = []
     for k, v in prov.items():
@@ -136,7 +137,7 @@ def page(title: str, sections: list[Section], provenance: dict | None = None, *,
         '<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta name="generator" content="saeembed {esc(_version())}">'
+        f'<meta name="generator" content="saeembed {esc(__version__)}">'
         f"<title>{esc(title)}</title><style>{STYLE}</style></head>"
         f'<body><header><h1>{esc(title)}</h1>{sub}{nav}</header><main>{body}</main>'
         f"{provenance_footer(provenance)}<script>{SCRIPT}</script></body></html>\n"
@@ -158,12 +159,6 @@ def write_report(html_text: str, out: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return out.resolve()
-
-
-def _version() -> str:
-    from saeembed import __version__
-
-    return __version__
 
 
 STYLE = """

@@ -13,15 +13,18 @@ The recipe follows EleutherAI's sparsify and OpenAI's TopK SAEs (Gao et al. 2024
   the per-dimension **mean** of the first full shuffle buffer (sparsify uses the first batch's mean,
   OpenAI the geometric median; the mean of a whole buffer is cheap, deterministic and close enough);
 * Adam with a linear learning-rate warm-up, lr defaulting to sparsify's 2e-4 / sqrt(d_sae / 16384);
+  a short run (max_tokens) scales the warm-up and the dead-latent window to itself unless they are
+  given (TrainConfig, in saeembed.config);
 * weights in fp32; on CUDA the dense encoder matmul runs under bf16 autocast.
 
 Speed on CPU: the only dense work per step is the encoder matmul (tokens x d_in x d_sae) and the
 top-k over its output. The backward pass and the decoder never touch a dense tokens x d_sae matrix:
-gradients flow only through the k (+ auxk) selected latents per token, via sparse matmuls.
+gradients flow only through the k (+ auxk) selected latents per token, via sparse matmuls
+(saeembed.sae.sparse_grad).
 
-Activations come through a shuffle buffer: it holds `shuffle_buffer` tokens; when full, a random half is
-emitted as minibatches and the freed slots are refilled from the stream; at the end of the stream the
-rest is drained. Only the buffer is ever in memory.
+Activations come through a shuffle buffer (saeembed.sae.shuffle): it holds `shuffle_buffer` tokens;
+when full, a random half is emitted as minibatches and the freed slots are refilled from the stream; at
+the end of the stream the rest is drained. Only the buffer is ever in memory.
 
 Resuming: with `checkpoint_dir` set, the full training state (weights, Adam state, step, tokens,
 the per-latent tokens-since-fired counters, the shuffle RNG state, the progress window) is written
@@ -38,16 +41,17 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from saeembed.config import TrainConfig
 from saeembed.errors import InputError
 from saeembed.sae.model import SAE, SAEConfig
+from saeembed.sae.shuffle import ShuffleBuffer
+from saeembed.sae.sparse_grad import SelectedPreActs, SparseDecode
 
 CHECKPOINT_NAME = "checkpoint.pt"
 _CHECKPOINT_VERSION = 1
@@ -57,197 +61,6 @@ _RUN_FIELDS = (
     "d_sae", "k", "lr", "warmup_steps", "batch_size", "auxk_alpha", "auxk_k",
     "dead_tokens_threshold", "shuffle_buffer", "seed",
 )
-
-
-@dataclass
-class TrainConfig:
-    """How to train a TopK SAE. The defaults are sparsify's, scaled to a small model."""
-
-    d_sae: int = 8192  # number of latents (ignored when expansion_factor is set)
-    expansion_factor: int | None = None  # if set, d_sae = expansion_factor * d_in
-    k: int = 32  # latents kept per token
-    lr: float | None = None  # None -> 2e-4 / sqrt(d_sae / 16384) (sparsify's scaling rule)
-    warmup_steps: int = 1000  # linear lr warm-up from 0
-    batch_size: int = 4096  # tokens per optimizer step
-    auxk_alpha: float = 1 / 32  # AuxK loss coefficient (OpenAI); 0 disables AuxK
-    # Dead latents used by AuxK per token. None -> d_in // 2: the OpenAI paper's rule of thumb
-    # ("a power of two close to d_model / 2", appendix B.1) which sparsify uses literally; the residual
-    # it reconstructs lives in d_in dimensions, so it scales with d_in rather than a fixed 256/512.
-    auxk_k: int | None = None
-    # A latent is dead once it has not fired for this many tokens (sparsify: 10M). Scale it down for
-    # small runs: it must be well below the total tokens for AuxK to ever act.
-    dead_tokens_threshold: int = 10_000_000
-    shuffle_buffer: int = 262_144  # tokens held for shuffling (memory: shuffle_buffer * d_in * itemsize)
-    max_tokens: int | None = None  # stop once this many tokens were trained on (None: whole stream)
-    seed: int = 0
-    device: str = "cpu"
-    checkpoint_dir: str | None = None  # where checkpoint.pt is written; None: no checkpoints
-    checkpoint_every: int = 1000  # steps
-    log_every: int = 50  # steps between progress reports
-
-    def resolved(self, d_in: int) -> TrainConfig:
-        """A copy with d_sae, lr and auxk_k filled in for this input width, after validation."""
-        if d_in < 1:
-            raise InputError(f"d_in must be >= 1, got {d_in}")
-        d_sae = self.expansion_factor * d_in if self.expansion_factor is not None else self.d_sae
-        cfg = replace(
-            self,
-            d_sae=d_sae,
-            lr=self.lr if self.lr is not None else 2e-4 / math.sqrt(d_sae / 16384),
-            auxk_k=self.auxk_k if self.auxk_k is not None else max(1, d_in // 2),
-        )
-        checks = [
-            (cfg.d_sae >= 1, f"d_sae must be >= 1, got {cfg.d_sae}"),
-            (1 <= cfg.k <= cfg.d_sae, f"k must be between 1 and d_sae={cfg.d_sae}, got {cfg.k}"),
-            (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
-            (cfg.warmup_steps >= 0, "warmup_steps must be >= 0"),
-            (cfg.batch_size >= 2, f"batch_size must be >= 2, got {cfg.batch_size}"),
-            (cfg.auxk_alpha >= 0, "auxk_alpha must be >= 0"),
-            (cfg.auxk_k >= 1, "auxk_k must be >= 1"),
-            (cfg.dead_tokens_threshold >= 1, "dead_tokens_threshold must be >= 1"),
-            (cfg.max_tokens is None or cfg.max_tokens >= 1, "max_tokens must be >= 1"),
-            (cfg.checkpoint_every >= 1 and cfg.log_every >= 1, "checkpoint_every and log_every must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise InputError(f"bad training config: {msg}")
-        return cfg
-
-
-# --- sparse autograd pieces ---------------------------------------------------------------------
-
-
-def _scatter_matrix(idx: torch.Tensor, weights: torch.Tensor, d_sae: int) -> torch.Tensor:
-    """Sparse [d_sae, n] matrix with weights[t, s] at (idx[t, s], t)."""
-    n, m = idx.shape
-    rows = torch.arange(n, device=idx.device).unsqueeze(1).expand(n, m).reshape(-1)
-    return torch.sparse_coo_tensor(
-        torch.stack([idx.reshape(-1), rows]), weights.reshape(-1), (d_sae, n), check_invariants=False
-    )
-
-
-class _SelectedPreActs(torch.autograd.Function):
-    """relu((x - b_dec) @ W_enc + b_enc) at the chosen latents idx [n, m], from the dense `pre` computed
-    without autograd. The backward touches only the n*m selected entries."""
-
-    @staticmethod
-    def forward(ctx, pre, idx, xc, W_encT, b_enc, b_dec):  # noqa: ARG004 - b_enc/b_dec only get gradients
-        vals = pre.gather(1, idx).float()
-        ctx.save_for_backward(idx, xc, W_encT, vals > 0)
-        return vals
-
-    @staticmethod
-    def backward(ctx, grad):
-        idx, xc, W_encT, positive = ctx.saved_tensors
-        d_sae = W_encT.shape[0]
-        g = grad * positive  # ReLU
-        grad_b_enc = torch.zeros(d_sae, dtype=g.dtype, device=g.device).index_add_(0, idx.reshape(-1), g.reshape(-1))
-        grad_W_encT = torch.sparse.mm(_scatter_matrix(idx, g, d_sae), xc) if ctx.needs_input_grad[3] else None
-        # d pre[t, j] / d b_dec = -W_enc[:, j], summed over the selected (t, j).
-        grad_b_dec = -(grad_b_enc @ W_encT) if ctx.needs_input_grad[5] else None
-        return None, None, None, grad_W_encT, grad_b_enc, grad_b_dec
-
-
-class _SparseDecode(torch.autograd.Function):
-    """sum_s vals[t, s] * W_dec[idx[t, s]] with a sparse backward. idx must be sorted within each row
-    (the gradient of vals is a sampled matmul on a CSR pattern built from it)."""
-
-    @staticmethod
-    def forward(ctx, vals, idx, W_dec):
-        ctx.save_for_backward(vals, idx, W_dec)
-        return F.embedding_bag(idx, W_dec, per_sample_weights=vals, mode="sum")
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        vals, idx, W_dec = ctx.saved_tensors
-        grad_vals = grad_W_dec = None
-        if ctx.needs_input_grad[0]:
-            # grad_vals[t, s] = <grad_out[t], W_dec[idx[t, s]]>: only the n*m needed dot products.
-            n, m = idx.shape
-            crow = torch.arange(0, n * m + 1, m, device=idx.device)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-                pattern = torch.sparse_csr_tensor(
-                    crow, idx.reshape(-1), torch.zeros(n * m, dtype=grad_out.dtype, device=idx.device),
-                    (n, W_dec.shape[0]), check_invariants=False,
-                )
-                sampled = torch.sparse.sampled_addmm(pattern, grad_out, W_dec.T)
-            grad_vals = sampled.values().view(n, m)
-        if ctx.needs_input_grad[2]:
-            grad_W_dec = torch.sparse.mm(_scatter_matrix(idx, vals, W_dec.shape[0]), grad_out)
-        return grad_vals, None, grad_W_dec
-
-
-# --- shuffle buffer ----------------------------------------------------------------------------
-
-
-class _ShuffleBuffer:
-    """Token-exact shuffle buffer: the batches it yields depend only on the sequence of tokens in the
-    stream and on the generator, not on how the stream is chunked."""
-
-    def __init__(self, capacity: int, batch_size: int, d_in: int, device: torch.device, generator: torch.Generator):
-        self.capacity = max(capacity, batch_size)
-        self.batch_size = batch_size
-        self.d_in = d_in
-        self.device = device
-        self.gen = generator
-        # Tokens emitted per refill: about half the buffer, in whole batches.
-        self.emit = max(batch_size, (self.capacity // 2) // batch_size * batch_size)
-        self.stream_tokens = 0  # tokens read from the stream so far
-        self.on_first_fill: Callable[[torch.Tensor], None] | None = None
-
-    def _first_fill(self, filled: torch.Tensor) -> None:
-        if self.on_first_fill is not None:
-            self.on_first_fill(filled)
-            self.on_first_fill = None
-
-    def batches(self, stream: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        buf: torch.Tensor | None = None
-        free = torch.arange(self.capacity)  # slots to fill, in order
-        n_free_used = 0
-        for chunk in stream:
-            chunk = _as_activations(chunk, self.d_in)
-            if buf is None:
-                dtype = chunk.dtype if chunk.dtype.is_floating_point else torch.float32
-                buf = torch.empty(self.capacity, self.d_in, dtype=dtype, device=self.device)
-            pos = 0
-            while pos < chunk.shape[0]:
-                take = min(free.shape[0] - n_free_used, chunk.shape[0] - pos)
-                slots = free[n_free_used : n_free_used + take].to(self.device)
-                buf.index_copy_(0, slots, chunk[pos : pos + take].to(device=self.device, dtype=buf.dtype))
-                n_free_used += take
-                pos += take
-                self.stream_tokens += take
-                if n_free_used == free.shape[0]:  # full
-                    self._first_fill(buf)
-                    perm = torch.randperm(self.capacity, generator=self.gen)
-                    out = perm[: self.emit]
-                    for s in range(0, self.emit, self.batch_size):
-                        yield buf.index_select(0, out[s : s + self.batch_size].to(self.device)).float()
-                    free, n_free_used = out.sort().values, 0
-        if buf is None:
-            return
-        # Drain: every filled slot, shuffled; a final partial batch is kept if at least half a batch.
-        filled = torch.ones(self.capacity, dtype=torch.bool)
-        filled[free[n_free_used:]] = False
-        slots = filled.nonzero().squeeze(1)
-        if slots.numel() == 0:
-            return
-        self._first_fill(buf[slots.to(self.device)])
-        slots = slots[torch.randperm(slots.numel(), generator=self.gen)]
-        min_last = max(2, self.batch_size // 2)
-        for s in range(0, slots.numel(), self.batch_size):
-            sel = slots[s : s + self.batch_size]
-            if sel.numel() < min_last:
-                break
-            yield buf.index_select(0, sel.to(self.device)).float()
-
-
-def _as_activations(chunk, d_in: int) -> torch.Tensor:
-    t = torch.as_tensor(chunk)
-    if t.dim() < 2 or t.shape[-1] != d_in:
-        raise InputError(f"activations must be [n_tokens, {d_in}], got a batch of shape {tuple(t.shape)}")
-    return t.detach().reshape(-1, d_in)
 
 
 # --- trainer -----------------------------------------------------------------------------------
@@ -338,14 +151,14 @@ class _Trainer:
             else:
                 all_idx = top_idx
 
-        vals = _SelectedPreActs.apply(pre, all_idx, xc, self.W_encT, self.b_enc, self.b_dec)
-        recon = _SparseDecode.apply(vals[:, :k], top_idx, self.W_dec) + self.b_dec
+        vals = SelectedPreActs.apply(pre, all_idx, xc, self.W_encT, self.b_enc, self.b_dec)
+        recon = SparseDecode.apply(vals[:, :k], top_idx, self.W_dec) + self.b_dec
         err = x - recon
         total_var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-30)
         fvu = err.pow(2).sum() / total_var
         loss = fvu
         if use_aux:
-            e_hat = _SparseDecode.apply(vals[:, k:], all_idx[:, k:], self.W_dec)
+            e_hat = SparseDecode.apply(vals[:, k:], all_idx[:, k:], self.W_dec)
             scale = min(n_dead / cfg.auxk_k, 1.0)
             auxk_loss = scale * (e_hat - err.detach()).pow(2).sum() / total_var
             loss = fvu + cfg.auxk_alpha * auxk_loss
@@ -524,7 +337,7 @@ def train_sae(
         trainer.load(state)
     resumed_from = trainer.step
 
-    buffer = _ShuffleBuffer(
+    buffer = ShuffleBuffer(
         cfg.shuffle_buffer, cfg.batch_size, d_in, trainer.device, torch.Generator().manual_seed(cfg.seed + 1)
     )
     buffer.on_first_fill = trainer.init_b_dec

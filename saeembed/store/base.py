@@ -16,10 +16,22 @@ import duckdb
 import polars as pl
 
 from saeembed.errors import SchemaVersionError, StoreError
-from saeembed.store.schema import MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION, TABLES
+from saeembed.store.schema import LAZY_TABLES, MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION, TABLE_NAMES, TABLES
 from saeembed.store.sql import first_line
 
 DEFAULT_STORE = "saeembed.duckdb"
+
+# What a read raises when a file is damaged (DuckDB reports some Parquet page errors as its plain Error).
+DAMAGE_ERRORS = (duckdb.Error,)
+
+
+def is_damage(e: Exception) -> bool:
+    """A read error from damaged bytes, not from a query's mistake (parser, binder, catalog, conversion)."""
+    if isinstance(e, (duckdb.IOException, duckdb.InternalException, duckdb.SerializationException)) or type(e) is duckdb.Error:
+        return True
+    text = str(e).lower()
+    return isinstance(e, duckdb.InvalidInputException) and any(
+        w in text for w in ("failed to read file", "decompression", "invalid data", "corrupt", "checksum", "thrift"))
 
 
 class StoreBase:
@@ -120,6 +132,12 @@ class StoreBase:
             )
         if version < SCHEMA_VERSION:
             self._migrate(version)
+        missing = sorted(set(TABLE_NAMES) - set(LAZY_TABLES) - self._tables())
+        if missing:
+            raise StoreError(
+                f"store {self.path} lacks the table(s) {', '.join(missing)} that schema version {SCHEMA_VERSION} has; "
+                "it was damaged or edited outside saeembed. Restore it from a copy, or export what you need and "
+                "re-create it")
 
     def _migrate(self, version: int) -> None:
         if self.read_only:
@@ -146,7 +164,7 @@ class StoreBase:
     def _all(self, sql: str, params: list | None = None) -> list[tuple]:
         try:
             return self.con.execute(sql, params or []).fetchall()
-        except duckdb.IOException as e:
+        except DAMAGE_ERRORS as e:
             raise self._damaged(e) from None
 
     def _one(self, sql: str, params: list | None = None):
@@ -157,11 +175,18 @@ class StoreBase:
         """Run a read query with bound parameters and return a polars DataFrame."""
         try:
             return self.con.sql(sql, params=params or None).pl()
-        except duckdb.IOException as e:
+        except DAMAGE_ERRORS as e:
             raise self._damaged(e) from None
 
-    def _damaged(self, e: Exception) -> StoreError:
-        """A read that failed on the disk: name the file (the store or one of its shards)."""
+    def _damaged(self, e: Exception) -> Exception:
+        """A read that failed on the disk: name the file (one of its shards, or the store itself).
+        A programming error (a bad query) is passed through unchanged."""
+        if not is_damage(e):
+            return e
+        shard = self._damaged_shard() if hasattr(self, "_damaged_shard") else None
+        if shard is not None:
+            return StoreError(f"activation shard {shard} is damaged ({first_line(str(e))}); "
+                              "re-encode its corpus with `saeembed encode CORPUS --replace`")
         return StoreError(f"cannot read store {self.path}: {first_line(str(e))}; the file may be damaged or truncated")
 
     def _meta(self, key: str) -> str | None:

@@ -7,13 +7,19 @@ from typing import Iterator
 
 import polars as pl
 
+from saeembed.columns import INTERNAL_COLUMNS, reserved_error
 from saeembed.errors import InputError, StoreError, UnknownCorpusError
+from saeembed.store.names import check_name
 from saeembed.store.records import CorpusInfo
 from saeembed.store.sql import quote_ident
 
-# Column names the store uses beside the user's metadata; a metadata column may not take them.
-INTERNAL_COLUMNS = ("doc_idx", "n_chars", "corpus_id")
+__all__ = ["INTERNAL_COLUMNS", "CorporaMixin"]  # INTERNAL_COLUMNS: names a metadata column may not take
+_WIDER_SQL = {pl.Int64: "BIGINT", pl.Float64: "DOUBLE"}  # the types a stored numeric column may widen to
 
+
+# How add_corpus treats a corpus name already in the store: refuse it, add new documents, or start over.
+NEW, APPEND, REPLACE = "create", "append", "replace"
+INGEST_MODES = (NEW, APPEND, REPLACE)
 
 class CorporaMixin:
     """Store methods for corpora and documents."""
@@ -50,7 +56,7 @@ class CorporaMixin:
             """
         )
 
-    def add_corpus(self, name: str, docs, *, mode: str = "create") -> CorpusInfo:
+    def add_corpus(self, name: str, docs, *, mode: str = NEW) -> CorpusInfo:
         """Store documents (a saeembed.documents.Documents) under a corpus name.
 
         mode: "create" (fail if the corpus exists), "append" (add documents whose ids are new; an id
@@ -59,28 +65,29 @@ class CorporaMixin:
         """
         if self.read_only:
             raise StoreError("store is open read-only")
-        name = _check_name(name)
-        if mode not in ("create", "append", "replace"):
+        name = check_name(name, "corpus")
+        if mode not in INGEST_MODES:
             raise InputError(f"unknown ingest mode {mode!r}")
         frame: pl.DataFrame = docs.frame
         meta_cols = [c for c in frame.columns if c not in ("doc_id", "text")]
-        taken = [c for c in meta_cols if c in INTERNAL_COLUMNS]
-        if taken:
-            raise InputError(
-                f"metadata column {taken[0]!r} is a name saeembed uses internally; rename it in the file"
-            )
+        # An all-null column (no type of its own) is stored as text, so later appends have a type to fit.
+        frame = frame.with_columns(frame[c].cast(pl.String) for c in meta_cols if frame[c].dtype == pl.Null)
+        for c in meta_cols:  # names filters or the store give another meaning (saeembed.columns)
+            problem = reserved_error(c)
+            if problem is not None:
+                raise problem
         exists = self.has_corpus(name)
-        if exists and mode == "create":
+        if exists and mode == NEW:
             raise StoreError(
                 f"corpus {name!r} already exists in {self.path}; use --append to add documents or --replace to start over"
             )
         with self.transaction():
-            if exists and mode == "replace":
+            if exists and mode == REPLACE:
                 self._drop_corpus(self.corpus(name))
                 exists = False
             if exists:
                 info = self.corpus(name)
-                frame = self._new_documents(info, frame)
+                frame = self._fit_metadata(info, self._new_documents(info, frame), meta_cols)
                 start = info.n_docs
             else:
                 cid = (self._one("SELECT max(corpus_id) FROM corpora") or 0) + 1
@@ -101,7 +108,7 @@ class CorporaMixin:
                 self.con.execute(
                     "INSERT INTO documents SELECT ?, doc_idx, doc_id, text, n_chars FROM _new_docs", [info.corpus_id]
                 )
-                self._write_metadata(info, exists, meta_cols)
+                self._write_metadata(info, exists, meta_cols, frame)
             finally:
                 self.con.unregister("_new_docs")
             self.con.execute(
@@ -134,7 +141,47 @@ class CorporaMixin:
             )
         return frame.filter(~pl.col("doc_id").is_in(list(known))) if known else frame
 
-    def _write_metadata(self, info: CorpusInfo, exists: bool, meta_cols: list[str]) -> None:
+    def _fit_metadata(self, info: CorpusInfo, frame: pl.DataFrame, meta_cols: list[str]) -> pl.DataFrame:
+        """For --append: the new metadata in the stored columns' types, exactly. A stored numeric column
+        is widened (Int64 -> Float64, in this transaction) when new values need it and every old and new
+        value survives; anything else that would change a value is refused, so nothing is ever rounded.
+        Text into a numeric column is refused rather than widening the column to VARCHAR: that would
+        silently change what every filter on it means (`n > 10` would compare text) and how it sorts,
+        and a data engineer expects a schema mismatch to be reported, not the schema to drift."""
+        table = info.meta_table
+        stored = self.query(f"SELECT * FROM {table} LIMIT 0").schema
+        widened = {}
+        for c in meta_cols:
+            if c not in stored or frame[c].dtype == stored[c]:
+                continue
+            col, want = frame[c], stored[c]
+            fitted = _exact(col, want)
+            if fitted is None and want.is_numeric() and col.dtype.is_numeric():
+                target = pl.Int64 if want.is_integer() and col.dtype.is_integer() else pl.Float64
+                old = self.query(f"SELECT {quote_ident(c)} FROM {table}")[c]
+                if target != want and _exact(old, target) is not None:
+                    fitted = _exact(col, target)
+                if fitted is not None:
+                    self.con.execute(
+                        f"ALTER TABLE {table} ALTER COLUMN {quote_ident(c)} TYPE {_WIDER_SQL[target]}"
+                    )
+                    widened[c] = str(target)
+            if fitted is None:
+                raise InputError(
+                    f"metadata column {c!r} of corpus {info.name!r} holds {want} values, but the new file has "
+                    f"{col.dtype} values that cannot be stored there unchanged (e.g. {_misfit(col, want)!r}); "
+                    f"convert the column in the file, rename it (--rename {c}=NEW), or use --replace to start over"
+                )
+            frame = frame.with_columns(fitted.alias(c))
+        if widened:
+            self.con.execute(
+                "UPDATE corpora SET metadata_columns = ? WHERE corpus_id = ?",
+                [json.dumps({**info.metadata_columns, **widened}), info.corpus_id],
+            )
+            info.metadata_columns.update(widened)
+        return frame
+
+    def _write_metadata(self, info: CorpusInfo, exists: bool, meta_cols: list[str], frame: pl.DataFrame) -> None:
         table = info.meta_table
         cols = ", ".join(["doc_idx"] + [quote_ident(c) for c in meta_cols])
         if not exists:
@@ -147,7 +194,7 @@ class CorporaMixin:
             self.con.execute(f"ALTER TABLE {table} ADD COLUMN {quote_ident(c)} {dtype}")
         if new:
             merged = dict(info.metadata_columns)
-            merged.update({c: "?" for c in new})
+            merged.update({c: str(frame.schema[c]) for c in new})
             self.con.execute(
                 "UPDATE corpora SET metadata_columns = ? WHERE corpus_id = ?", [json.dumps(merged), info.corpus_id]
             )
@@ -163,7 +210,7 @@ class CorporaMixin:
             "DELETE FROM cluster_assignments WHERE clustering_id IN "
             "(SELECT clustering_id FROM clusterings WHERE corpus_id = ?)", [info.corpus_id]
         )
-        self._drop_shards(info.corpus_id)  # issue 8: shard files go once this commits
+        self._drop_shards(info.corpus_id)  # shard files go once this commits
         for table in (self.activations_table, "encoded_docs", "exemplars", "encodings", "documents", "dense_embeddings",
                       "clusterings", "doc_scores"):
             self.con.execute(f"DELETE FROM {table} WHERE corpus_id = ?", [info.corpus_id])
@@ -216,15 +263,38 @@ class CorporaMixin:
         finally:
             cur.close()
 
-    def count_unencoded(self, info: CorpusInfo, sae_key: int) -> int:
-        done = self._one(
-            "SELECT count(*) FROM encoded_docs WHERE corpus_id = ? AND sae_key = ?", [info.corpus_id, sae_key]
-        )
-        return info.n_docs - done
+
+def _kind(dtype) -> str:
+    return "num" if dtype.is_numeric() else {pl.Boolean: "bool", pl.String: "str"}.get(dtype, "other")
 
 
-def _check_name(name: str) -> str:
-    name = str(name).strip()
-    if not name or len(name) > 200 or any(ord(ch) < 32 for ch in name):
-        raise InputError("a corpus name must be 1-200 printable characters")
-    return name
+def _exact(col: pl.Series, dtype) -> pl.Series | None:
+    """col cast to dtype when every value survives the round trip unchanged, else None. Into a text
+    column anything goes (as its text); text into another type must parse exactly ("4" -> 4, not "+4";
+    "1.50" -> 1.5 into a float column, as saeembed.readers types a CSV column);
+    numbers go only into numbers, booleans only into booleans, dates and the like only into their kind."""
+    if col.null_count() == col.len():
+        return col.cast(dtype)
+    have, want = _kind(col.dtype), _kind(dtype)
+    if want == "str":
+        return col.cast(pl.String)
+    if have != want and have != "str":
+        return None
+    try:
+        cast = col.cast(dtype, strict=False)
+        back = cast.cast(col.dtype, strict=False)
+    except pl.exceptions.PolarsError:
+        return None
+    if cast.null_count() != col.null_count():
+        return None
+    if have == "str" and dtype.is_float():  # as a CSV column is typed: "1.50" is 1.5, but "nan" stays a word
+        return cast if col.str.contains("[0-9]").all() else None
+    return cast if back.eq_missing(col).all() else None
+
+
+def _misfit(col: pl.Series, dtype):
+    """The first value of col that does not fit dtype exactly (for the message)."""
+    for value in col.drop_nulls().to_list():
+        if _exact(pl.Series([value], dtype=col.dtype), dtype) is None:
+            return value
+    return None

@@ -28,6 +28,11 @@ class DenseMixin:
                 [info.corpus_id, model, info.corpus_id, model],
             )
 
+    def dense_embedded_docs(self, info: CorpusInfo, model: str) -> np.ndarray:
+        """doc_idx of the documents whose embedding by `model` is cached."""
+        return self.query("SELECT doc_idx FROM dense_embeddings WHERE corpus_id = ? AND model = ?",
+                          [info.corpus_id, model])["doc_idx"].to_numpy()
+
     def dense_embeddings(self, info: CorpusInfo, model: str, *, dim: int, doc_idx=None) -> np.ndarray:
         """[n_docs, dim] float32 in doc_idx order, or [len(doc_idx), dim] in the given order; rows never
         embedded are zeros."""

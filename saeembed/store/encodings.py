@@ -67,7 +67,7 @@ class EncodingsMixin:
             raise StoreError(
                 f"corpus {info.name!r} is encoded with several SAEs ({', '.join(r[1] for r in rows)}); pick one with --sae"
             )
-        self.check_encoding(info.corpus_id, rows[0][0])  # issue 8: missing/damaged/foreign shard
+        self.check_encoding(info.corpus_id, rows[0][0])  # a missing, damaged or foreign shard is named here
         return self.sae_info(rows[0][0])
 
     def shared_sae(self, corpora: list[str], sae: str | None = None) -> SAEInfo:

@@ -1,4 +1,4 @@
-"""Reading the sparse embeddings: per-document rows, export, feature summaries, labels, exemplar snippets."""
+"""Reading the sparse embeddings: per-document rows, export, feature summaries, exemplar snippets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from saeembed.textwindow import snippet
 
 
 class FeaturesMixin:
-    """Store methods that read activations, labels and exemplars."""
+    """Store methods that read activations and exemplars."""
 
     # --- reading embeddings ---------------------------------------------------------------------
 
@@ -93,17 +93,6 @@ class FeaturesMixin:
         if len(rows) > 1:
             raise StoreError(f"the store holds several SAEs ({', '.join(r[1] for r in rows)}); pick one with --sae")
         return self.sae_info(rows[0][0])
-
-    def labels(self, sae_key: int, features: list[int] | None = None) -> pl.DataFrame:
-        """The newest label of each feature: feature, label, label_source, score."""
-        return self.query(
-            """
-            SELECT feature, label, source AS label_source, score FROM feature_labels
-            WHERE sae_key = ? AND (? OR feature IN (SELECT unnest(?)))
-            QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC) = 1
-            """,
-            [sae_key, features is None, features or []],
-        )
 
     def exemplar_snippets(
         self, sae_key: int, features: list[int], *, corpus: str | None = None, per_feature: int = 5, width: int = 60

@@ -167,8 +167,8 @@ TABLES = [
         name VARCHAR NOT NULL,
         doc_idx INTEGER NOT NULL,
         score DOUBLE NOT NULL)""",
-    # --- issue 8 ---
-    # Parquet shards of `activations` (see store/shards.py); path is relative to `<store>.shards/`.
+    # Parquet shards of `activations` (see store/shards.py), added within version 2 (see LAZY_TABLES);
+    # path is relative to `<store>.shards/`.
     """CREATE TABLE IF NOT EXISTS activation_shards (
         shard_id INTEGER PRIMARY KEY,
         corpus_id INTEGER NOT NULL,
@@ -183,6 +183,8 @@ TABLES = [
 
 # Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.
 REQUIRED_TABLES = {"meta", "corpora", "documents", "saes", "activations"}
+TABLE_NAMES = [ddl.split("EXISTS", 1)[1].split("(", 1)[0].strip() for ddl in TABLES]
+LAZY_TABLES = ("activation_shards",)  # added without a version bump: created on the first writable open
 
 # MIGRATIONS[v] upgrades a store at version v to v + 1 (a list of SQL statements run in one
 # transaction); TABLES then runs so that new tables exist.

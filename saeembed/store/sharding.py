@@ -18,6 +18,7 @@ import polars as pl
 
 from saeembed.errors import StoreError
 from saeembed.store import shards as sh
+from saeembed.store.base import DAMAGE_ERRORS
 
 SHARD_TABLE_DDL_MARK = "activation_shards"
 
@@ -59,7 +60,7 @@ class ShardingMixin:
         ))
 
     def _ensure_shard_table(self) -> None:
-        """Stores created before issue 8 (same schema version) get the registry on first write open."""
+        """Stores created before shards existed (same schema version) get the registry on first write open."""
         if self.read_only or self._has_shard_table():
             return
         from saeembed.store.schema import TABLES
@@ -79,8 +80,8 @@ class ShardingMixin:
         )
         for cid, sae_key, rel, n_rows, sae_hash, corpus in rows:
             key = (cid, sae_key)
-            path = self._shard_path(rel)
             try:
+                path = self._shard_path(rel)
                 sh.check_shard(path, sae_hash=sae_hash, n_rows=n_rows, corpus=corpus)
             except StoreError as e:
                 self._shard_errors.setdefault(key, str(e))
@@ -91,8 +92,16 @@ class ShardingMixin:
         self._refresh_activation_view()
 
     def _shard_path(self, rel: str) -> Path:
+        """A registered shard's file, which must lie inside the shard folder: a store file is data, and a
+        crafted row must not make saeembed read or delete anything else (`../x`, `/etc/...`, a symlink out)."""
+        root = self.shard_root.resolve()
         p = Path(rel)
-        return p if p.is_absolute() else self.shard_root / p
+        path = (p if p.is_absolute() else self.shard_root / p).resolve()
+        if not path.is_relative_to(root):
+            raise StoreError(
+                f"store {self.path} registers a shard outside its shard folder ({rel!r}, not under {root}); "
+                "refusing to read or delete it. The store may have been tampered with; re-create it")
+        return path
 
     def _refresh_activation_view(self) -> None:
         if not self._shard_files:
@@ -157,7 +166,7 @@ class ShardingMixin:
             "DELETE FROM activation_shards WHERE corpus_id = ? AND (? OR sae_key = ?)",
             [corpus_id, sae_key is None, sae_key],
         )
-        files = [self._shard_path(r[2]) for r in rows]
+        files = [f for f in map(self._confined, (r[2] for r in rows)) if f is not None]
         keys = {(r[0], r[1]) for r in rows}
 
         def forget():
@@ -169,6 +178,25 @@ class ShardingMixin:
                 f.unlink(missing_ok=True)
 
         self._after_commit(forget)
+
+    def _confined(self, rel: str) -> Path | None:
+        """The shard's file when it lies inside the shard folder; None (never touched) otherwise."""
+        try:
+            return self._shard_path(rel)
+        except StoreError:
+            return None
+
+    def _damaged_shard(self) -> str | None:
+        """After a read failed: the first registered shard whose pages cannot be read, if any."""
+        import pyarrow.parquet as pq
+
+        for paths in getattr(self, "_shard_files", {}).values():
+            for f in paths:
+                try:
+                    pq.read_table(f)
+                except Exception:  # any decode error: this is the damaged file
+                    return f
+        return None
 
     def _after_commit(self, fn) -> None:
         """Run fn once the current transaction commits (dropped on rollback)."""
@@ -237,18 +265,24 @@ class ShardingMixin:
         old = [Path(f) for f in files]
         if into == "table":
             with self.transaction():
-                self.con.execute(
-                    f"INSERT INTO {self.activations_table} SELECT ?, ?, {cols} FROM read_parquet(?)",
-                    [cid, sae_key, files],
-                )
+                try:
+                    self.con.execute(
+                        f"INSERT INTO {self.activations_table} SELECT ?, ?, {cols} FROM read_parquet(?)",
+                        [cid, sae_key, files],
+                    )
+                except DAMAGE_ERRORS as e:
+                    raise self._damaged(e) from None
                 self.con.execute("DELETE FROM activation_shards WHERE corpus_id = ? AND sae_key = ?", [cid, sae_key])
                 self._after_commit(lambda: self._replace_shards(cid, sae_key, old, None))
             return
-        reader = self.con.sql(
-            f"SELECT {cols} FROM read_parquet(?) ORDER BY doc_idx, feature", params=[files]
-        ).to_arrow_reader(1 << 18)
-        path, written = sh.write_shard_batches(sh.encoding_dir(self.shard_root, cid, sae_key), reader,
-                                               sae_hash=sae_hash, corpus=name)
+        try:
+            reader = self.con.sql(
+                f"SELECT {cols} FROM read_parquet(?) ORDER BY doc_idx, feature", params=[files]
+            ).to_arrow_reader(1 << 18)
+            path, written = sh.write_shard_batches(sh.encoding_dir(self.shard_root, cid, sae_key), reader,
+                                                   sae_hash=sae_hash, corpus=name)
+        except DAMAGE_ERRORS as e:
+            raise self._damaged(e) from None
         try:
             if written != n_rows:
                 raise StoreError(f"compaction of corpus {name!r} read {written} rows, expected {n_rows}; nothing changed")
@@ -280,13 +314,13 @@ class ShardingMixin:
         root = self.shard_root
         if self.read_only or not root.is_dir():
             return 0
-        known = {str(self._shard_path(r[0])) for r in self._all("SELECT path FROM activation_shards")}
+        known = {str(self._confined(r[0])) for r in self._all("SELECT path FROM activation_shards")}
         gone = 0
         for folder in root.iterdir():
             if not folder.is_dir() or not folder.name.startswith("c"):
                 continue
             for f in folder.iterdir():
-                if f.is_file() and (f.suffix in (".parquet", ".tmp")) and str(f) not in known:
+                if f.is_file() and (f.suffix in (".parquet", ".tmp")) and str(f.resolve()) not in known:
                     f.unlink(missing_ok=True)
                     gone += 1
         return gone

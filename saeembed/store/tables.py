@@ -19,7 +19,6 @@ class TablesMixin:
         store) `cluster.NAME` for each clustering of the corpus saved by `saeembed cluster`."""
         return ["doc_id", "n_chars", "n_tokens", *info.metadata_columns, *self.cluster_names(info)]
 
-
     def doc_table(self, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
                   columns: list[str] | None = None) -> pl.DataFrame:
         """One row per document, in doc_idx order: doc_idx plus `columns` (default: doc_id, n_chars,
@@ -60,7 +59,6 @@ class TablesMixin:
         """The filter columns `cluster.NAME` of the corpus's saved clusterings."""
         saved = self.query("SELECT name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id", [info.corpus_id])
         return [COLUMN_PREFIX + n for n in saved["name"].to_list()]
-
 
     def cluster_columns(self, info: CorpusInfo) -> pl.DataFrame | None:
         """doc_idx plus one column `cluster.NAME` per saved clustering of the corpus (null for documents a

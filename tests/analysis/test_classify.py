@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from saeembed.analysis.classify import ProbeConfig, apply_classifier, evaluate_classifier, train_classifier
-from saeembed.analysis.scores import load_classifier, read_scores
 from saeembed.analysis.classify import LinearProbe
 from saeembed.analysis.selection import embedding_matrix, select
 from saeembed.errors import InputError, StoreError
@@ -56,10 +55,10 @@ def test_probe_recovers_planted_features_and_reloads(toy):
     rec = res.pr["recall"].to_list()
     assert all(a >= b for a, b in zip(rec, rec[1:]))
     # saved with SAE identity and provenance; reloaded weights give the same scores as at training time
-    clf = load_classifier(store, "tox")
+    clf = store.load_classifier("tox")
     assert clf.sae.sae_hash == sae.sae_hash and clf.provenance["corpus"] == "train"
     assert len(clf.params["train_doc_idx"]) == 240 and not set(clf.params["train_doc_idx"]) & set(clf.params["test_doc_idx"])
-    stored = read_scores(store, store.corpus("train"), ["tox"])["tox"].to_numpy()
+    stored = store.doc_scores(store.corpus("train"), ["tox"])["tox"].to_numpy()
     probe = LinearProbe.from_json(json.loads(json.dumps(clf.model)))
     X = embedding_matrix(store, select(store, "train"))
     assert np.array_equal(probe.predict_proba(X), stored)
@@ -69,7 +68,7 @@ def test_probe_recovers_planted_features_and_reloads(toy):
 
 def test_probe_matches_sklearn(toy):
     """Folding the MaxAbs scale into stored weights must not change sklearn's probabilities."""
-    from saeembed.analysis.classify import _maxabs, _scaled, _to_probe, fit_cv
+    from saeembed.analysis.classify_fit import _maxabs, _scaled, _to_probe, fit_cv
 
     store, _ = toy
     sel = select(store, "train")
@@ -83,7 +82,7 @@ def test_probe_matches_sklearn(toy):
 
 def test_large_training_sets_choose_c_on_a_sample_and_fit_on_all(toy):
     """Above cv_max_rows, C is chosen on a stratified sample; the model is still fitted on every row."""
-    from saeembed.analysis.classify import _cv_sample, _logreg, _maxabs, _scaled, fit_cv
+    from saeembed.analysis.classify_fit import _cv_sample, _logreg, _maxabs, _scaled, fit_cv
 
     store, _ = toy
     X = embedding_matrix(store, select(store, "train"))
@@ -146,7 +145,7 @@ def test_multiclass(store):
     assert top == {"hate": 1, "offensive": 2, "neither": 3} or all(
         res.top_features.filter(res.top_features["class"] == c)["feature"][0] == f
         for c, f in {"hate": 1, "offensive": 2, "neither": 3}.items())
-    scores = read_scores(store, store.corpus("m"), ["kind.hate", "kind.neither", "kind.offensive"])
+    scores = store.doc_scores(store.corpus("m"), ["kind.hate", "kind.neither", "kind.offensive"])
     total = scores["kind.hate"] + scores["kind.neither"] + scores["kind.offensive"]
     assert np.allclose(total.to_numpy(), 1.0)
 
@@ -202,7 +201,7 @@ def test_zero_shot_scores_by_matched_features(toy):
     again = apply_classifier(store, "zs", "other")
     lab = np.array([i % 3 == 0 for i in range(120)])
     assert again.filter(lab)["zs"].mean() > again.filter(~lab)["zs"].mean() + 0.3
-    assert load_classifier(store, "zs").kind == "zero_shot"
+    assert store.load_classifier("zs").kind == "zero_shot"
 
 
 # --- review fixes ------------------------------------------------------------------------------------
@@ -237,13 +236,13 @@ def test_top_features_lists_each_feature_once(toy):
     # a trained probe: no feature listed twice
     res = train_classifier(store, "train", "toxic", "tox", top=50)
     feats = res.top_features["feature"].to_list()
-    assert len(feats) == len(set(feats)) == len(load_classifier(store, "tox").model["weights"][0])
+    assert len(feats) == len(set(feats)) == len(store.load_classifier("tox").model["weights"][0])
     signs = dict(zip(feats, res.top_features["direction"]))
     assert signs[3] == signs[7] == "+" and signs[11] == "-"
 
 
 def test_nan_to_none_recurses():
-    from saeembed.analysis.classify import _nan_to_none
+    from saeembed.analysis.classify_metrics import _nan_to_none
 
     nan, inf = float("nan"), float("inf")
     got = _nan_to_none({"a": [{"precision": nan, "recall": 0.5}], "b": (inf, 2), "c": nan, "d": {"e": [[np.nan]]}})
@@ -277,7 +276,7 @@ def test_saved_curve_is_fine_and_table_unchanged(toy):
 
     store, _ = toy
     res = train_classifier(store, "train", "toxic", "tox", config=ProbeConfig(seed=1))
-    clf = load_classifier(store, "tox")
+    clf = store.load_classifier("tox")
     te = np.asarray(clf.params["test_doc_idx"])
     X = embedding_matrix(store, select(store, "train"))
     p = LinearProbe.from_json(clf.model).predict_proba(X[te])

@@ -88,3 +88,28 @@ def test_filter_cli(capsys, monkeypatch, proj):
     assert len(kept) + len(dropped) == 200 and "check: 200 input rows" in err
     assert all(r["drop_rule"] == "drop: toxicity > 0.8" for r in dropped)
     assert np.mean([r["toxic"] for r in dropped]) > 0.9 and np.mean([r["toxic"] for r in kept]) < 0.1
+
+
+def test_filter_keep_short_flag_still_works_with_a_note(capsys, monkeypatch, proj):
+    # -k now means --k (clusters); as --keep it keeps working for one release and says so on stderr.
+    path, _ = proj
+    code, out, err = run(capsys, monkeypatch, "filter", "tox", "-k", "source = 'a'", "--dry-run", "--store", path, "--json")
+    assert code == 0, err
+    s = json.loads(out)
+    assert [r["rule"] for r in s["rules"]] == ["keep: source = 'a'"] and s["kept"] == 100
+    assert "deprecated" in err and "--keep" in err
+    code, out, err = run(capsys, monkeypatch, "filter", "tox", "--keep", "source = 'a'", "--dry-run", "--store", path, "--json")
+    assert code == 0 and json.loads(out)["kept"] == 100 and "deprecated" not in err
+
+
+def test_zero_shot_features_count_spelling_still_works_with_a_note(capsys, monkeypatch, proj):
+    # --features means feature ids everywhere; the count is --n-features (old spelling kept one release).
+    path, _ = proj
+    code, out, err = run(capsys, monkeypatch, "classify", "zero-shot", "toxic", "--corpus", "tox", "--features", "2",
+                         "--store", path, "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["features"]) <= 2 and "deprecated" in err and "--n-features" in err
+    code, new_out, err = run(capsys, monkeypatch, "classify", "zero-shot", "toxic", "--corpus", "tox", "--n-features", "2",
+                             "--store", path, "--json")
+    assert code == 0 and "deprecated" not in err
+    assert json.loads(new_out)["features"] == json.loads(out)["features"]

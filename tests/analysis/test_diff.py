@@ -3,7 +3,8 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from saeembed.analysis.diff import DiffConfig, _cmh, diff_by, diff_corpora, diff_slices
+from saeembed.analysis.diff import DiffConfig, diff_by, diff_corpora, diff_slices
+from saeembed.stats import cmh as _cmh
 from saeembed.errors import FilterError, InputError
 from tests.synthetic import register_sae, write_corpus
 
@@ -262,7 +263,7 @@ def test_fast_counts_means_and_exemplars_equal_an_independent_count(store, lengt
 
 
 def test_diff_by_one_pass_equals_each_group_diffed_alone(store, monkeypatch):
-    from saeembed.analysis import diff as diff_module
+    from saeembed.analysis import diff_scan as diff_module
     from saeembed.analysis.diff import diff
     from saeembed.analysis.selection import Selection, select
 
@@ -290,7 +291,7 @@ def test_diff_by_one_pass_equals_each_group_diffed_alone(store, monkeypatch):
 
 
 def test_statistics_without_scipy_stats_are_scipys_exactly():
-    from saeembed.analysis.diff import _bh, _chi2_sf_1, _mann_whitney_p
+    from saeembed.stats import bh as _bh, chi2_sf_1 as _chi2_sf_1, mann_whitney_p as _mann_whitney_p
 
     rng = np.random.default_rng(0)
     for trial in range(300):

@@ -142,3 +142,178 @@ def test_metadata_only_filter_needs_no_encoding(store, tmp_path):
     assert k.columns == ["body", "lang"] and k["body"].to_list() == ["x", "z"]  # generated ids are not user columns
     with pytest.raises(StoreError, match="not encoded"):
         filter_corpus(store, "raw", FilterSpec(dedupe=0.9))
+
+
+# --- issue 19 ---------------------------------------------------------------------------------------
+
+
+def short_and_long(store):
+    """Six docs; n_tokens 4, 12, 5, 20, 7, 9 (the encoding's counts, not the text's)."""
+    from tests.synthetic import register_sae
+
+    sae = register_sae(store, 16)
+    write_corpus(store, sae, "s", [[1], [2], [1, 2], [3], [1], [2]], n_tokens=[4, 12, 5, 20, 7, 9],
+                 meta={"src": ["a", "b", "a", "b", "a", "b"]}, ids=[f"s{i}" for i in range(6)])
+
+
+def dropped_ids(res):
+    return sorted(res.dropped["doc_id"].to_list())
+
+
+def test_n_tokens_rule_alone_uses_the_encoding(store):
+    """`--drop "n_tokens < 8"` said "unknown column" unless another rule needed the SAE."""
+    short_and_long(store)
+    alone = filter_corpus(store, "s", FilterSpec(drop=["n_tokens < 8"]))
+    assert dropped_ids(alone) == ["s0", "s2", "s4"] and partition_ok(alone, 6)
+    with_feature = filter_corpus(store, "s", FilterSpec(drop=["n_tokens < 8", "f3 > 5"]))
+    assert dropped_ids(with_feature) == dropped_ids(alone)  # same columns whatever the other rules
+    kept = filter_corpus(store, "s", FilterSpec(keep=["n_tokens between 9 and 12 or src = 'a'"]))
+    assert dropped_ids(kept) == ["s3"]
+
+
+def test_n_tokens_on_an_unencoded_corpus_says_why(store):
+    from saeembed.documents import Documents
+
+    frame = pl.DataFrame({"doc_id": ["a", "b"], "text": ["x", "y"], "lang": ["en", "de"]})
+    store.add_corpus("raw", Documents(frame, "text", None, ["lang"], "t", 0))
+    with pytest.raises(StoreError, match="not encoded"):  # not "unknown column"
+        filter_corpus(store, "raw", FilterSpec(drop=["n_tokens < 8"]))
+    # a feature name inside a quoted value is a value, not a feature rule: no encoding needed
+    res = filter_corpus(store, "raw", FilterSpec(drop=["lang = 'f12'", "lang = 'de'"]))
+    assert dropped_ids(res) == ["b"]
+
+
+def _old_store_metadata_column(store, name, values):
+    """A metadata column with a name ingest now refuses, as a store written before that holds it."""
+    info = store.corpus("c")
+    store.con.execute(f'ALTER TABLE {info.meta_table} ADD COLUMN "{name}" DOUBLE')
+    for i, v in enumerate(values):
+        store.con.execute(f'UPDATE {info.meta_table} SET "{name}" = ? WHERE doc_idx = ?', [v, i])
+    store.con.execute("UPDATE corpora SET metadata_columns = json_merge_patch(metadata_columns, ?) WHERE name = 'c'",
+                      [json.dumps({name: "Float64"})])
+    assert name in store.corpus("c").metadata_columns
+
+
+def test_metadata_column_named_like_a_feature_is_never_silently_picked(store):
+    """A user column `f5` used to shadow feature 5 silently; now naming it is an error with both meanings."""
+    docs = corpus(store)
+    _old_store_metadata_column(store, "f5", [0.0] * 60)  # feature 5 fires on every 6th row; the column never
+    with pytest.raises(InputError, match=r"'f5'.*two meanings, your metadata column 'f5' and SAE feature 5.*--rename f5=f5_meta"):
+        filter_corpus(store, "c", FilterSpec(drop=["f5 > 0.5"]))
+    with pytest.raises(InputError, match="two meanings"):
+        filter_corpus(store, "c", FilterSpec(keep=['"f5" = 0']))
+    # rules that do not name it still run, and feature rules work as before
+    res = filter_corpus(store, "c", FilterSpec(drop=["f9 > 0.5"], drop_features=[5]))
+    assert set(res.dropped["doc_id"]) == ids(docs, 9) | ids(docs, 5)
+
+
+def test_metadata_column_named_like_a_builtin_is_never_silently_picked(store):
+    corpus(store)
+    _old_store_metadata_column(store, "n_tokens", [100.0] * 60)
+    with pytest.raises(InputError, match="two meanings, your metadata column 'n_tokens' and the built-in column n_tokens"):
+        filter_corpus(store, "c", FilterSpec(drop=["n_tokens < 8"]))
+    res = filter_corpus(store, "c", FilterSpec(drop=["stars > 3"]))  # other rules still run
+    assert res.dropped.height == 12 and partition_ok(res, 60)
+
+
+def test_where_on_a_metadata_column_named_like_a_builtin_is_refused(store):
+    """--where (search, analyze...) reads the same columns: an old store's `n_tokens` column is not silently lost."""
+    corpus(store)
+    _old_store_metadata_column(store, "n_tokens", [100.0] * 60)
+    info = store.corpus("c")
+    sae = store.encoded_sae(info)
+    with pytest.raises(FilterError, match="two meanings, your metadata column 'n_tokens' and the built-in"):
+        store.select_documents(info, sae, ["n_tokens > 50"])
+    assert store.select_documents(info, sae, ["stars > 3"])[0].height == 12
+
+
+def test_feature_column_as_written(store):
+    docs = corpus(store)
+    res = filter_corpus(store, "c", FilterSpec(drop=["f09 > 0.5"]))  # f09 is feature 9
+    assert set(res.dropped["doc_id"]) == ids(docs, 9)
+
+
+_CRASHING_WRITER = """
+import os, pathlib, sys
+import polars as pl
+from saeembed.analysis import filter_output
+
+crash_at, folder = int(sys.argv[1]), pathlib.Path(sys.argv[2])
+steps = [0]
+
+def step(fn):  # every file-system step of the pair write counts; the process dies (as by kill -9) before step crash_at
+    def wrapped(*a, **kw):
+        steps[0] += 1
+        if steps[0] == crash_at:
+            os._exit(137)
+        return fn(*a, **kw)
+    return wrapped
+
+os.replace = step(os.replace)
+pathlib.Path.unlink = step(pathlib.Path.unlink)
+pl.DataFrame.write_ndjson = step(pl.DataFrame.write_ndjson)
+filter_output.write_files({folder / "kept.jsonl": pl.DataFrame({"id": ["b", "c"]}),
+                           folder / "dropped.jsonl": pl.DataFrame({"id": ["a", "d"], "drop_rule": ["new", "new"]})})
+print("steps", steps[0])
+"""
+OLD = (["a", "b", "c"], ["d"])
+NEW = (["b", "c"], ["a", "d"])
+
+
+def _pair(folder):
+    return tuple(pl.read_ndjson(folder / f)["id"].to_list() for f in ("kept.jsonl", "dropped.jsonl"))
+
+
+def _crash_writing_new_pair(folder, crash_at):
+    import subprocess
+    import sys
+
+    from saeembed.analysis.filter_output import write_files
+
+    for p in folder.iterdir():
+        p.unlink()
+    write_files({folder / "kept.jsonl": pl.DataFrame({"id": OLD[0]}),
+                 folder / "dropped.jsonl": pl.DataFrame({"id": OLD[1], "drop_rule": ["old"]})})
+    script = folder.parent / "crash.py"
+    script.write_text(_CRASHING_WRITER)
+    return subprocess.run([sys.executable, str(script), str(crash_at), str(folder)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("crash_at", range(1, 10))
+def test_kept_and_dropped_are_never_one_new_beside_one_old(tmp_path, crash_at):
+    """kill -9 at every step of writing a kept / dropped pair (2 temp writes, 2 markers, 2 renames, 2
+    marker removals; 9 = no crash): whoever reads next (after recover_outputs, which every write runs
+    first) sees the old pair or the new pair, never a mix."""
+    from saeembed.analysis.filter_output import recover_outputs
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = _crash_writing_new_pair(folder, crash_at)
+    assert proc.returncode == (0 if crash_at == 9 else 137), proc.stderr
+    if crash_at == 9:
+        assert proc.stdout.split() == ["steps", "8"]  # the crash points above cover every step
+    if crash_at == 6:  # killed between the two renames: on disk, a new kept beside an old dropped...
+        assert _pair(folder) == (NEW[0], OLD[1])
+    # a reader of either file finishes the pair first; the dropped file's marker is the second one written
+    recovered = recover_outputs(folder / "dropped.jsonl")
+    assert _pair(folder) == (OLD if crash_at <= 4 else NEW)
+    recovered += recover_outputs(folder / "kept.jsonl")
+    assert _pair(folder) == (OLD if crash_at <= 3 else NEW)  # a marker exists from step 4 on: the new pair wins
+    assert bool(recovered) == (4 <= crash_at <= 8)
+    assert not any(p.name.endswith(".saeembed-pending") for p in folder.iterdir())
+
+
+def test_next_filter_run_finishes_a_killed_pair_first_and_says_so(store, tmp_path):
+    docs = corpus(store)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert _crash_writing_new_pair(folder, 6).returncode == 137  # new kept beside old dropped, markers left
+    res = filter_corpus(store, "c", FilterSpec(drop=["f9 > 0.5"]))
+    written = write_outputs(store, res, folder / "kept.jsonl", folder / "dropped.jsonl")
+    assert len(written["recovered"]) == 1 and "killed" in written["recovered"][0]
+    kept, dropped = _pair(folder)
+    assert set(dropped) == ids(docs, 9) and len(kept) + len(dropped) == 60
+    assert sorted(p.name for p in folder.iterdir()) == ["dropped.jsonl", "kept.jsonl"]
+    again = write_outputs(store, res, folder / "kept.jsonl", folder / "dropped.jsonl")
+    assert "recovered" not in again

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from saeembed.analysis.selection import check_features, doc_table, embedding_matrix, require_docs, select
+from saeembed.analysis.selection import embedding_matrix, require_docs, select
 from saeembed.errors import FilterError, InputError, UnknownFeatureError
 from tests.synthetic import register_sae, write_corpus
 
@@ -17,7 +17,7 @@ def test_select_filters_on_metadata_and_token_counts(store):
         select(store, "c", where="text = 'x'")
     with pytest.raises(InputError, match="no encoded documents"):
         require_docs(select(store, "c", where="src = 'zzz'"))
-    assert {"doc_id", "n_chars", "n_tokens", "src"} <= set(doc_table(store, "c", sae).columns)
+    assert {"doc_id", "n_chars", "n_tokens", "src"} <= set(store.doc_table("c", sae).columns)
 
 
 def test_embedding_matrix_rows_follow_the_selection(store):
@@ -29,6 +29,6 @@ def test_embedding_matrix_rows_follow_the_selection(store):
     b = embedding_matrix(store, select(store, "c"), binary=True, features=[1, 3])
     assert b.toarray()[:, [1, 3]].tolist() == [[1, 0], [0, 1], [0, 0], [1, 0]]
     assert np.all(b.toarray()[:, 2] == 0)  # feature 2 was not asked for
-    assert check_features(sae, [0, 15]) == [0, 15]
+    assert sae.check_features([0, 15]) == [0, 15]
     with pytest.raises(UnknownFeatureError, match="0..15"):
-        check_features(sae, [16])
+        sae.check_features([16])

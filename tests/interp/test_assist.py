@@ -43,7 +43,7 @@ def test_summarize_diff_llm_checks_its_answer(store, llm_server):
     out = summarize_diff(store, diff, corpus_a="a", corpus_b="b", llm=_client(store, llm_server))
     assert out.height == 1 and out["features"][0].to_list() == [1, 2] and out["source"][0] == "llm:helper"
     assert out["share_a"][0] == 1.0 and out["share_b"][0] == 0.8  # docs firing 1 or 2, computed from the store
-    prompt = llm_server.requests[0]["messages"][0]["content"]
+    prompt = llm_server.requests[0]["messages"][-1]["content"]
     assert "apologies" in prompt and "A 80% vs B 10%" in prompt
     llm_server.push("no idea")
     out = summarize_diff(store, diff.head(2), corpus_a="a", corpus_b="b", llm=_client(store, llm_server))
@@ -58,7 +58,7 @@ def test_choose_features(store, llm_server):
     llm_server.push('{"features": [{"id": 5, "reason": "years"}, {"id": 77}, {"id": "3"}]}')
     out = choose_features(store, "when things happened", llm=_client(store, llm_server), embed=bag_of_words_embed)
     assert out["feature"].to_list() == [5, 3] and out["reason"][0] == "years"
-    assert re.search(r"- 5: ", llm_server.requests[0]["messages"][0]["content"])
+    assert re.search(r"- 5: ", llm_server.requests[0]["messages"][-1]["content"])
 
 
 def test_name_clusters(store, llm_server):
@@ -72,7 +72,7 @@ def test_name_clusters(store, llm_server):
     assert rows[0]["top_features"][0] == 3 and "covid" in rows[0]["name"] + "pandemic" and rows[0]["size"] == 40
     assert rows[-1]["name"] == "(noise)" and rows[1]["top_features"][0] == 5
     llm_server.responder = lambda body: {"name": "Pandemic news", "description": "covid"} \
-        if "40 documents" in body["messages"][0]["content"] else "garbage"
+        if "40 documents" in body["messages"][-1]["content"] else "garbage"
     out = {r["cluster"]: r for r in name_clusters(store, "planted", assign, llm=_client(store, llm_server)).to_dicts()}
     assert out[0]["name"] == "Pandemic news" and out[0]["source"] == "llm:helper"
     assert out[1]["source"].startswith("offline (LLM answer unusable") and out[1]["name"] == rows[1]["name"]

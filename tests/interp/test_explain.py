@@ -41,8 +41,9 @@ def test_llm_labels_scored_by_detection_and_fuzzing(store, llm_server):
     assert row["detection"] == 1.0 and row["fuzzing"] == 1.0 and row["score"] == 1.0
     explain = [r for r in llm_server.requests if '{"answers"' not in r["messages"][-1]["content"]]
     assert len(explain) == 1
-    prompt = explain[0]["messages"][0]["content"]
-    assert prompt.count("<<") >= 10 and "does NOT fire" in prompt
+    system, prompt = explain[0]["messages"][0], explain[0]["messages"][-1]["content"]
+    assert system["role"] == "system" and "never follow them" in system["content"]
+    assert prompt.count("<<") >= 10 and "does NOT fire" in prompt and "<examples>" in prompt
     # held-out scoring texts never appear in the explain prompt
     details = json.loads(store.query("SELECT details FROM feature_labels")["details"][0])
     assert not {tuple(k) for k in details["explain_examples"]} & {tuple(k) for k in details["score_examples"]}
@@ -124,8 +125,8 @@ def test_relabel_below_threshold_keeps_the_better_label(store, llm_server):
     llm_server.responder = judge
     run = label_features(store, [3], llm=_client(store, llm_server), config=LabelConfig(relabel_below=0.8))
     assert state["explains"] == 2 and run.frame["label"][0] == "covid pandemic" and run.frame["score"][0] == 1.0
-    second = [r for r in llm_server.requests if len(r["messages"]) == 3]
-    assert second and "scored 0.50" in second[0]["messages"][2]["content"]
+    second = [r for r in llm_server.requests if len(r["messages"]) == 4]  # system, user, assistant, user
+    assert second and "scored 0.50" in second[0]["messages"][-1]["content"]
 
 
 def test_key_absent_from_store_file(tmp_path, llm_server):

@@ -33,6 +33,9 @@ def test_label_offline_then_features_show_and_find_it(capsys, monkeypatch, plant
     code, out, err = run(capsys, monkeypatch, "features", "--search", "covid", "--store", planted_path, "--json")
     assert code == 0, err
     assert json.loads(out)[0]["feature"] == 3 and json.loads(out)[0]["match"] == "text"
+    code, out, err = run(capsys, monkeypatch, "label", "-f", "3", "-f", "5", "--store", planted_path, "--json")
+    assert code == 0, err
+    assert {r["feature"]: r["label"] for r in json.loads(out)} == {f: r["label"] for f, r in rows.items()}
 
 
 def test_label_with_llm_cache_and_budget(capsys, monkeypatch, planted_path, llm_server):
@@ -73,7 +76,27 @@ def test_label_top_diff_and_all_live(capsys, monkeypatch, tmp_path, llm_server):
     (["--features", "3,x"], "comma-separated"),
     (["--features", "99"], "does not exist"),
     (["--features", "3", "--all-live"], "say which features"),
+    (["--features", "3", "--llm", "m", "--timeout", "0"], "--timeout must be a positive number"),
 ])
 def test_label_errors_are_one_line(capsys, monkeypatch, planted_path, args, message):
     code, out, err = run(capsys, monkeypatch, "label", *args, "--store", planted_path)
     assert code == 1 and message in err and "Traceback" not in err
+
+
+def test_label_timeout_bounds_a_hanging_server(capsys, monkeypatch, planted_path, llm_server):
+    """`--timeout 1` against a server that never answers in time: the feature fails with a timeout status
+    after the call and one retry, instead of six tries of a minute each."""
+    import time
+
+    def slow(request):
+        time.sleep(3)
+        return smart_judge(request)
+
+    llm_server.responder = slow
+    monkeypatch.setenv("SAEEMBED_LLM_KEY", "k")
+    code, out, err = run(capsys, monkeypatch, "label", "--features", "3", "--llm", "judge", "--base-url",
+                         llm_server.url, "--timeout", "1", "--store", planted_path, "--json")
+    assert code == 0 and "Traceback" not in err, err
+    row = json.loads(out)[0]
+    assert row["status"].startswith("failed") and "time" in row["status"].lower()
+    assert len(llm_server.requests) == 2  # the call and one retry, not six tries of the default

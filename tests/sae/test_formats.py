@@ -609,3 +609,39 @@ def test_hub_id_with_hookpoint(tmp_path, monkeypatch):
     assert calls == [("EleutherAI/sae-tiny", ["layers.5/*", "*.layers.5/*"])]
     assert sae.cfg.source == "EleutherAI/sae-tiny/layers.5"
     assert_latents(sae, inputs(), sparsify_expected(w, inputs(), 4))
+
+
+# --- hostile files: one clear line, never a traceback or a silent empty encode ----------------
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("tensor", ["W_enc", "b_dec"])
+def test_nan_or_inf_weights_are_refused(tmp_path, bad, tensor):
+    w = raw_weights()
+    w[tensor].flat[3] = bad
+    folder = write_saelens(tmp_path / "sae", saelens_cfg(), w)
+    with pytest.raises(SAEError, match=f"NaN or infinite.*{tensor}"):
+        load_sae(folder)
+
+
+@pytest.mark.parametrize("over", [{"d_in": "abc"}, {"d_sae": [1, 2]}, {"d_in": {"x": 1}}, {"k": "many", "architecture": "topk"}])
+def test_malformed_config_values_are_one_clear_error(tmp_path, over):
+    folder = write_saelens(tmp_path / "sae", saelens_cfg(**over), raw_weights())
+    with pytest.raises(SAEError):
+        load_sae(folder)
+
+
+def test_deeply_nested_config_is_one_clear_error(tmp_path):
+    folder = write_saelens(tmp_path / "sae", saelens_cfg(), raw_weights())
+    (folder / "cfg.json").write_text('{"d_in": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(SAEError):
+        load_sae(folder)
+
+
+def test_string_in_place_of_a_tensor_is_one_clear_error(tmp_path):
+    file, _ = write_goodfire(tmp_path / "goodfire")
+    sd = torch.load(file)
+    sd["encoder_linear.weight"] = "not a tensor"
+    torch.save(sd, file)
+    with pytest.raises(SAEError):
+        load_sae(file)

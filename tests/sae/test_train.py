@@ -13,7 +13,8 @@ import torch
 from saeembed.errors import InputError
 from saeembed.sae.metrics import evaluate_sae
 from saeembed.sae.model import SAE, SAEConfig
-from saeembed.sae.train import CHECKPOINT_NAME, TrainConfig, _ShuffleBuffer, train_sae
+from saeembed.sae.shuffle import ShuffleBuffer as _ShuffleBuffer
+from saeembed.sae.train import CHECKPOINT_NAME, TrainConfig, train_sae
 
 D_IN, N_TRUE, PER_TOKEN = 32, 128, 4
 
@@ -250,3 +251,14 @@ def test_bad_activations_are_a_user_error():
     bad[700, 3] = float("nan")
     with pytest.raises(InputError, match="diverged"):
         train_sae([bad], D_IN, _small_cfg())
+
+
+def test_short_runs_scale_the_schedule_unless_it_is_given():
+    # A run of max_tokens gets a warm-up and a dead-latent window that end within it (train_sae callers
+    # and `saeembed sae train` alike); values given explicitly are kept.
+    cfg = TrainConfig(max_tokens=100_000, batch_size=4096)
+    assert (cfg.warmup_steps, cfg.dead_tokens_threshold) == (2, 5000)
+    assert (TrainConfig().warmup_steps, TrainConfig().dead_tokens_threshold) == (1000, 10_000_000)
+    given = TrainConfig(max_tokens=100_000, batch_size=4096, warmup_steps=50, dead_tokens_threshold=20_000)
+    assert (given.warmup_steps, given.dead_tokens_threshold) == (50, 20_000)
+    assert TrainConfig(max_tokens=10**9).resolved(32).warmup_steps == 1000

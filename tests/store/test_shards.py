@@ -209,3 +209,65 @@ def test_resume_mixes_table_and_shards(tmp_path, tiny_bert_dir, pair):
     with Store(table_path, read_only=True) as a, Store(path, read_only=True) as b:
         for x, y in zip(_everything(a)[:3], _everything(b)[:3]):
             assert x.equals(y)
+
+
+def _point_shard_at(path, target: str):
+    """Tamper with the store as an attacker would: make its first shard row name another file."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE activation_shards SET path = ? WHERE shard_id = (SELECT min(shard_id) FROM activation_shards)",
+                [target])
+    con.close()
+
+
+@pytest.mark.parametrize("where", ["relative", "absolute", "symlink"])
+def test_crafted_shard_path_is_never_read_or_deleted(pair, tmp_path, where):
+    """A store whose shard row points outside <store>.shards/ names the row, and neither reading nor
+    `--replace` (drop) touches the file it points at."""
+    _, path = pair
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    if where == "relative":
+        target = "../victim.txt"
+    elif where == "absolute":
+        target = str(victim)
+    else:
+        link = Store(path, read_only=True)
+        target_dir = link.shard_root
+        link.close()
+        (target_dir / "link.parquet").symlink_to(victim)
+        target = "link.parquet"
+    _point_shard_at(path, target)
+    with Store(path) as st:
+        with pytest.raises(StoreError, match="outside its shard folder"):
+            st.activations("c")
+        assert st.shards()["ok"].to_list().count(False) >= 1
+        st.drop_corpus("c")  # what `ingest --replace` does
+    assert victim.read_text() == "precious"
+
+
+def test_zeroed_block_inside_shard_is_a_clear_error(pair):
+    """4 KB of zeros in the middle of a shard (its footer intact) is a StoreError naming the shard, from
+    reads and from compact; nothing is changed."""
+    _, path = pair
+    with Store(path) as st:
+        victim = st.shard_root / st.shards()["path"][0]
+    import pyarrow.parquet as pq
+
+    col = pq.ParquetFile(victim).metadata.row_group(0).column(2)  # `value`: compressed page data
+    start = col.data_page_offset + col.total_compressed_size // 2
+    data = bytearray(victim.read_bytes())
+    data[start: start + 4096] = bytes(len(data[start: start + 4096]))
+    assert len(data) == victim.stat().st_size
+    victim.write_bytes(bytes(data))
+    with Store(path) as st:
+        before = st.shards()
+        assert before["ok"].all()  # the footer is intact: only reading the pages finds the damage
+        with pytest.raises(StoreError, match="damaged|cannot read"):
+            st.activations("c")
+        with pytest.raises(StoreError, match="damaged|cannot read"):
+            st.feature_summary("c")
+        with pytest.raises(StoreError, match="damaged|cannot read"):
+            st.compact("c")
+        assert st.shards()["path"].to_list() == before["path"].to_list()

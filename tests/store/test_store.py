@@ -195,3 +195,117 @@ def test_labels_and_documents_filters(store):
                       "(1, 9, 'money', 'test')")
     assert sorted(store.labels(1)["label"].to_list()) == ["dates", "money"]  # None = every feature
     assert store.labels(1, [9])["label"].to_list() == ["money"]
+
+
+@pytest.mark.parametrize("table", ["feature_labels", "documents", "clusterings"])
+def test_store_missing_a_table_is_named_on_open(tmp_path, table):
+    """A store whose table was dropped by hand is refused at open with the table named, not a traceback
+    from the first command that needs it; nothing is changed."""
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        st.add_corpus("c", docs(["a"], ["one"]))
+    con = duckdb.connect(str(path))
+    con.execute(f"DROP TABLE {table}")
+    con.close()
+    before = path.read_bytes()
+    for read_only in (True, False):
+        with pytest.raises(StoreError, match=f"lacks the table.*{table}"):
+            Store(path, read_only=read_only)
+    assert path.read_bytes() == before
+
+
+def test_corrupt_block_in_store_file_is_a_clear_error(tmp_path):
+    """Garbage written over one block of a store file, at offsets across the file: opening and reading
+    it either works (a free block) or is one StoreError, never another exception."""
+    import shutil
+
+    base = tmp_path / "base.duckdb"
+    with Store(base) as st:
+        st.add_corpus("c", docs([str(i) for i in range(3000)], [f"document number {i} " * 20 for i in range(3000)]))
+    size = base.stat().st_size
+    refused = 0
+    for k in range(1, 10):
+        path = tmp_path / f"s{k}.duckdb"
+        shutil.copy(base, path)
+        data = bytearray(path.read_bytes())
+        start = (size * k // 10) // 4096 * 4096 + 100
+        data[start: start + 4096] = bytes(range(256)) * 16
+        path.write_bytes(bytes(data))
+        try:
+            with Store(path, read_only=True) as st:
+                st.documents("c"), st.info(), st.corpora()
+        except StoreError as e:
+            assert "damaged" in str(e) or "cannot" in str(e) or "Corrupt" in str(e)
+            refused += 1
+    assert refused >= 2
+
+
+# ------------------------------------------------------------------ issue 19: append types, reserved names
+
+
+def _meta_types(store, name="c"):
+    info = store.corpus(name)
+    return info.metadata_columns, store.query(f"SELECT * FROM {info.meta_table} LIMIT 0").schema
+
+
+def test_append_widens_an_int_column_instead_of_rounding(store):
+    store.add_corpus("c", docs(["a"], ["x"], n=[1]))
+    store.add_corpus("c", docs(["b", "c", "d"], ["y", "z", "w"], n=[0.5, 1.5, 2.5]), mode="append")
+    frame = store.documents("c")
+    assert frame["n"].to_list() == [1.0, 0.5, 1.5, 2.5]  # was 1, 0, 2, 2
+    declared, actual = _meta_types(store)
+    assert declared["n"] == "Float64" and actual["n"] == pl.Float64
+    # values that fit the stored type exactly go in as that type; text that parses exactly too
+    store.add_corpus("c", docs(["e"], ["v"], n=[7]), mode="append")
+    assert store.documents("c")["n"].to_list()[-1] == 7.0
+    store.add_corpus("c", docs(["f"], ["u"], n=["8"], extra=[None]), mode="append")
+    assert store.documents("c")["n"].to_list()[-1] == 8.0
+    assert _meta_types(store)[0]["extra"] == "String"  # a new all-null column gets a real type, not "?"
+
+
+def test_append_refuses_values_that_would_change_and_stores_nothing(store):
+    store.add_corpus("c", docs(["a"], ["x"], n=[1], m=[2], flag=[True], big=[2**53 + 1]))
+    before = (store.documents("c"), _meta_types(store), store.corpus("c").n_docs)
+    attacks = [
+        # n would be widened to Float64, but m's text does not fit: the widening must roll back too
+        ({"n": [0.5], "m": ["abc"], "flag": [True], "big": [1]}, "'m'.*Int64.*String.*'abc'"),
+        ({"n": [1], "m": [2], "flag": [1], "big": [1]}, "'flag'.*Boolean.*Int64"),
+        ({"n": [1], "m": ["+3"], "flag": [True], "big": [1]}, "'m'.*'\\+3'"),
+        # Int64 -> Float64 would round 2**53 + 1: refused, not widened
+        ({"n": [1], "m": [2], "flag": [True], "big": [0.5]}, "'big'.*Int64.*Float64.*0.5"),
+        ({"n": [1], "m": [2], "flag": [True], "big": [dt.date(2024, 1, 1)]}, "'big'.*Date"),
+    ]
+    for meta, message in attacks:
+        with pytest.raises(InputError, match=message):
+            store.add_corpus("c", docs(["new"], ["new text"], **meta), mode="append")
+        after = (store.documents("c"), _meta_types(store), store.corpus("c").n_docs)
+        assert after[0].equals(before[0]) and after[1:] == before[1:]
+
+
+def test_append_into_a_text_column_keeps_text(store):
+    store.add_corpus("c", docs(["a"], ["x"], zip=["007"]))
+    store.add_corpus("c", docs(["b"], ["y"], zip=[12345]), mode="append")
+    assert store.documents("c")["zip"].to_list() == ["007", "12345"]
+
+
+@pytest.mark.parametrize("column", ["n_tokens", "doc_idx", "corpus_id", "f12", "cluster.topic"])
+def test_reserved_metadata_names_are_refused_by_the_store(store, column):
+    with pytest.raises(InputError, match=f"'{column}'.*--rename.*--drop-column"):
+        store.add_corpus("c", docs(["1"], ["xyz"], **{column: [1]}))
+    assert not store.has_corpus("c")
+
+
+def test_ingest_csv_append_rename_and_sep(store, tmp_path):
+    import saeembed
+
+    first, second = tmp_path / "a.csv", tmp_path / "b.csv"
+    first.write_text("id;text;score;n_tokens\n1.10;1.50;1;5\n2.00;1e3;2;6\n")
+    with pytest.raises(InputError, match="'n_tokens'.*--rename"):
+        saeembed.ingest(store, first, corpus="c", id_column="id")
+    out = saeembed.ingest(store, first, corpus="c", id_column="id", separator=";", rename={"n_tokens": "tokens"})
+    assert out["metadata_columns"] == ["score", "tokens"]
+    second.write_text("id,text,score,n_tokens\n3.0,x,0.5,1\n")
+    saeembed.ingest(store, second, corpus="c", id_column="id", mode="append", drop_columns=["n_tokens"])
+    frame = store.documents("c")
+    assert frame["doc_id"].to_list() == ["1.10", "2.00", "3.0"] and frame["text"].to_list() == ["1.50", "1e3", "x"]
+    assert frame["score"].to_list() == [1.0, 2.0, 0.5] and frame["tokens"].to_list() == [5, 6, None]

@@ -2,7 +2,8 @@
 
 The text is tokenised and parsed here into a small tree; column names are checked against an
 allow-list and values stay values. The tree then becomes a polars expression (or SQL with bound
-parameters), so no user text is ever pasted into a query.
+parameters), so no user text is ever pasted into a query. It lives in the store because it is the
+one place that turns user text into SQL.
 
 Grammar (keywords are case-insensitive):
 
@@ -17,6 +18,10 @@ Grammar (keywords are case-insensitive):
     op      := = | == | != | <> | < | <= | > | >=
     column  := name | "quoted name" | `quoted name`
     value   := 'string' | number | true | false | null
+
+Limits, each refused with a one-line FilterError: MAX_LENGTH characters, MAX_DEPTH levels of `(`
+and `not`, and one kind of value per IN list or BETWEEN (text, numbers or true/false; ints and
+floats together are numbers).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ _TOKEN = re.compile(
 )
 _KEYWORDS = {"and", "or", "not", "in", "is", "null", "like", "between", "true", "false"}
 MAX_LENGTH = 10_000
+MAX_DEPTH = 64  # nested "(" and "not"; deeper would exhaust Python's stack in the parser
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,7 @@ class Filter:
         """Boolean Series: which rows of `frame` match."""
         try:
             return frame.select(self.to_polars(dict(frame.schema)).alias("m"))["m"]
-        except pl.exceptions.PolarsError as e:
+        except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
             raise FilterError(f"filter {self.text!r} does not fit the column types: {str(e).splitlines()[0]}") from None
 
     def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -103,20 +109,14 @@ def parse_filter(text: str, columns: Iterable[str]) -> Filter:
     if len(text) > MAX_LENGTH:
         raise FilterError(f"filter expression is {len(text):,} characters long; the limit is {MAX_LENGTH:,}")
     allowed = list(columns)
-    tree = _Parser(_tokenize(text), text).parse()
-    unknown = sorted(_columns(tree) - set(allowed))
+    flt = Filter(text, _Parser(_tokenize(text), text).parse())
+    unknown = sorted(flt.columns - set(allowed))
     if unknown:
         raise FilterError(
             f"unknown column {unknown[0]!r} in filter {text!r}; columns you can filter on: "
             + (", ".join(sorted(allowed)) or "(none)")
         )
-    return Filter(text, tree)
-
-
-def _columns(tree: Node) -> set[str]:
-    out: set[str] = set()
-    _collect(tree, out)
-    return out
+    return flt
 
 
 def _collect(node: Node, out: set[str]) -> None:
@@ -162,7 +162,7 @@ def _tokenize(text: str) -> list[tuple[str, object]]:
 
 class _Parser:
     def __init__(self, tokens: list, text: str):
-        self.tokens, self.text, self.i = tokens, text, 0
+        self.tokens, self.text, self.i, self.depth = tokens, text, 0, 0
 
     def parse(self) -> Node:
         node = self.expr()
@@ -206,15 +206,34 @@ class _Parser:
         return args[0] if len(args) == 1 else Bool("and", tuple(args))
 
     def not_(self) -> Node:
-        if self.peek("kw", "not"):
-            self.i += 1
-            return Bool("not", (self.not_(),))
-        if self.peek("("):
-            self.i += 1
-            node = self.expr()
-            self.take(")", what="')'")
+        if self.peek("kw", "not") or self.peek("("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise FilterError(f"filter expression nests '(' and NOT more than {MAX_DEPTH} levels deep; "
+                                  "write it flatter (e.g. `a = 1 or a = 2` needs no brackets)")
+            if self.peek("kw", "not"):
+                self.i += 1
+                node = Bool("not", (self.not_(),))
+            else:
+                self.i += 1
+                node = self.expr()
+                self.take(")", what="')'")
+            self.depth -= 1
             return node
         return self.test()
+
+    def one_kind(self, column: str, values: list, where: str) -> tuple:
+        """The values of an IN list or BETWEEN, all of one kind: text, numbers (ints and floats together
+        become floats) or true/false; nulls go with any. Mixed kinds are refused, naming the odd value."""
+        kinds = [(_kind(v), v) for v in values if v is not None]
+        if kinds and any(k != kinds[0][0] for k, _ in kinds):
+            odd = next(v for k, v in kinds if k != kinds[0][0])
+            self.fail(f"the {where} of {column!r} mixes {kinds[0][0]} ({_show_value(kinds[0][1])}) with "
+                      f"{_kind(odd)} ({_show_value(odd)}); use one kind, e.g. quote every value to compare "
+                      "as text")
+        if kinds and kinds[0][0] == "numbers" and any(isinstance(v, float) for _, v in kinds):
+            values = [float(v) if v is not None else None for v in values]
+        return tuple(values)
 
     def value(self):
         if self.peek("kw", "null"):
@@ -242,7 +261,7 @@ class _Parser:
                 self.i += 1
                 values.append(self.value())
             self.take(")", what="')'")
-            return Test(column, "not_in" if negate else "in", tuple(values))
+            return Test(column, "not_in" if negate else "in", self.one_kind(column, values, "IN list"))
         if self.peek("kw", "like"):
             self.i += 1
             pattern = self.take("value", what="a 'pattern'")
@@ -263,9 +282,19 @@ class _Parser:
             lo = self.value()
             self.take("kw", "and", what="AND")
             hi = self.value()
-            return Test(column, "between", (lo, hi))
+            return Test(column, "between", self.one_kind(column, [lo, hi], "BETWEEN"))
         got = self.show(self.tokens[self.i]) if self.i < len(self.tokens) else "the end"
         self.fail(f"expected a comparison after {column!r}, got {got}")
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    return "numbers" if isinstance(value, (int, float)) else "text"
+
+
+def _show_value(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _like_regex(pattern: str) -> str:
@@ -286,10 +315,8 @@ def _to_polars(node: Node, schema: dict) -> pl.Expr:
         parts = [_to_polars(a, schema) for a in node.args]
         if node.op == "not":
             return ~parts[0]
-        out = parts[0]
-        for p in parts[1:]:
-            out = (out & p) if node.op == "and" else (out | p)
-        return out
+        # flat, not a chain of thousands of nested & / | (same three-valued logic as & and |)
+        return pl.all_horizontal(parts) if node.op == "and" else pl.any_horizontal(parts)
     col, v = pl.col(node.column), node.values
     op, dtype = node.op, schema.get(node.column)
     if op in ("=", "!=", "<", "<=", ">", ">="):
@@ -298,6 +325,9 @@ def _to_polars(node: Node, schema: dict) -> pl.Expr:
                 ">": col > value, ">=": col >= value}[op]
     if op in ("in", "not_in"):
         vals = [x for x in v if x is not None]
+        if vals and _kind(vals[0]) == "numbers" and (dtype is None or dtype.is_numeric()) and not (
+                dtype is not None and dtype.is_integer() and all(isinstance(x, int) for x in vals)):
+            col, vals = col.cast(pl.Float64), [float(x) for x in vals]  # polars' is_in wants one dtype
         expr = col.is_in(vals) if vals else pl.lit(False)
         if None in v:
             expr = expr | col.is_null()

@@ -1,0 +1,69 @@
+"""Encode one chunk of texts: windows -> model forward to the hook -> SAE per content token -> max-pool.
+
+Shared by the local pipeline, the random-token probe and the Ray workers (so none of them imports another).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import torch
+
+from saeembed.encode.capture import ActivationCapture
+from saeembed.encode.models import LoadedModel
+from saeembed.encode.pooling import TokenLatents, pool_max
+from saeembed.encode.tokens import batches, pad_token_id, tokenize
+from saeembed.errors import InputError
+from saeembed.sae.model import SAE
+from saeembed.store import CorpusInfo, Store
+
+
+def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, texts: list[str], cfg,
+                 window: int, prompts: list[str | None] | None = None):
+    """Encode a list of texts with an EncodeConfig. Returns (sparse rows with doc_idx = position in `texts`,
+    per-doc stats)."""
+    windows = tokenize(
+        loaded.tokenizer, texts, window=window, exclude_special=cfg.exclude_special,
+        chat_template=cfg.chat_template, prompts=prompts,
+    )
+    n_windows = np.bincount([w.doc for w in windows], minlength=len(texts)).astype(np.int32)
+    n_tokens = np.zeros(len(texts), dtype=np.int64)
+    latents = TokenLatents()
+    pad = pad_token_id(loaded.tokenizer)
+    for batch in batches(windows, pad_id=pad, max_windows=cfg.batch_size, max_tokens=cfg.max_batch_tokens):
+        hidden = capture(batch.input_ids, batch.attention_mask)
+        content = batch.content.to(hidden.device)
+        x = hidden[content]  # [n_content_tokens, d]
+        if x.shape[0] == 0:
+            continue
+        rows_in_batch = content.nonzero(as_tuple=True)
+        docs_of_rows = torch.tensor([w.doc for w in batch.windows], dtype=torch.long)[rows_in_batch[0].cpu()]
+        offsets = torch.from_numpy(np.stack([_padded_offsets(w, content.shape[1]) for w in batch.windows]))
+        spans = offsets[rows_in_batch[0].cpu(), rows_in_batch[1].cpu()]
+        np.add.at(n_tokens, docs_of_rows.numpy(), 1)
+        with torch.inference_mode():
+            r, f, v = sae.encode_coo(x)
+        latents.add(docs_of_rows, spans, r.cpu(), f.cpu(), v.cpu())
+    docs = pl.DataFrame({"doc_idx": np.arange(len(texts), dtype=np.int32), "n_tokens": n_tokens.astype(np.int32),
+                         "n_windows": n_windows})
+    return pool_max(latents, sae.d_sae), docs
+
+
+def _padded_offsets(w, T: int) -> np.ndarray:
+    out = np.zeros((T, 2), dtype=np.int64)
+    out[: len(w.offsets)] = w.offsets
+    return out
+
+
+def chat_prompts(store: Store, info: CorpusInfo, column: str | None, doc_idx: list[int]) -> list[str | None] | None:
+    """The user turn of each document (the --prompt-column values) for chat-template encoding."""
+    if column is None:
+        return None
+    if column not in info.metadata_columns:
+        raise InputError(
+            f"--prompt-column {column!r} is not a column of corpus {info.name!r} "
+            f"(columns: {', '.join(info.metadata_columns) or 'none'})"
+        )
+    frame = store.documents(info, text=False, doc_idx=doc_idx)
+    lookup = dict(zip(frame["doc_idx"].to_list(), frame[column].cast(str).to_list()))
+    return [lookup.get(i) for i in doc_idx]
