@@ -5,6 +5,14 @@ the store's table, half into Parquet shards.
 
     python benchmarks/faults.py --trials 20 --out benchmarks/results/faults.md
 
+--kind classify / --kind sae kill at named points instead (tests/faultkit.pause_at): `classify train`
+inside a random fit of its cross-validation or between saving the weights and scoring the corpus;
+`sae train` at a random training step between two checkpoints. Each kind keeps its own section of
+the --out file.
+
+    python benchmarks/faults.py --kind classify --trials 12 --out benchmarks/results/faults.md
+    python benchmarks/faults.py --kind sae --trials 6 --out benchmarks/results/faults.md
+
 Uses the embedded model (all-MiniLM-L6-v2) and SAE on the bundled sample_data; nothing is downloaded.
 """
 
@@ -25,6 +33,7 @@ SAMPLES = ("instructions.jsonl", "toxicity.jsonl", "product_reviews.jsonl", "sup
 sys.path.insert(0, str(REPO))
 
 from tests.faultkit import differences, run_and_kill, snapshot, writing  # noqa: E402
+from benchmarks.faults_named import named_trials, write_section  # noqa: E402
 
 
 def encode_args(store, shards):
@@ -46,7 +55,12 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write a markdown report here")
+    ap.add_argument("--kind", choices=("encode", "classify", "sae"), default="encode",
+                    help="what to kill: encode at random moments, or classify train / sae train at named points")
     args = ap.parse_args()
+    if args.kind != "encode":
+        named_trials(args)
+        return
 
     from saeembed.documents import ingest
     from saeembed.encode.models import load_model
@@ -145,7 +159,7 @@ def report(rows, args, n_docs, write_seconds) -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        Path(args.out).write_text(text)
+        write_section(Path(args.out), "encode", text)
 
 
 if __name__ == "__main__":

@@ -28,12 +28,53 @@ def run(*args, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(cli(*args), env=cli_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def run_and_kill(args, delay: float, *, armed=None, arm_timeout: float = 300) -> tuple[bool, float]:
+def pause_at(target: str, call: int, mark, *, hold: float = 120) -> dict:
+    """For run_and_kill(pause=...): run the CLI through this module, which wraps `target`
+    ("module:function" or "module:Class.method") so that its `call`-th call (1-based) first writes the
+    file `mark` and then sleeps `hold` seconds before doing its work. With armed=mark.exists the kill
+    lands at that named point (e.g. the 12th LogisticRegression.fit of a cross-validation, or the 13th
+    SAE training step, between two checkpoints) whatever the machine's speed. Library code is untouched."""
+    return {"SAEEMBED_FAULT_AT": f"{target}@{int(call)}", "SAEEMBED_FAULT_MARK": str(mark),
+            "SAEEMBED_FAULT_HOLD": str(hold)}
+
+
+def _install_pause() -> None:
+    import importlib
+
+    target, call = os.environ["SAEEMBED_FAULT_AT"].rsplit("@", 1)
+    mark, hold = Path(os.environ["SAEEMBED_FAULT_MARK"]), float(os.environ.get("SAEEMBED_FAULT_HOLD", "120"))
+    module, attr = target.split(":")
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
+    for part in path:
+        owner = getattr(owner, part)
+    real, calls = getattr(owner, name), [0]
+
+    def paused(*a, **kw):
+        calls[0] += 1
+        if calls[0] == int(call):
+            mark.write_text(f"{os.getpid()} {target} call {calls[0]}\n")
+            time.sleep(hold)
+        return real(*a, **kw)
+
+    setattr(owner, name, paused)
+
+
+def run_and_kill(args, delay: float, *, armed=None, arm_timeout: float = 300, pause: dict | None = None,
+                 output=None) -> tuple[bool, float]:
     """Start the CLI and SIGKILL it `delay` seconds after `armed()` first returns true (polled every
     5 ms; e.g. "the store's WAL exists", i.e. it is writing), or after start when armed is None.
-    Returns (killed while running, seconds it ran)."""
+    pause: env from pause_at (the run goes through this module's hook). output: a file for the CLI's
+    stdout and stderr. Returns (killed while running, seconds it ran)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cli(*args), env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "tests.faultkit", *map(str, args)] if pause else cli(*args)
+    env = {**cli_env(), **(pause or {})}
+    sink = open(output, "wb") if output else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT if output else sink)
+    finally:
+        if output:
+            sink.close()
     try:
         if armed is not None:
             deadline = time.perf_counter() + arm_timeout
@@ -103,3 +144,12 @@ def differences(expected: dict, got: dict) -> list[str]:
         if not expected[key].equals(got[key]):
             out.append(f"{key} differ ({expected[key].height} vs {got[key].height} rows)")
     return out
+
+
+if __name__ == "__main__":  # python -m tests.faultkit ARGS: the CLI with the pause of pause_at installed
+    if os.environ.get("SAEEMBED_FAULT_AT"):
+        _install_pause()
+    from saeembed.cli.app import main
+
+    sys.argv = ["saeembed", *sys.argv[1:]]
+    main()

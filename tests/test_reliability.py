@@ -1,5 +1,6 @@
-"""Faults: kill -9 at random moments (encode, sharded encode, SAE training, ingest), a reader during a
-write, damaged store files. The store must always open, a re-run must finish, and the result must
+"""Faults: kill -9 at random moments (encode, sharded encode, SAE training, ingest) and at named points
+(mid cross-validation of `classify train`, between two SAE checkpoints), a reader during a write, damaged
+store files. The store must always open, a re-run must finish, and the result must
 equal an uninterrupted run. (benchmarks/faults.py runs the same checks over many more trials.)"""
 
 import json
@@ -15,7 +16,7 @@ from saeembed.sae.formats import save_sae
 from saeembed.store import Store
 from tests.conftest import CORPUS_WORDS, make_sae
 from tests.llm_server import llm_server  # noqa: F401  (fixture)
-from tests.faultkit import cli, cli_env, differences, run, run_and_kill, snapshot, writing
+from tests.faultkit import cli, cli_env, differences, pause_at, run, run_and_kill, snapshot, writing
 
 N_DOCS = 240
 
@@ -238,3 +239,118 @@ def test_kill_9_during_llm_labelling_then_rerun_equals_uninterrupted(tmp_path, l
     ref, got = labels(paths["ref"]), labels(paths["killed"])
     assert ref.height > 5 and ref.equals(got)
     assert b"sk-kill-test" not in paths["killed"].read_bytes()
+
+
+# --- kills at named points: mid-fit, between checkpoints -------------------------------------------
+
+CLASSIFY = ["classify", "train", "tox", "--label-column", "toxic", "--name", "toxicity", "--json"]
+
+
+def classifier_state(path) -> tuple:
+    """The saved classifier 'toxicity' (weights, seed) and the scores it gave the corpus."""
+    with Store(path, read_only=True) as st:
+        clf = st.load_classifier("toxicity")
+        scores = st.doc_scores(st.corpus("tox"), ["toxicity"])
+    return json.dumps(clf.model, sort_keys=True), clf.params["config"]["seed"], scores
+
+
+def same_state(a: tuple, b: tuple) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and a[2].equals(b[2])
+
+
+@pytest.fixture
+def classified(tmp_path, capsys, monkeypatch):
+    """A store holding classifier 'toxicity' trained with --seed 0 (the previous one), its state, and the
+    state a --seed 1 re-training gives (made on a copy)."""
+    from tests.analysis.test_classify import planted
+    from tests.synthetic import register_sae, write_corpus
+    from tests.test_cli import run as run_cli
+
+    path = tmp_path / "clf.duckdb"
+    with Store(path) as st:
+        docs, labels = planted(300, 0)
+        write_corpus(st, register_sae(st, 40), "tox", docs, meta={"toxic": labels})
+    assert run_cli(capsys, monkeypatch, *CLASSIFY, "--seed", "0", "--store", path)[0] == 0
+    old = classifier_state(path)
+    shutil.copy(path, tmp_path / "ref.duckdb")
+    assert run_cli(capsys, monkeypatch, *CLASSIFY, "--seed", "1", "--store", tmp_path / "ref.duckdb")[0] == 0
+    new = classifier_state(tmp_path / "ref.duckdb")
+    assert not same_state(old, new) and old[2]["toxicity"].null_count() == 0
+    return path, old, new
+
+
+def test_kill_9_mid_classify_fit_keeps_the_previous_classifier(classified, tmp_path, capsys, monkeypatch):
+    """Killed inside the cross-validation (the 12th of 7 Cs x 5 folds + 1 fits): the previous classifier and
+    its scores are untouched, and the re-run saves exactly what an uninterrupted run saves."""
+    from tests.test_cli import run as run_cli
+
+    path, old, new = classified
+    mark = tmp_path / "mark"
+    killed, _ = run_and_kill([*CLASSIFY, "--seed", "1", "--store", path], 0.0, armed=mark.exists,
+                             pause=pause_at("sklearn.linear_model:LogisticRegression.fit", 12, mark))
+    assert killed and mark.exists()  # it was inside LogisticRegression.fit #12 when killed
+    assert same_state(classifier_state(path), old)  # store opens; previous classifier and scores intact
+    code, _, err = run_cli(capsys, monkeypatch, *CLASSIFY, "--seed", "1", "--store", path)
+    assert code == 0, err
+    assert same_state(classifier_state(path), new)
+
+
+def test_kill_9_between_classifier_save_and_scores_is_all_or_nothing(classified, tmp_path, capsys, monkeypatch):
+    """Killed after the weights are written and before the corpus is scored: the store holds the previous
+    classifier with its scores, or the new one with its scores, never the new weights beside old scores."""
+    from tests.test_cli import run as run_cli
+
+    path, old, new = classified
+    mark = tmp_path / "mark"
+    killed, _ = run_and_kill([*CLASSIFY, "--seed", "1", "--store", path], 0.0, armed=mark.exists,
+                             pause=pause_at("saeembed.store:Store.write_doc_scores", 1, mark))
+    assert killed and mark.exists()
+    after = classifier_state(path)
+    assert same_state(after, old) or same_state(after, new), (after[1], old[1], new[1])
+    assert run_cli(capsys, monkeypatch, *CLASSIFY, "--seed", "1", "--store", path)[0] == 0
+    assert same_state(classifier_state(path), new)
+
+
+def test_kill_9_between_sae_checkpoints_resumes_from_the_last_complete_one(project, tmp_path, capsys, monkeypatch):
+    """Killed at step 13 with checkpoints every 5 steps (after the one at step 10, before the one at 15, long
+    before the last of ~190): the checkpoint on disk is the complete step-10 one and no output is written;
+    a damaged checkpoint is refused in one line; the re-run resumes from step 10 and ends with the
+    weights of an uninterrupted run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.test_cli import run as run_cli
+
+    def args(out, ckpt):
+        return ["sae", "train", "--model", project["model"], "--hook", "layers.1", "--data", project["data"],
+                "--out", out, "--latents", "64", "--k", "4", "--batch-size", "64", "--max-tokens", "12000",
+                "--checkpoint-dir", ckpt, "--checkpoint-every", "5", "--device", "cpu", "--json"]
+
+    code, out, err = run_cli(capsys, monkeypatch, *args(tmp_path / "ref", tmp_path / "ref-ckpt"))
+    assert code == 0, err
+    steps = json.loads(out)["train_stats"]["steps"]
+    assert steps > 30
+    mark, ckpt_dir, out_dir = tmp_path / "mark", tmp_path / "ckpt", tmp_path / "out"
+    killed, _ = run_and_kill(args(out_dir, ckpt_dir), 0.0, armed=mark.exists,
+                             pause=pause_at("saeembed.sae.train:_Trainer.train_step", 13, mark))
+    assert killed and mark.exists()
+    ckpt = ckpt_dir / "checkpoint.pt"
+    assert [f.name for f in ckpt_dir.iterdir()] == ["checkpoint.pt"]  # no half-written temp file
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["step"] == 10
+    assert not (out_dir / "sae_weights.safetensors").exists()  # no half-trained SAE saved as the result
+
+    good = ckpt.read_bytes()  # a damaged checkpoint is refused clearly, and left as it is
+    ckpt.write_bytes(good[: len(good) // 2])
+    code, _, err = run_cli(capsys, monkeypatch, *args(out_dir, ckpt_dir))
+    assert code == 1 and "cannot read training checkpoint" in err and "Traceback" not in err
+    assert ckpt.read_bytes() == good[: len(good) // 2]
+    ckpt.write_bytes(good)
+
+    code, out, err = run_cli(capsys, monkeypatch, *args(out_dir, ckpt_dir))
+    assert code == 0, err
+    stats = json.loads(out)["train_stats"]
+    assert stats["resumed_from_step"] == 10 and stats["steps"] == steps
+    ref = load_file(tmp_path / "ref" / "sae_weights.safetensors")
+    got = load_file(out_dir / "sae_weights.safetensors")
+    assert ref.keys() == got.keys()
+    assert all((ref[k] == got[k]).all() for k in ref)

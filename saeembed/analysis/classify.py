@@ -128,8 +128,9 @@ def train_classifier(
                   "saeembed": __version__}
     all_metrics = {**held, "C": C, "cv": cv.to_dicts(), "pr_table": pr.to_dicts(), "pr_curve": curve.to_dicts(),
                    "baselines": base}
-    store.save_classifier(name, sel.sae, kind, probe.to_json(), params, _nan_to_none(all_metrics), provenance)
-    _score_corpus(store, name, probe, select(store, corpus, sae=sel.sae.sae_hash))
+    with store.transaction():  # the weights and the scores they give land together, or neither does
+        store.save_classifier(name, sel.sae, kind, probe.to_json(), params, _nan_to_none(all_metrics), provenance)
+        _score_corpus(store, name, probe, select(store, corpus, sae=sel.sae.sae_hash))
     store.record_run("classify.train", {"name": name, "corpus": corpus, **{k: v for k, v in params.items()
                                                                             if not k.endswith("doc_idx")}},
                      provenance)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,14 +24,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import polars as pl
 
-from saeembed.errors import InputError, SaeembedError, StoreError
+from saeembed.errors import InputError, SaeembedError
 from saeembed.report import charts
 from saeembed.report.data import exemplar_windows
 from saeembed.report.highlight import Span, exemplar_block, highlight
 from saeembed.report.html import CSP, Section, cards, esc, fmt, page, pct, table
+from saeembed.report.listen import allowed_hosts as _allowed_hosts, check_remote, host_ok, resolve
 from saeembed.store import SAEInfo, Store
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 PAGE_SIZE = 100
 
 
@@ -76,37 +77,13 @@ class FeatureBrowser:
 
     # --- cached statistics ------------------------------------------------------------------------
 
-    def _pick_sae(self, st: Store) -> SAEInfo:
-        rows = st.query("SELECT sae_key, sae_hash FROM saes WHERE sae_key IN (SELECT sae_key FROM encodings) "
-                        "ORDER BY sae_key").rows()
-        if self.sae_prefix:
-            rows = [r for r in rows if r[1].startswith(self.sae_prefix)]
-        if not rows:
-            raise StoreError("the store holds no encoded corpus" + (f" with SAE {self.sae_prefix!r}" if self.sae_prefix else
-                                                                    "; run `saeembed encode` first"))
-        if len(rows) > 1:
-            raise StoreError(f"the store holds several SAEs ({', '.join(r[1] for r in rows)}); pick one with --sae")
-        return st.sae_info(rows[0][0])
-
-    def _version_key(self, st: Store, sae: SAEInfo) -> tuple:
-        enc = st.query("SELECT count(*), sum(n_docs), max(finished_at)::VARCHAR FROM encodings WHERE sae_key = ?",
-                       [sae.sae_key]).row(0)
-        lab = st.query("SELECT count(*), max(created_at)::VARCHAR FROM feature_labels WHERE sae_key = ?",
-                       [sae.sae_key]).row(0)
-        return (sae.sae_key, *enc, *lab)
-
     def _load(self, st: Store) -> Stats:
-        sae = self._pick_sae(st)
-        key = self._version_key(st, sae)
+        sae = st.browsed_sae(self.sae_prefix)
+        key = st.sae_data_version(sae.sae_key)
         if self._stats is not None and self._stats.key == key:
             return self._stats
-        corpora = st.query(
-            "SELECT c.corpus_id, c.name AS corpus, count(e.doc_idx) AS n_docs FROM corpora c "
-            "JOIN encoded_docs e ON e.corpus_id = c.corpus_id AND e.sae_key = ? GROUP BY ALL ORDER BY c.name",
-            [sae.sae_key])
-        per_corpus = st.query(
-            "SELECT corpus_id, feature, count(*) AS docs, max(value)::DOUBLE AS max_value, avg(value) AS mean_value "
-            "FROM activations WHERE sae_key = ? GROUP BY ALL", [sae.sae_key])
+        corpora = st.encoded_corpus_sizes(sae.sae_key)
+        per_corpus = st.feature_stats_by_corpus(sae.sae_key)
         n_docs = int(corpora["n_docs"].sum() or 0)
         features = (
             per_corpus.group_by("feature").agg(
@@ -157,6 +134,7 @@ class FeatureBrowser:
 
     def feature(self, feature: int, *, exemplars: int = 4, correlated: int = 20, min_support: int = 3) -> dict:
         """Everything about one feature: its row, density per corpus, exemplars per corpus, co-occurring features."""
+        # One connection for every read below, so the statistics and the rows agree.
         with self.open() as st:
             s = self._load(st)
             row = s.features.filter(pl.col("feature") == feature)
@@ -173,12 +151,7 @@ class FeatureBrowser:
 
     def _correlated(self, st: Store, s: Stats, feature: int, *, top: int, min_support: int) -> pl.DataFrame:
         """Features that fire in the same documents, by NPMI of binary presence over all encoded documents."""
-        co = st.query(
-            """
-            WITH f AS (SELECT corpus_id, doc_idx FROM activations WHERE sae_key = ? AND feature = ?)
-            SELECT a.feature, count(*) AS together FROM activations a JOIN f USING (corpus_id, doc_idx)
-            WHERE a.sae_key = ? AND a.feature <> ? GROUP BY a.feature HAVING count(*) >= ?
-            """, [s.sae.sae_key, feature, s.sae.sae_key, feature, min_support])
+        co = st.cooccurring_features(s.sae.sae_key, feature, min_support=min_support)
         n = max(s.n_docs, 1)
         n1 = int(s.features.filter(pl.col("feature") == feature)["docs"][0])
         co = co.join(s.features.select("feature", "label", docs_other="docs"), on="feature", how="left")
@@ -191,15 +164,13 @@ class FeatureBrowser:
 
     def document(self, corpus_id: int, doc_idx: int) -> dict:
         """One document with its active features (value, rel to the feature's max, span)."""
+        # One connection for every read below, so the statistics and the rows agree.
         with self.open() as st:
             s = self._load(st)
-            doc = st.query("SELECT d.doc_id, d.text, c.name AS corpus FROM documents d JOIN corpora c USING (corpus_id) "
-                           "WHERE d.corpus_id = ? AND d.doc_idx = ?", [corpus_id, doc_idx])
+            doc = st.document_at(corpus_id, doc_idx)
             if doc.is_empty():
                 raise NotFound(f"no document {doc_idx} in corpus {corpus_id}")
-            acts = st.query("SELECT feature, value::DOUBLE AS value, active_tokens, span_start, span_end FROM activations "
-                            "WHERE sae_key = ? AND corpus_id = ? AND doc_idx = ? ORDER BY value DESC",
-                            [s.sae.sae_key, corpus_id, doc_idx])
+            acts = st.document_activations(s.sae.sae_key, corpus_id, doc_idx)
         acts = (acts.join(s.features.select("feature", "label", "max_value", "density"), on="feature", how="left")
                 .with_columns(rel=pl.col("value") / pl.col("max_value")))
         return {"doc": doc.to_dicts()[0], "activations": acts}
@@ -347,7 +318,7 @@ def _json_frame(frame: pl.DataFrame | None) -> list:
 
 class Handler(BaseHTTPRequestHandler):
     browser: FeatureBrowser  # set on the subclass made by make_server
-    allowed_hosts: set[str] | None
+    allowed_hosts: frozenset[str]  # always checked (DNS rebinding), loopback or not
     server_version = "saeembed-browse"
     sys_version = ""
 
@@ -380,9 +351,8 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_GET(self) -> None:
-        host = (self.headers.get("Host") or "").strip().lower()
-        if self.allowed_hosts is not None and host not in self.allowed_hosts:
-            self._send(HTTPStatus.FORBIDDEN, "unexpected Host header\n", "text/plain; charset=utf-8")
+        if not host_ok(self.headers.get("Host"), self.allowed_hosts):
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, "unexpected Host header\n", "text/plain; charset=utf-8")
             return
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
@@ -430,16 +400,24 @@ class Handler(BaseHTTPRequestHandler):
             raise NotFound(f"no page at {path}")
 
 
-def make_server(store_path, *, host: str = "127.0.0.1", port: int = 8765, sae: str | None = None) -> ThreadingHTTPServer:
-    """A ready (not yet serving) browser server; port 0 picks a free port (see server.server_address)."""
+class _Server6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+def make_server(store_path, *, host: str = "127.0.0.1", port: int = 8765, sae: str | None = None,
+                allow_remote: bool = False) -> ThreadingHTTPServer:
+    """A ready (not yet serving) browser server; port 0 picks a free port (see server.server_address).
+    Loopback only (127.0.0.1, ::1, localhost) unless allow_remote; the Host header is checked either way."""
+    listen = resolve(host)
+    check_remote(listen, allow_remote)  # before the store is opened or anything is bound
     browser = FeatureBrowser(store_path, sae)
-    handler = type("BoundHandler", (Handler,), {"browser": browser, "allowed_hosts": None})
+    handler = type("BoundHandler", (Handler,), {"browser": browser, "allowed_hosts": frozenset()})
+    cls = _Server6 if listen.family == socket.AF_INET6 else ThreadingHTTPServer
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        server = cls((listen.address, port), handler)
     except OSError as e:
-        raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
+        raise InputError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from None
     server.daemon_threads = True
-    real_port = server.server_address[1]
-    if host in LOOPBACK:
-        handler.allowed_hosts = {f"{h}:{real_port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+    server.loopback = listen.loopback
+    handler.allowed_hosts = _allowed_hosts(listen, server.server_address[1])
     return server

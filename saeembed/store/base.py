@@ -86,13 +86,25 @@ class StoreBase:
 
     @contextmanager
     def transaction(self):
+        """All writes inside commit together or not at all. Nested blocks join the outermost one, so a
+        caller can make several store writes (a classifier and its scores) one unit."""
+        if getattr(self, "_tx_depth", 0):
+            self._tx_depth += 1
+            try:
+                yield
+            finally:
+                self._tx_depth -= 1
+            return
         self.con.begin()
+        self._tx_depth = 1
         try:
             yield
         except BaseException:
+            self._tx_depth = 0
             self.con.rollback()
             self._run_commit_hooks(False)
             raise
+        self._tx_depth = 0
         self.con.commit()
         self._run_commit_hooks(True)
 

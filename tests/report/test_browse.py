@@ -3,6 +3,7 @@ and co-occurrence values by construction, document text escaped, pages clean in 
 
 import http.client
 import json
+import socketserver
 import threading
 import urllib.request
 
@@ -30,8 +31,8 @@ def get_json(url):
         return json.loads(r.read())
 
 
-def request(port, method, path="/", host=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def request(port, method, path="/", host=None, addr="127.0.0.1"):
+    conn = http.client.HTTPConnection(addr, port, timeout=10)
     conn.request(method, path, body=b"x" if method in ("POST", "PUT") else None,
                  headers={"Host": host} if host else {})
     r = conn.getresponse()
@@ -49,7 +50,7 @@ def test_binds_loopback_and_refuses_writes(server):
         assert status == 405 and headers["Allow"] == "GET, HEAD"
     status, headers, body = request(port, "GET")
     assert status == 200 and "default-src 'none'" in headers["Content-Security-Policy"]
-    assert request(port, "GET", host="evil.example:80")[0] == 403  # DNS rebinding
+    assert request(port, "GET", host="evil.example:80")[0] == 421  # DNS rebinding
     assert request(port, "GET", "/nope")[0] == 404 and request(port, "GET", "/?min_density=abc")[0] == 400
     assert path.read_bytes() == before
 
@@ -120,3 +121,116 @@ def test_clear_errors(tmp_path):
     Store(tmp_path / "empty.duckdb").close()
     with pytest.raises(StoreError, match="no encoded corpus"):
         FeatureBrowser(tmp_path / "empty.duckdb")
+
+
+# --- where it listens ------------------------------------------------------------------------------
+
+REAL_SERVE_FOREVER = socketserver.BaseServer.serve_forever  # no_serving patches the attribute
+
+
+def serving(srv):
+    thread = threading.Thread(target=REAL_SERVE_FOREVER, args=(srv,), daemon=True)
+    thread.start()
+    return thread
+
+
+def stop(srv, thread):
+    srv.shutdown()
+    srv.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def no_serving(monkeypatch):
+    """Record every socket the CLI binds, and make serve_forever return at once (so a CLI that wrongly
+    starts a server fails the test instead of hanging it)."""
+    bound = []
+    real_bind = socketserver.TCPServer.server_bind
+    monkeypatch.setattr(socketserver.TCPServer, "server_bind", lambda self: bound.append(self) or real_bind(self))
+    monkeypatch.setattr(socketserver.BaseServer, "serve_forever", lambda self, poll_interval=0.5: None)
+    return bound
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "", "192.0.2.1"])
+def test_cli_refuses_non_loopback_host(planted_file, capsys, monkeypatch, no_serving, host):
+    from tests.test_cli import run as run_cli
+
+    code, out, err = run_cli(capsys, monkeypatch, "browse", "--host", host, "--port", "0", "--store", planted_file)
+    assert code == 1 and no_serving == []  # nothing bound, no server started
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "refusing to listen" in lines[0] and "--allow-remote" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_non_loopback_library_call_refused_before_the_store_is_opened(tmp_path):
+    from saeembed.errors import InputError
+
+    with pytest.raises(InputError, match="--allow-remote"):
+        make_server(tmp_path / "missing.duckdb", host="0.0.0.0", port=0)  # not "no store": refused first
+
+
+def test_allow_remote_warns_and_keeps_the_host_check(planted_file, capsys, monkeypatch, no_serving):
+    from tests.test_cli import run as run_cli
+
+    code, _, err = run_cli(capsys, monkeypatch, "browse", "--host", "0.0.0.0", "--allow-remote", "--port", "0",
+                           "--store", planted_file)
+    assert code == 0 and len(no_serving) == 1 and "WARNING" in err and "no authentication" in err
+    srv = make_server(planted_file, host="0.0.0.0", port=0, allow_remote=True)
+    thread = serving(srv)
+    try:
+        port = srv.server_address[1]
+        assert request(port, "GET", host="evil.example")[0] == 421  # DNS rebinding, remote bind
+        assert request(port, "GET", host=f"evil.example:{port}")[0] == 421
+        assert request(port, "GET", host=f"127.0.0.1:{port}")[0] == 200
+        assert request(port, "GET", host=f"localhost:{port}")[0] == 200
+        import socket
+
+        assert request(port, "GET", host=f"{socket.gethostname()}:{port}")[0] == 200  # the machine's own name
+    finally:
+        stop(srv, thread)
+
+
+def test_loopback_host_variants_and_missing_host_header(planted_file):
+    srv = make_server(planted_file, host="localhost", port=0)
+    thread = serving(srv)
+    try:
+        port = srv.server_address[1]
+        assert srv.server_address[0] == "127.0.0.1"
+        assert request(port, "GET", host=f"localhost:{port}")[0] == 200
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.putrequest("GET", "/", skip_host=True)  # no Host header at all
+        conn.endheaders()
+        assert conn.getresponse().status == 421
+        conn.close()
+    finally:
+        stop(srv, thread)
+
+
+def _has_ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback")
+@pytest.mark.parametrize("host", ["::1", "[::1]"])
+def test_ipv6_loopback_serves(planted_file, host, capsys, monkeypatch, no_serving):
+    srv = make_server(planted_file, host=host, port=0)
+    thread = serving(srv)
+    try:
+        addr, port = srv.server_address[:2]
+        assert addr == "::1"
+        status, _, body = request(port, "GET", "/api/features?q=refund", addr="::1")  # Host: [::1]:port
+        assert status == 200 and json.loads(body)["total"] == 1
+        assert request(port, "GET", addr="::1", host="evil.example")[0] == 421
+    finally:
+        stop(srv, thread)
+    from tests.test_cli import run as run_cli
+
+    code, _, err = run_cli(capsys, monkeypatch, "browse", "--host", host, "--port", "0", "--store", planted_file)
+    assert code == 0 and "http://[::1]:" in err and "WARNING" not in err
