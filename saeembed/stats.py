@@ -93,9 +93,43 @@ def two_proportion_p(ca: np.ndarray, na: int, cb: np.ndarray, nb: int) -> np.nda
     p = 2 * special.ndtr(-np.abs(z))  # = scipy.stats.norm.sf(|z|)
     m = ca + cb
     expected_min = np.minimum.reduce([m * na, m * nb, (na + nb - m) * na, (na + nb - m) * nb]) / (na + nb)
-    for i in np.flatnonzero(expected_min < 5):
-        p[i] = _stats().fisher_exact([[ca[i], na - ca[i]], [cb[i], nb - cb[i]]]).pvalue
+    small = np.flatnonzero(expected_min < 5)
+    if len(small):
+        p[small] = fisher_p(np.asarray(ca)[small], na, np.asarray(cb)[small], nb)
     return np.clip(p, 0.0, 1.0)
+
+
+def fisher_p(ca: np.ndarray, na: int, cb: np.ndarray, nb: int, *, cells: int = 4_000_000) -> np.ndarray:
+    """scipy.stats.fisher_exact([[ca, na - ca], [cb, nb - cb]]).pvalue (two-sided) for many tables at
+    once: the hypergeometric probabilities of every table with the same margins no more likely than the
+    observed one (scipy's relative tolerance 1e-7), summed; tables of similar support share one block of
+    at most `cells` probabilities (one scipy call per table took about a millisecond)."""
+    ca, cb = np.asarray(ca, dtype=np.int64), np.asarray(cb, dtype=np.int64)
+    m, n = ca + cb, na + nb
+    lo, hi = np.maximum(0, m - nb), np.minimum(m, na)
+    out = np.ones(len(ca))
+
+    def log_pmf(k, mm):
+        return (special.gammaln(na + 1) - special.gammaln(k + 1) - special.gammaln(na - k + 1)
+                + special.gammaln(nb + 1) - special.gammaln(mm - k + 1) - special.gammaln(nb - mm + k + 1)
+                - special.gammaln(n + 1) + special.gammaln(mm + 1) + special.gammaln(n - mm + 1))
+
+    width = hi - lo + 1
+    order = np.argsort(width, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1  # widths rise along `order`: grow the block while it fits
+        while stop < len(order) and (stop - start + 1) * width[order[stop]] <= cells:
+            stop += 1
+        idx = order[start:stop]
+        k = lo[idx, None] + np.arange(int(width[idx].max()))[None, :]
+        valid = k <= hi[idx, None]
+        kk = np.where(valid, k, lo[idx, None])
+        prob = np.where(valid, np.exp(log_pmf(kk, m[idx, None])), 0.0)
+        observed = np.exp(log_pmf(ca[idx], m[idx]))[:, None]
+        out[idx] = np.minimum(1.0, np.where(prob <= observed * (1 + 1e-7), prob, 0.0).sum(axis=1))
+        start = stop
+    return out
 
 
 def cmh(ca_s: np.ndarray, cb_s: np.ndarray, na_s: np.ndarray, nb_s: np.ndarray):
