@@ -9,8 +9,8 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import (CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, SaeWeightsOpt, StoreOpt, open_store,
-                                  opt)
+from saeembed.cli.options import (CreateStoreOpt, CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, SaeWeightsOpt,
+                                  StoreOpt, csv_opt, open_store, opt)
 from saeembed.config import EncodeConfig
 from saeembed.errors import SaeembedError
 
@@ -72,7 +72,7 @@ def ingest(
     rename: List[str] = typer.Option(
         [], "--rename", help="Rename a column on the way in, OLD=NEW (repeatable), e.g. a metadata column named n_tokens."),
     drop_column: List[str] = typer.Option([], "--drop-column", help="Leave this column out (repeatable)."),
-    store: str = StoreOpt,
+    store: str = CreateStoreOpt,
     as_json: bool = ResultJsonOpt,
 ):
     """Read documents from a file into the store. Other columns are kept as metadata."""
@@ -88,7 +88,7 @@ def ingest(
             raise typer.BadParameter(f"--rename takes OLD=NEW, not {item!r}")
         renames[old] = new
     mode = APPEND if append else REPLACE if replace else NEW
-    with open_store(store) as st:
+    with open_store(store, create=True) as st:
         result = do_ingest(st, path, corpus=corpus, text_column=text_column, id_column=id_column, format=format,
                            mode=mode, separator=sep, rename=renames or None, drop_columns=drop_column or None)
     if as_json:
@@ -168,7 +168,8 @@ def encode(
 
 
 @app.command()
-def info(store: str = ReadStoreOpt, as_json: bool = ResultJsonOpt):
+def info(store: str = ReadStoreOpt, as_json: bool = ResultJsonOpt,
+         as_csv: bool = csv_opt("Print the SAEs table as CSV (the store's totals are in --json).")):
     """What the store holds: corpora, documents, SAEs, rows, schema version."""
     with open_store(store, read_only=True) as st:
         data = st.info()
@@ -176,8 +177,11 @@ def info(store: str = ReadStoreOpt, as_json: bool = ResultJsonOpt):
     if as_json:
         render.emit_json(data | {"sae_list": saes.to_dicts()})
         return
+    if as_csv:
+        render.emit_frame(saes, as_csv=True)
+        return
     for k, v in data.items():
-        render.console.print(f"[bold]{k:>18}[/bold]  {render.safe(v)}")
+        render.console.print(f"[bold]{k:>18}[/bold]  {render.safe(v)}", soft_wrap=True)
     if not saes.is_empty():
         render.emit_frame(saes, title="SAEs")
 
@@ -216,13 +220,24 @@ def features(
 def export(
     corpus: str = typer.Argument(..., help="Corpus to export."),
     out: Path = typer.Option(..., "--out", "-o", help="Output file: .parquet, .csv or .jsonl."),
+    with_metadata: bool = typer.Option(
+        False, "--with-metadata",
+        help="Add the document's metadata columns and its saved clusterings (columns cluster.NAME) to every row; "
+             "a metadata column named like an export column (e.g. value) comes out as value_meta."),
     sae: Optional[str] = SaeOpt,
     store: str = ReadStoreOpt,
+    as_json: bool = ResultJsonOpt,
 ):
-    """Write sparse embeddings as rows of (doc_id, feature, value, active_tokens)."""
+    """Write sparse embeddings as rows of (doc_id, feature, value, active_tokens), streamed (any corpus size).
+
+    Example: `saeembed export support --out emb.parquet --with-metadata`
+    """
     with open_store(store, read_only=True) as st:
-        n = st.export(corpus, out, sae=sae)
-    render.note(f"[green]✓[/green] wrote {n:,} rows to {render.safe(out)}")
+        n = st.export(corpus, out, sae=sae, with_metadata=with_metadata)
+    if as_json:
+        render.emit_json({"out": str(out.resolve()), "rows": n, "with_metadata": with_metadata})
+        return
+    render.note(f"[green]✓[/green] wrote {n:,} rows to {render.safe(out.resolve())}")
 
 
 @app.command()
@@ -233,12 +248,19 @@ def demo(
     sae: Optional[str] = SaeWeightsOpt,
     hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's)."),
     as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the top features of every corpus as one CSV (a corpus column first)."),
 ):
     """Run the whole flow on the bundled sample corpora: ingest → encode → top features per corpus."""
     from saeembed.pipelines.demo import run_demo
 
-    factory = None if as_json else (lambda corpus: render.encode_progress(f"encode {corpus}"))
+    factory = None if as_json or as_csv else (lambda corpus: render.encode_progress(f"encode {corpus}"))
     result = run_demo(store, top=top, model=model, sae=sae, hook=hook, progress_factory=factory)
+    if as_csv:
+        import polars as pl
+
+        render.emit_frame(pl.concat([f.select(pl.lit(c).alias("corpus"), pl.all()) for c, f in result.top_features.items()],
+                                    how="diagonal_relaxed"), as_csv=True)
+        return
     if as_json:
         render.emit_json({
             "store": result.store,

@@ -9,7 +9,8 @@ import polars as pl
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, StoreOpt, deprecated_opt, open_store
+from saeembed.cli.options import (CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, StoreOpt, csv_opt, deprecated_opt,
+                                  open_store)
 
 app = typer.Typer(
     help=(
@@ -69,6 +70,7 @@ def train(
     sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the features with the largest weights as CSV (the metrics are in --json)."),
 ):
     """Train a sparse logistic probe (C by cross-validation), report held-out AUROC/F1/PR and top features, save it.
 
@@ -77,20 +79,23 @@ def train(
     from saeembed.analysis.classify import ProbeConfig, train_classifier
 
     cfg = ProbeConfig(penalty=penalty, l1_ratio=l1_ratio, test_size=test_size, folds=folds, seed=seed, binary=binary)
-    with open_store(store) as st, _status(not as_json, f"train {name}") as progress:
+    with open_store(store) as st, _status(not (as_json or as_csv), f"train {name}") as progress:
         res = train_classifier(st, corpus, label_column, name, where=where, sae=sae, config=cfg,
                                baselines=baseline or [], positive=positive, group_column=group_column, top=top,
                                progress=progress)
     if as_json:
         render.emit_json(res.to_dict())
         return
+    if as_csv:
+        render.emit_frame(res.top_features, as_csv=True)
+        return
     i = res.info
     render.note(f"[green]✓[/green] classifier [bold]{render.safe(name)}[/bold] on {render.safe(corpus)}: {i['n_train']} "
                 f"train / {i['n_test']} held-out, classes {render.safe(i['classes'])}, C={i['C']:g}, "
                 f"{i['features_used']} features with non-zero weight (SAE {render.safe(i['sae'])})")
-    render.console.print(_metrics_line("SAE probe", res.metrics))
+    render.console.print(_metrics_line("SAE probe", res.metrics), soft_wrap=True)
     for b, m in res.baselines.items():
-        render.console.print(_metrics_line(f"baseline {b}", m))
+        render.console.print(_metrics_line(f"baseline {b}", m), soft_wrap=True)
     if not res.pr.is_empty():
         render.emit_frame(res.pr, title="held-out precision / recall by threshold")
     tops = res.top_features
@@ -141,6 +146,7 @@ def evaluate(
     where: Optional[str] = WhereOpt,
     store: str = StoreOpt,
     as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the metrics as CSV, one row per model (the SAE probe, then each baseline)."),
 ):
     """Evaluate a saved classifier on another labelled corpus; baselines are trained on the classifier's own
     training rows and applied here.
@@ -149,19 +155,25 @@ def evaluate(
     """
     from saeembed.analysis.classify import evaluate_classifier
 
-    with open_store(store) as st, _status(not as_json, f"eval {name}"):
+    with open_store(store) as st, _status(not (as_json or as_csv), f"eval {name}"):
         res = evaluate_classifier(st, name, corpus, label_column, where=where, baselines=baseline or [])
     if as_json:
         render.emit_json(res)
+        return
+    if as_csv:
+        keys = ("auroc", "f1", "macro_f1", "n")
+        rows = [{"model": "SAE probe", **{k: res.get(k) for k in keys}}]
+        rows += [{"model": f"baseline {b}", **{k: m.get(k) for k in keys}} for b, m in res.get("baselines", {}).items()]
+        render.emit_frame(pl.DataFrame(rows, infer_schema_length=None), as_csv=True)
         return
     render.note(f"{render.safe(name)} (trained on {render.safe(res['trained_on'])}) evaluated on {render.safe(corpus)}:")
     if res.get("rows_seen_in_training"):
         render.note(f"[yellow]warning:[/yellow] {res['rows_seen_in_training']} of these rows were used to train "
                     f"{render.safe(name)}; "
                     "these metrics are optimistic")
-    render.console.print(_metrics_line("SAE probe", res))
+    render.console.print(_metrics_line("SAE probe", res), soft_wrap=True)
     for b, m in res.get("baselines", {}).items():
-        render.console.print(_metrics_line(f"baseline {b}", m))
+        render.console.print(_metrics_line(f"baseline {b}", m), soft_wrap=True)
     if res.get("pr_table"):
         render.emit_frame(pl.DataFrame(res["pr_table"]), title="precision / recall by threshold")
 
@@ -179,6 +191,7 @@ def zero_shot_cmd(
     top: int = typer.Option(10, "--top", help="Highest-scored documents to print."),
     store: str = StoreOpt,
     as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the top documents as CSV (the matched features and metrics are in --json)."),
 ):
     """Score documents by the SAE features matched to a description: no labels needed.
 
@@ -187,19 +200,22 @@ def zero_shot_cmd(
     from saeembed.analysis.classify import zero_shot
 
     n_features = n_features if features_count is None else features_count
-    with open_store(store) as st, _status(not as_json, "zero-shot"):
+    with open_store(store) as st, _status(not (as_json or as_csv), "zero-shot"):
         res = zero_shot(st, description, corpus, name=name, top_features=n_features, where=where,
                         label_column=label_column, match_options={"method": method})
         texts = st.documents(corpus, metadata=False, doc_idx=res.scores["doc_idx"].head(top).to_list())
     if as_json:
         render.emit_json(res.to_dict(top))
         return
-    render.emit_frame(res.features, title=f"features matched to {description!r}")
     shown = res.scores.head(top).join(texts.select("doc_idx", pl.col("text").str.slice(0, 100)), on="doc_idx",
                                       how="left", maintain_order="left")
+    if as_csv:
+        render.emit_frame(shown.drop("doc_idx"), as_csv=True)
+        return
+    render.emit_frame(res.features, title=f"features matched to {description!r}")
     render.emit_frame(shown.drop("doc_idx"), title=f"top {top} documents (score column {name!r} stored)")
     if res.metrics:
-        render.console.print(_metrics_line("zero-shot", res.metrics))
+        render.console.print(_metrics_line("zero-shot", res.metrics), soft_wrap=True)
 
 
 @app.command("list")

@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
+from saeembed.errors import InputError
 from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
                                   JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, ReadStoreOpt, SaeOpt, StoreOpt,
                                   feature_ids, open_store)
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def cluster_cmd(
-    corpus: str = typer.Argument(..., help="Corpus to cluster."),
+    corpus: Optional[str] = typer.Argument(None, help="Corpus to cluster (omit with --saved)."),
     axis: Optional[str] = AxisOpt,
     features: List[str] = ClusterFeaturesOpt,
     k: Optional[int] = KOpt,
@@ -29,7 +30,10 @@ def cluster_cmd(
     min_samples: Optional[int] = MinSamplesOpt,
     where: Optional[str] = ClusterWhereOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Save under this name (default CORPUS_AXIS); filter later with --where \"cluster.NAME = 3\"."),
+    replace: bool = typer.Option(False, "--replace", "--overwrite", help="Overwrite a clustering already saved under the name (refused without it)."),
     no_save: bool = typer.Option(False, "--no-save", help="Do not store the assignments."),
+    compare_column: Optional[str] = typer.Option(None, "--compare-column", metavar="COLUMN", help="Also crosstab the clusters against this metadata column (or cluster.NAME): purity, ARI, NMI."),
+    saved: Optional[str] = typer.Option(None, "--saved", metavar="NAME", help="Compare the clustering saved as NAME (see `saeembed clusterings`) with --compare-column instead of clustering now."),
     seed: int = ClusterSeedOpt,
     binary: bool = BinaryOpt,
     show_features: bool = typer.Option(False, "--explain", help="Also show which features were clustered on and why."),
@@ -42,26 +46,44 @@ def cluster_cmd(
     by its over-represented features, and save the assignments + 2-D layout in the store.
 
     Examples: `saeembed cluster support --axis "writing style" --k 4`; `saeembed cluster support --axis 2`
-    (axis 2 of `saeembed axes support`); `saeembed cluster support -f 12 -f 40 --k 4`.
+    (axis 2 of `saeembed axes support`); `saeembed cluster support -f 12 -f 40 --k 4`;
+    `saeembed cluster support --k 4 --compare-column channel` (crosstab, purity, ARI, NMI);
+    `saeembed cluster --saved support_all --compare-column channel` (a saved clustering).
+    With --compare-column, --csv writes the crosstab (else the assignments).
     """
+    if saved is not None:
+        given = [flag for flag, v in (("--axis", axis), ("--features", features), ("--k", k), ("--where", where),
+                                      ("--name", name), ("--replace", replace), ("--no-save", no_save),
+                                      ("--min-cluster-size", min_cluster_size), ("--binary", binary),
+                                      ("--sae", sae)) if v]
+        if given:
+            raise InputError(f"--saved compares a stored clustering as it is; drop {', '.join(given)}")
+        if compare_column is None:
+            raise InputError("--saved NAME needs --compare-column COLUMN (what to compare the clustering with)")
+        _compare_saved(saved, corpus, compare_column, store, as_json, as_csv)
+        return
+    if corpus is None:
+        raise InputError("name a corpus to cluster, or --saved NAME --compare-column COLUMN for a saved clustering")
     from saeembed.analysis.cluster import ClusterConfig, cluster
 
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
                         seed=seed, binary=binary, match=match)
     with open_store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
         result = cluster(st, corpus, axis=axis, features=feature_ids(features) or None, where=where, sae=sae, name=name,
-                         save=not no_save, config=cfg, progress=bar)
+                         save=not no_save, replace=replace, compare_column=compare_column, config=cfg, progress=bar)
     if as_json:
         render.emit_json({
-            "name": result.name, "saved": result.clustering_id is not None, "n_docs": result.assignments.height,
+            "name": result.name, "saved": result.clustering_id is not None, "replaced": result.replaced,
+            "n_docs": result.assignments.height,
             "n_clusters": int((result.clusters["cluster"] >= 0).sum()), "n_noise": result.n_noise,
             "noise_share": result.noise_share, "n_empty": result.n_empty, "axis": result.params.get("axis_found"),
             "features": result.features.to_dicts(), "clusters": result.clusters.to_dicts(),
             "descriptions": result.descriptions.to_dicts(),
+            **(_comparison_json(*result.comparison) if result.comparison else {}),
         })
         return
     if as_csv:
-        render.emit_frame(result.assignments, as_csv=True)
+        render.emit_frame(result.comparison[0] if result.comparison else result.assignments, as_csv=True)
         return
     found = result.params.get("axis_found")
     if found:
@@ -77,9 +99,51 @@ def cluster_cmd(
     if result.noise_share > 0.3 and k is None:
         msg += "; lots of noise: try --min-cluster-size smaller, --min-samples 1, or --k"
     render.note(msg)
+    weak = [c for c, q in result.clusters.select("cluster", "features_q05").iter_rows() if c >= 0 and q == 0]
+    if weak:
+        render.note(f"cluster {', '.join(map(str, weak))}: no feature differs from the rest at q ≤ 0.05 (as "
+                    "`saeembed diff --where` will say); its description shows tendencies, not findings")
+    if result.comparison:
+        _show_comparison(*result.comparison)
     if result.clustering_id is not None:
-        render.note(f"saved as [bold]{render.safe(result.name)}[/bold]; select a cluster with "
+        what = "replaced the clustering saved as" if result.replaced else "saved as"
+        render.note(f"{what} [bold]{render.safe(result.name)}[/bold]; select a cluster with "
                     f"--where \"cluster.{render.safe(result.name)} = 0\"")
+    else:
+        render.note("not saved (--no-save)")
+
+
+def _compare_saved(saved: str, corpus: Optional[str], column: str, store: str, as_json: bool, as_csv: bool) -> None:
+    from saeembed.analysis.cluster_compare import compare_saved
+
+    with open_store(store, read_only=True) as st:
+        crosstab, metrics = compare_saved(st, saved, column)
+    if corpus is not None and corpus != metrics["corpus"]:
+        raise InputError(f"clustering {saved!r} is of corpus {metrics['corpus']!r}, not {corpus!r}")
+    if as_json:
+        render.emit_json({"name": saved, **_comparison_json(crosstab, metrics)})
+    elif as_csv:
+        render.emit_frame(crosstab, as_csv=True)
+    else:
+        _show_comparison(crosstab, metrics)
+
+
+def _comparison_json(crosstab, metrics: dict) -> dict:
+    """crosstab, purity, ari, nmi at the top; the counts behind them under "comparison"."""
+    return {"crosstab": crosstab.to_dicts(), "purity": metrics["purity"], "ari": metrics["ari"], "nmi": metrics["nmi"],
+            "comparison": {k: v for k, v in metrics.items() if k not in ("clustering", "purity", "ari", "nmi")}}
+
+
+def _show_comparison(crosstab, metrics: dict) -> None:
+    render.emit_frame(crosstab, title=f"clusters × {metrics['column']}")
+    if metrics["purity"] is None:
+        render.note("no clustered document has a value in this column: nothing to score")
+        return
+    left = [f"{metrics['n_noise']} noise"] if metrics["n_noise"] else []
+    left += [f"{metrics['n_missing']} without a value"] if metrics["n_missing"] else []
+    render.note(f"purity {metrics['purity']:.3f} · ARI {metrics['ari']:.3f} · NMI {metrics['nmi']:.3f} over "
+                f"{metrics['n_docs']} documents in {metrics['n_clusters']} clusters × {metrics['n_values']} values of "
+                f"{render.safe(metrics['column'])}" + (f" (left out: {', '.join(left)})" if left else ""))
 
 
 def clusterings_cmd(

@@ -10,7 +10,7 @@ import typer
 from saeembed.cli import render
 from saeembed.cli.options import (DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KeepShortOpt, QualityDropOpt,
                                   QualityLabelOpt, QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ResultJsonOpt, SaeOpt,
-                                  StoreOpt, filter_spec, open_store)
+                                  CreateStoreOpt, StoreOpt, csv_opt, filter_spec, open_store)
 
 
 def filter_command(
@@ -33,6 +33,7 @@ def filter_command(
     seed: int = DedupeSeedOpt,
     store: str = StoreOpt,
     as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the rules table (rows matched and dropped per rule) as CSV; notes go to stderr."),
 ):
     """Clean a corpus with readable rules: classifier scores, SAE features, metadata, near-duplicates, quality.
 
@@ -58,11 +59,14 @@ def filter_command(
                        quality_model=quality_model, quality_label=quality_label, quality_positive=quality_positive,
                        quality_name=quality_name, quality_drop=quality_drop, sae=sae, seed=seed)
     with open_store(store) as st:
-        with render.err_console.status(render.safe(f"filter {corpus}")) if not as_json else _null():
+        with render.err_console.status(render.safe(f"filter {corpus}")) if not (as_json or as_csv) else _null():
             res = filter_corpus(st, corpus, spec, samples_per_rule=samples)
             written = {} if dry_run else write_outputs(st, res, out, dropped)
     if as_json:
         render.emit_json(res.summary() | {"written": written, "dry_run": dry_run})
+        return
+    if as_csv:
+        render.emit_frame(res.rules, as_csv=True)
         return
     if res.quality:
         q = res.quality
@@ -108,7 +112,9 @@ def clean_command(
     quality_label: Optional[str] = QualityLabelOpt,
     quality_positive: Optional[str] = QualityPositiveOpt,
     quality_drop: Optional[float] = QualityDropOpt,
-    store: str = StoreOpt,
+    store: str = CreateStoreOpt,
+    as_json: bool = ResultJsonOpt,
+    as_csv: bool = csv_opt("Print the rules table (rows matched and dropped per rule) as CSV; notes go to stderr."),
 ):
     """Raw instruction-tuning file → cleaned file + report: ingest, encode, filter, write.
 
@@ -118,10 +124,14 @@ def clean_command(
 
     spec = filter_spec(drop=drop, keep=keep, keep_short=keep_short, drop_feature=drop_feature, dedupe=dedupe,
                        quality_label=quality_label, quality_positive=quality_positive, quality_drop=quality_drop)
-    with render.encode_progress(f"encode {corpus or path.stem}") as bar:
+    with render.encode_progress(f"encode {corpus or path.stem}", enabled=not (as_json or as_csv)) as bar:
         res = clean_file(path, out, dropped=dropped, report=report, store=store, corpus=corpus,
                          text_column=text_column, id_column=id_column, spec=spec, progress=bar)
     c = res.filter.check
-    render.emit_frame(res.filter.rules, title="rules")
+    if as_json:
+        render.emit_json(res.filter.summary() | {"corpus": res.corpus, "written": res.written,
+                                                 "report": str(res.report) if res.report else None})
+        return
+    render.emit_frame(res.filter.rules, as_csv=as_csv, title="rules")
     render.note(f"[green]✓[/green] {c['input']} rows = {c['kept']} kept → {render.safe(str(out))} + {c['dropped']} dropped"
                 + (f" → {render.safe(str(dropped))}" if dropped else "") + (f"; report: {render.safe(str(report))}" if report else ""))

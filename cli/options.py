@@ -31,11 +31,12 @@ def deprecated_opt(default, old: str, new: str):
     return typer.Option(default, old, hidden=True, callback=note)
 
 
-def open_store(path: str, *, read_only: bool = False):
-    """Open the store a command names (a context manager): the one way the CLI opens a store."""
+def open_store(path: str, *, read_only: bool = False, create: bool = False):
+    """Open the store a command names (a context manager): the one way the CLI opens a store. Only a
+    command that adds documents creates a missing one; the others say there is no store."""
     from saeembed.store import Store
 
-    return Store(path, read_only=read_only)
+    return Store(path, read_only=read_only, create=create)
 
 
 def feature_ids(values) -> list[int]:
@@ -48,8 +49,10 @@ def feature_ids(values) -> list[int]:
 
 
 _STORE = ("saeembed.duckdb", "--store", "-s")
-StoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file (created when missing).")
-ReadStoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file.")  # for commands that only read
+# Each help says what the command does to the store: create it (ingest), write to it, or only read it.
+CreateStoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file (created when missing).")
+StoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file (must exist; this command may write to it).")
+ReadStoreOpt = typer.Option(*_STORE, envvar="SAEEMBED_STORE", help="Store file (only read).")
 
 
 def json_opt(help: str = "Print JSON (a list of row objects, best first) instead of a table."):
@@ -60,6 +63,11 @@ def json_opt(help: str = "Print JSON (a list of row objects, best first) instead
 JsonOpt = json_opt()
 ResultJsonOpt = json_opt("Print the result as JSON.")
 CsvOpt = typer.Option(False, "--csv", help="Print CSV instead of a table.")
+
+
+def csv_opt(help: str):
+    """--csv on a command that prints several tables: the help says which one the CSV holds."""
+    return typer.Option(False, "--csv", help=help)
 
 # Two kinds of `--sae`: a stored SAE (its hash), or weights to load (a path or hub id).
 SaeOpt = typer.Option(None, "--sae", metavar="HASH", help="Stored SAE: its hash (a prefix will do) when the store or corpus has several.")

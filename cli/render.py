@@ -1,4 +1,5 @@
-"""Output for the CLI: rich tables for people, JSON/CSV for programs, one-line errors, progress bars."""
+"""Output for the CLI: rich tables for people at a terminal, plain aligned columns when piped or redirected,
+JSON/CSV for programs, one-line errors, progress bars."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import re
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import polars as pl
+from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -61,8 +63,11 @@ def _jsonable(value):
     return value
 
 
-def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = False, title: str | None = None) -> None:
-    """Print a DataFrame as a table, a JSON list of row objects, or CSV."""
+def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = False, title: str | None = None,
+               stderr: bool = False) -> None:
+    """Print a DataFrame as a table, a JSON list of row objects, or CSV. The table is drawn with rich at a
+    terminal; piped or redirected it is plain text in aligned columns at full width (nothing folded or cut),
+    so `saeembed … > out.txt` reads as shown. stderr: the table goes to stderr (beside JSON on stdout)."""
     if as_json:
         rows = [{k: _jsonable(v) for k, v in row.items()} for row in frame.iter_rows(named=True)]
         sys.stdout.write(_json_text(rows, default=str) + "\n")
@@ -73,16 +78,49 @@ def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = Fal
         )
         sys.stdout.write(flat.write_csv())
         return
+    target = err_console if stderr else console
     if frame.is_empty():
-        console.print("[dim](no rows)[/dim]")
+        target.print("[dim](no rows)[/dim]")
+        return
+    if not target.is_terminal:
+        target.file.write(plain_table(frame, title))
         return
     shown = table(title, show_lines=False, header_style="bold")
     for col in frame.columns:
         numeric = frame.schema[col].is_numeric()
-        shown.add_column(safe(col), justify="right" if numeric else "left", overflow="fold")
+        # a header is never folded mid-word (`featur e`); long cells still fold to fit the terminal
+        shown.add_column(safe(col), justify="right" if numeric else "left", overflow="fold", min_width=cell_len(col))
     for row in frame.iter_rows():
         shown.add_row(*[cell(v) for v in row])
-    console.print(shown)
+    target.print(shown)
+
+
+def _plain_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(_plain_cell(v) for v in value)
+    return _CONTROL.sub(_visible, str(value).replace("\r\n", "\n"))
+
+
+def plain_table(frame: pl.DataFrame, title: str | None = None) -> str:
+    """A frame as plain text: an optional title line, a header and one line per row, columns separated by
+    two spaces and padded to their widest cell (numbers right-aligned), then a blank line. Control
+    characters are made visible as in `safe`; there is no markup to escape in plain text."""
+    header = [_plain_cell(c) for c in frame.columns]
+    rows = [[_plain_cell(v) for v in row] for row in frame.iter_rows()]
+    widths = [max(cell_len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = [frame.schema[c].is_numeric() for c in frame.columns]
+
+    def line(cells: list[str]) -> str:
+        padded = [(" " * (w - cell_len(c)) + c) if r else (c + " " * (w - cell_len(c)))
+                  for c, w, r in zip(cells, widths, right)]
+        return "  ".join(padded).rstrip() + "\n"
+
+    head = (_plain_cell(title) + "\n") if title else ""
+    return head + line(header) + "".join(line(r) for r in rows) + "\n"
 
 
 def emit_json(obj) -> None:
@@ -130,20 +168,23 @@ def encode_progress(description: str, enabled: bool = True):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(safe(description), total=None, docs_s=0.0, tok_s=0.0)  # it names the corpus
-        state = {"t0": None}
+    # started by the first update with work to do: an argument refused before encoding starts (or nothing
+    # to encode) leaves no empty bar or blank line above the message
+    state = {"t0": None, "bar": None, "task": None}
 
-        def update(docs: int, tokens: int, total: int) -> None:
-            now = time.perf_counter()
-            if state["t0"] is None:  # the first call (0 docs) marks the start of encoding
-                state["t0"] = now
-            elapsed = max(now - state["t0"], 1e-9)
-            if total == 0:  # nothing to encode: no empty bar
-                bar.update(task, visible=False)
-                return
-            bar.update(task, completed=docs, total=total, docs_s=docs / elapsed, tok_s=tokens / elapsed)
+    def update(docs: int, tokens: int, total: int) -> None:
+        now = time.perf_counter()
+        if state["t0"] is None:  # the first call (0 docs) marks the start of encoding
+            state["t0"] = now
+        if total == 0:
+            return
+        if state["bar"] is None:
+            state["bar"] = stack.enter_context(Progress(*columns, console=err_console, transient=False))
+            state["task"] = state["bar"].add_task(safe(description), total=total, docs_s=0.0, tok_s=0.0)  # names the corpus
+        elapsed = max(now - state["t0"], 1e-9)
+        state["bar"].update(state["task"], completed=docs, total=total, docs_s=docs / elapsed, tok_s=tokens / elapsed)
 
+    with ExitStack() as stack:
         yield update
 
 

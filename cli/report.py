@@ -1,7 +1,8 @@
 """`saeembed report ...`: analyses as self-contained HTML pages (plots inline, nothing fetched when opened).
 
 Each subcommand parses its options, calls one saeembed.report.build function (which runs the analysis and
-builds the page), writes the page atomically and finishes with one summary line naming the file.
+builds the page), writes the page atomically and finishes with one summary line naming the file by its
+absolute path. --out is required: a page is never dropped silently into the current folder.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from saeembed.cli import render
 from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt,
                                   DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KeepShortOpt, KOpt,
                                   MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, QualityDropOpt, QualityLabelOpt,
-                                  QualityModelOpt, QualityNameOpt, QualityPositiveOpt, SaeOpt, StoreOpt, feature_ids,
-                                  filter_spec, json_opt)
+                                  QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ReadStoreOpt, SaeOpt, StoreOpt,
+                                  feature_ids, filter_spec, json_opt)
+from saeembed.errors import InputError
 
 app = typer.Typer(
     help=(
@@ -34,8 +36,15 @@ JsonOpt = json_opt("Print a JSON summary (out, bytes, counts) instead of a line.
 ExemplarsOpt = typer.Option(3, "--exemplars", help="Exemplars shown per feature (and per side for a diff).")
 
 
-def out_option(default: str):
-    return typer.Option(Path(default), "--out", "-o", help=f"HTML file to write (default {default}).")
+def out_option(example: str):
+    return typer.Option(None, "--out", "-o", help=f"HTML file to write, e.g. {example} (required).")
+
+
+def need_out(out: Path | None, command: str, example: str) -> Path:
+    """--out, checked before any work: without it nothing is written (one line saying what to add)."""
+    if out is None:
+        raise InputError(f"saeembed report {command} needs --out FILE.html, the page to write (e.g. --out {example})")
+    return out
 
 
 @contextmanager
@@ -59,6 +68,7 @@ def steps(total: int, enabled: bool = True):
 def finish(path: Path, report, as_json: bool) -> None:
     """The one summary line (or JSON object) every report command ends with."""
     what, counts = report.kind, report.counts
+    path = Path(path).resolve()
     size = path.stat().st_size
     if as_json:
         render.emit_json({"out": str(path), "bytes": size, "report": what, **counts})
@@ -75,11 +85,13 @@ def features_cmd(
     by: str = typer.Option("docs", "--by", help="Rank by docs (how many documents fire), max or mean activation."),
     exemplars: int = ExemplarsOpt,
     sae: Optional[str] = SaeOpt,
-    out: Path = out_option("features.html"),
-    store: str = StoreOpt,
+    out: Optional[Path] = out_option("features.html"),
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
 ):
     """Top features of a corpus: ranked bars of document frequency, labels, exemplars with the activating token shaded."""
+    need_out(out, "features", "features.html")
+
     from saeembed.report.build import build_features_report
 
     with steps(3, not as_json) as advance:
@@ -101,12 +113,14 @@ def diff_cmd(
     top: int = typer.Option(20, "--top", "-n", min=1, help="Features per side in the charts."),
     exemplars: int = typer.Option(2, "--exemplars", help="Exemplars per feature and side."),
     sae: Optional[str] = SaeOpt,
-    out: Path = out_option("diff.html"),
-    store: str = StoreOpt,
+    out: Optional[Path] = out_option("diff.html"),
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
 ):
     """How two corpora (or two slices of one) differ: features more frequent on each side (paired bars),
     p/q-values, the length difference, exemplars from both sides with the activating token shaded."""
+    need_out(out, "diff", "diff.html")
+
     from saeembed.report.build import build_diff_report
 
     with steps(3, not as_json) as advance:
@@ -127,11 +141,13 @@ def correlate_cmd(
     keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
     sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
-    out: Path = out_option("correlate.html"),
-    store: str = StoreOpt,
+    out: Optional[Path] = out_option("correlate.html"),
+    store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
 ):
     """Which features fire together: an NPMI heatmap of the strongest pairs, unexpected pairs outlined."""
+    need_out(out, "correlate", "correlate.html")
+
     from saeembed.report.build import build_correlate_report
 
     with steps(2, not as_json) as advance:
@@ -158,7 +174,7 @@ def cluster_cmd(
     seed: int = ClusterSeedOpt,
     binary: bool = BinaryOpt,
     sae: Optional[str] = SaeOpt,
-    out: Path = out_option("cluster.html"),
+    out: Optional[Path] = out_option("cluster.html"),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
 ):
@@ -167,6 +183,8 @@ def cluster_cmd(
 
     Examples: `saeembed report cluster support --axis "writing style"`; `saeembed report cluster --saved support_style`.
     """
+    need_out(out, "cluster", "cluster.html")
+
     from saeembed.analysis.cluster import ClusterConfig
     from saeembed.report.build import build_cluster_report
 
@@ -193,7 +211,7 @@ def search_cmd(
     n_features: int = typer.Option(30, "--n-features", help="How many features a query is mapped to."),
     match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe, prf, or a registered one."),
     sae: Optional[str] = SaeOpt,
-    out: Path = out_option("search.html"),
+    out: Optional[Path] = out_option("search.html"),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
 ):
@@ -202,7 +220,8 @@ def search_cmd(
 
     Example: `saeembed report search "mentions a specific date" -c news --out search.html`.
     """
-    from saeembed.errors import InputError
+    need_out(out, "search", "search.html")
+
     from saeembed.report.build import build_search_report
 
     if dense and hybrid:
@@ -225,7 +244,7 @@ def classify_cmd(
     baseline: Optional[List[str]] = typer.Option(None, "--baseline", "-b", help="Also evaluate a baseline (dense or tfidf) trained on the classifier's training rows (with --corpus). Repeatable."),
     where: Optional[str] = typer.Option(None, "--where", "-w", help="Only documents matching this filter (with --corpus)."),
     top: int = typer.Option(30, "--top", "-n", min=1, help="Weighted features shown."),
-    out: Path = out_option("classify.html"),
+    out: Optional[Path] = out_option("classify.html"),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
 ):
@@ -234,6 +253,8 @@ def classify_cmd(
 
     Examples: `saeembed report classify toxicity`; `saeembed report classify toxicity -c tox2 -l toxic`.
     """
+    need_out(out, "classify", "classify.html")
+
     from saeembed.report.build import build_classify_report
 
     with steps(3, not as_json) as advance:
@@ -260,7 +281,7 @@ def filter_cmd(
     samples: int = typer.Option(3, "--samples", help="Sample dropped rows shown per rule."),
     sae: Optional[str] = SaeOpt,
     seed: int = DedupeSeedOpt,
-    out: Path = out_option("filter.html"),
+    out: Optional[Path] = out_option("filter.html"),
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
 ):
@@ -269,6 +290,8 @@ def filter_cmd(
 
     Example: `saeembed report filter inst --drop "n_chars < 60" --dedupe 0.8 --out filter.html`.
     """
+    need_out(out, "filter", "filter.html")
+
     from saeembed.report.build import build_filter_report
 
     spec = filter_spec(drop=drop, keep=keep, keep_short=keep_short, drop_feature=drop_feature, dedupe=dedupe,

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
         into: str = typer.Option("shard", "--into", help="shard: one sorted shard per encoding; table: move the rows into the store file."),
         store: str = StoreOpt,
         as_json: bool = JsonOpt,
+        as_csv: bool = CsvOpt,
     ):
         """Merge the activation shards of each encoding (and remove files left by crashed runs)."""
         with open_store(store) as st:
@@ -24,11 +25,13 @@ def register(app: typer.Typer) -> None:
         if frame.is_empty():
             if as_json:
                 render.emit_json([])
+            elif as_csv:
+                render.emit_frame(frame, as_csv=True)
             else:
                 render.note("nothing to compact: no activation shards"
                             + (f" for corpus {render.safe(corpus)}" if corpus else ""))
             return
-        render.emit_frame(frame, as_json=as_json, title="compacted")
+        render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="compacted")
 
     @app.command("shards")
     def list_shards(

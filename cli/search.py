@@ -9,15 +9,6 @@ from saeembed.cli import render
 from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, SaeOpt, StoreOpt, open_store
 
 
-def _emit_stderr(frame, title: str) -> None:
-    table = render.table(title, header_style="bold")
-    for col in frame.columns:
-        table.add_column(render.safe(col), overflow="fold")
-    for row in frame.iter_rows():
-        table.add_row(*[f"{v:.3g}" if isinstance(v, float) else render.cell(v) for v in row])
-    render.err_console.print(table)
-
-
 def register(app: typer.Typer) -> None:
     app.command("search")(search_cmd)
     app.command("similar")(similar_cmd)
@@ -62,7 +53,7 @@ def search_cmd(
                                          progress=bar)
     if explain and plan is not None:
         if as_json or as_csv:  # keep stdout machine-readable
-            _emit_stderr(plan, "features searched for")
+            render.emit_frame(plan, title="features searched for", stderr=True)
         else:
             render.emit_frame(plan, title="features searched for")
     if frame.is_empty():

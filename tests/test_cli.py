@@ -130,3 +130,26 @@ def test_ingest_sep_rename_and_drop_column(capsys, monkeypatch, tmp_path):
         d = st.documents("a")
     assert d["doc_id"].to_list() == ["1.10", "2.00"] and d["text"].to_list() == ["hello there", "1e3"]
     assert d["ntok"].to_list() == [3, 4]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["encode", "nosuch"], "unknown corpus 'nosuch'"),
+    (["encode", "support", "--backend", "nope"], "unknown backend 'nope'"),
+    (["encode", "support", "--hook", "bogus"], "unknown hook point 'bogus'"),
+    (["encode", "support", "--window", "2"], "--window 2 is too small"),
+    (["encode", "support", "--chat-template", "--prompt-column", "nope"], "--prompt-column 'nope' is not a column"),
+])
+def test_encode_checks_its_arguments_before_loading_anything(capsys, monkeypatch, project, args, message):
+    """A mistake is said before torch, transformers or a model is loaded (a fresh process shows what loaded)."""
+    import subprocess
+
+    run(capsys, monkeypatch, "ingest", project["data"], "--corpus", "support", "--text-column", "body",
+        "--store", project["store"])
+    script = ("import sys\n"
+              f"sys.argv = ['saeembed', *{args!r}, '--store', {str(project['store'])!r}]\n"
+              "from saeembed.cli.app import main\n"
+              "try:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code)\n"
+              "print('loaded', [m for m in ('torch', 'transformers') if m in sys.modules])\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.splitlines() == ["exit 1", "loaded []"], done.stderr
+    assert message in done.stderr and done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1

@@ -82,7 +82,7 @@ def test_errors_say_what_is_wrong():
         parse_filter("(stars = 1", FRAME.columns)
     with pytest.raises(FilterError, match="empty"):
         parse_filter("  ", FRAME.columns)
-    with pytest.raises(FilterError, match="column types"):
+    with pytest.raises(FilterError, match="'stars' holds numbers.*without quotes"):
         parse_filter("stars = 'five'", FRAME.columns).mask(FRAME)
     with pytest.raises(FilterError, match="limit"):
         parse_filter("stars = 1 or " * 2000 + "stars = 2", FRAME.columns)
@@ -148,5 +148,94 @@ def test_numeric_lists_match_int_and_float_columns(text, expected):
 
 
 def test_a_list_of_the_wrong_kind_for_the_column_is_a_filter_error():
-    with pytest.raises(FilterError, match="column types"):
+    with pytest.raises(FilterError, match="'n_chars' holds numbers"):
         parse_filter("n_chars in ('a', 'b')", FLOATS.columns).mask(FLOATS)
+
+
+# --- text tests: contains / like / ilike / regex, on `text` and any other column ----------------------
+
+TEXTS = pl.DataFrame({
+    "text": ["Please REFUND my double charge", "refunded already, thanks", "the cat sat", None, "50% off: it's a deal"],
+    "lang": ["en", "en", "en", "de", "fr"],
+    "stars": [1, 5, 3, 2, 4],
+})
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("text contains 'refund'", [True, True, False, False, False]),  # any case
+    ("text not contains 'refund'", [False, False, True, False, True]),  # a null text matches neither
+    ("text like '%REFUND%'", [True, False, False, False, False]),  # LIKE keeps case
+    ("text ilike '%refund %'", [True, False, False, False, False]),
+    ("text not like 'the%'", [True, True, False, False, True]),
+    ("text ~ 'refund(ed)? al'", [False, True, False, False, False]),
+    ("text matches '(?i)^please'", [True, False, False, False, False]),
+    ("text !~ 'a'", [False, False, False, False, False]),
+    ("text contains '50%'", [False, False, False, False, True]),  # no wildcards in contains
+    ("text contains 'it''s'", [False, False, False, False, True]),
+    ("lang contains 'E' and text contains 'cat'", [False, False, True, False, False]),
+    ("stars contains '4'", [False, False, False, False, True]),  # any column, read as text
+    ("text CONTAINS 'cat' or lang MATCHES 'd.'", [False, False, True, True, False]),
+])
+def test_text_tests_select_the_right_rows(text, expected):
+    f = parse_filter(text, TEXTS.columns)
+    assert f.mask(TEXTS).to_list() == expected
+    sql, params = f.to_sql(lambda c: '"' + c + '"')  # the SQL form agrees, the pattern a bound parameter
+    con = duckdb.connect()
+    con.register("t", TEXTS.with_row_index("i").to_arrow())
+    got = [r[0] for r in con.execute(f"SELECT i FROM t WHERE {sql} ORDER BY i", params).fetchall()]
+    assert got == [i for i, m in enumerate(expected) if m]
+
+
+def test_patterns_are_data_never_sql():
+    f = parse_filter("text contains 'x''); DROP TABLE t; --' or text ~ '.*'' OR 1=1'", TEXTS.columns)
+    sql, params = f.to_sql(lambda c: '"' + c + '"')
+    assert "DROP" not in sql and "1=1" not in sql and params == ["x'); drop table t; --", ".*' OR 1=1"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("text ~ 'ref(und'", "bad regular expression 'ref\\(und'.*missing \\)"),
+    ("text matches '[a-'", "bad regular expression"),
+    ("text ~ '(a)\\1'", "back-reference"),
+    ("text ~ '(?<=re)fund'", "look-around"),
+    ("text contains refund", "pattern in single quotes, e.g. text contains 'refund'"),
+    ("text like 5", "LIKE needs a pattern in single quotes"),
+    ("text contains '" + "a" * 1001 + "'", "1,001 characters long; the limit is 1,000"),
+    ("text not = 'a'", "expected IN, CONTAINS, LIKE, ILIKE or MATCHES after NOT"),
+])
+def test_bad_patterns_are_one_clear_error(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text, TEXTS.columns)
+
+
+KINDS = pl.DataFrame({"toxic": [True, False], "category": ["insult", "threat"], "stars": [1.5, 4.0]})
+
+
+@pytest.mark.parametrize("text, message", [
+    ('category = "insult"', "values take single quotes: write 'insult', not \"insult\" \\(double quotes name a column\\)"),
+    ("category = insult", "'insult' is not a value: text values take single quotes, e.g. category = 'insult'"),
+    ('category in (\'threat\', "insult")', "write 'insult', not \"insult\""),
+])
+def test_values_written_as_names_say_to_use_single_quotes(text, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(text, KINDS.columns)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("toxic = 'yes'", "column 'toxic' is true/false, not 'yes': write `toxic = true` or `toxic = false` \\(no quotes\\)"),
+    ("toxic in (1, 0)", "'toxic' is true/false"),
+    ("stars >= '4'", "'stars' holds numbers, not '4': write numbers without quotes, e.g. `stars = 4`"),
+    ("stars = true", "'stars' holds numbers, not true"),
+    ("category = 3", "'category' holds text: quote the value, e.g. `category = '3'`"),
+    ("category between 1 and 2", "'category' holds text"),
+])
+def test_values_of_the_wrong_kind_say_what_the_column_holds(text, message):
+    f = parse_filter(text, KINDS.columns)  # the grammar is fine: the column's kind decides
+    with pytest.raises(FilterError, match=message):
+        f.mask(KINDS)
+
+
+def test_right_kinds_still_match():
+    assert parse_filter("toxic = true and stars > 1 and category = 'insult'", KINDS.columns).mask(KINDS).to_list() == [
+        True, False]
+    assert parse_filter("toxic is null or category contains 'EAT'", KINDS.columns).mask(KINDS).to_list() == [
+        False, True]

@@ -18,7 +18,8 @@ documents join through their nearest sampled neighbour (HDBSCAN's cost grows fas
 
 A saved clustering named NAME becomes a filter column `cluster.NAME` of its corpus, so
 `--where "cluster.NAME = 3"` (or `cluster.NAME = -1` for noise) selects a cluster in search, diff, etc.
-Saving under an existing name replaces that clustering.
+Saving under a name already saved is refused (before any work) unless replace=True. With
+compare_column, the clusters are also crosstabbed against that column (analysis.cluster_compare).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ import polars as pl
 import scipy.sparse as sp
 
 from saeembed.analysis.axes import MAX_K, NO_AXES, AxisConfig, choose_axis, discover_axes
+from saeembed.analysis.cluster_compare import check_column, compare_with_column
+from saeembed.analysis.cluster_describe import cluster_table, describe_clusters
+from saeembed.analysis.diff_length import token_lengths
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
 from saeembed.config import ClusterConfig
 from saeembed.errors import InputError
 from saeembed.store import Store
 from saeembed.store.names import check_name
-from saeembed.textwindow import snippet
+from saeembed.store.results import clustering_exists_message
 
 
 @dataclass
@@ -50,6 +54,8 @@ class ClusterResult:
     params: dict = field(default_factory=dict)
     n_noise: int = 0
     n_empty: int = 0
+    replaced: bool = False  # saving replaced a clustering of the same name
+    comparison: tuple[pl.DataFrame, dict] | None = None  # (crosstab, metrics) against compare_column
 
     @property
     def noise_share(self) -> float:
@@ -66,12 +72,16 @@ def cluster(
     sae: str | None = None,
     name: str | None = None,
     save: bool = True,
+    replace: bool = False,
+    compare_column: str | None = None,
     config: ClusterConfig | None = None,
     progress=None,
     **overrides,
 ) -> ClusterResult:
     """Cluster the documents of `corpus` (matching `where`) on the features of `axis`, on `features`,
-    or on all features. overrides: any ClusterConfig field (k=8, min_cluster_size=20, ...)."""
+    or on all features. overrides: any ClusterConfig field (k=8, min_cluster_size=20, ...).
+    save: store it under `name` (refused when that name is saved, unless replace); compare_column: also
+    crosstab the clusters against this column (result.comparison)."""
     cfg = config or ClusterConfig()
     for key, value in overrides.items():
         if not hasattr(cfg, key):
@@ -86,7 +96,12 @@ def cluster(
     if axis is not None and features:
         raise InputError("give an --axis or --features, not both")
     name = check_name(name or _default_name(corpus, axis, features), "clustering")
+    existing = store.clustering_corpus(name) if save else None
+    if existing is not None and not replace:  # say so before the work, not after
+        raise InputError(clustering_exists_message(name, existing))
     sel = require_docs(select(store, corpus, where=where, sae=sae))
+    if compare_column is not None:
+        check_column(store, sel.corpus, compare_column)
     chosen, axis_info = _choose_features(store, sel, axis, features, cfg, progress)
     X, empty = _matrix(store, sel, chosen, cfg)
     n = sel.n_docs
@@ -108,13 +123,18 @@ def cluster(
         "x": xy[:, 0].astype(np.float32), "y": xy[:, 1].astype(np.float32),
     })
     descriptions = describe_clusters(store, sel, labels, top=cfg.describe_top)
-    clusters = cluster_table(labels, descriptions)
+    tokens = token_lengths(store, sel.sae.sae_key, sel.corpus.corpus_id, sel.doc_idx)[sel.doc_idx]
+    clusters = cluster_table(labels, descriptions, tokens=tokens)
     params = {"corpus": corpus, "axis": axis, "features": [int(f) for f in chosen["feature"]], "where": where,
               "axis_found": axis_info, **{k: v for k, v in cfg.__dict__.items()}}
     result = ClusterResult(name, None, assignments, clusters, descriptions, chosen, params,
                            n_noise=int((labels == -1).sum()), n_empty=int(empty.sum()))
     if save:
-        result.clustering_id = save_clustering(store, sel, result)
+        result.clustering_id = save_clustering(store, sel, result, replace=replace)
+        result.replaced = existing is not None
+    if compare_column is not None:
+        result.comparison = compare_with_column(store, sel.corpus, assignments, compare_column, sae=sel.sae,
+                                                name=name if save else None)
     return result
 
 
@@ -282,85 +302,12 @@ def _layout(Z: np.ndarray, seed: int) -> np.ndarray:
     return _pca(Z, 2, seed)
 
 
-# --- descriptions -----------------------------------------------------------------------------------
-
-
-def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: int = 5) -> pl.DataFrame:
-    """Per cluster (noise excluded), the features most over-represented in it against the rest of the
-    selection (share of documents where the feature fires, in minus out), with label and an exemplar
-    snippet from inside the cluster."""
-    schema = {"cluster": pl.Int64, "rank": pl.Int64, "feature": pl.Int64, "freq_in": pl.Float64,
-              "freq_out": pl.Float64, "diff": pl.Float64, "label": pl.Utf8, "exemplar": pl.Utf8}
-    ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
-    if not ids:
-        return pl.DataFrame(schema=schema)
-    B = embedding_matrix(store, sel, binary=True)  # sparse presence over all features
-    V = embedding_matrix(store, sel).tocsc()
-    n = len(labels)
-    total = np.asarray(B.sum(axis=0)).ravel()
-    rows = []
-    for c in ids:
-        mask = labels == c
-        n_in, n_out = int(mask.sum()), n - int(mask.sum())
-        inside = np.asarray(B[mask].sum(axis=0)).ravel()
-        f_in = inside / n_in
-        f_out = (total - inside) / max(n_out, 1)
-        diff = f_in - f_out
-        best = np.lexsort((np.arange(len(diff)), -diff))[:top]
-        for r, f in enumerate(best, 1):
-            if diff[f] <= 0:
-                break
-            rows.append((c, r, int(f), float(f_in[f]), float(f_out[f]), float(diff[f])))
-    frame = pl.DataFrame(rows, schema=list(schema)[:6], orient="row")
-    feats = sorted(set(frame["feature"].to_list()))
-    lab = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows()) if feats else {}
-    # exemplar: the cluster member where the feature is strongest, its strongest token marked
-    picks = []
-    for c, f in frame.select("cluster", "feature").iter_rows():
-        col = V[:, f].toarray().ravel() * (labels == c)
-        picks.append(int(sel.doc_idx[int(np.argmax(col))]))
-    snippets = _snippets(store, sel, list(zip(picks, frame["feature"].to_list())))
-    return frame.with_columns(
-        label=pl.Series([lab.get(f) for f in frame["feature"]], dtype=pl.Utf8),
-        exemplar=pl.Series(snippets, dtype=pl.Utf8),
-    ).cast(schema)
-
-
-def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> list[str]:
-    if not pairs:
-        return []
-    want = pl.DataFrame(pairs, schema={"doc_idx": pl.Int32, "feature": pl.Int64}, orient="row")
-    spans = store.exemplar_spans(sel.corpus.corpus_id, sel.sae.sae_key, want)
-    by = {(d, f): (t, s, e) for d, f, s, e, t in spans.select("doc_idx", "feature", "span_start", "span_end", "text")
-          .iter_rows()}
-    return [snippet(*by[p], width=40) if p in by else None for p in pairs]
-
-
-def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame) -> pl.DataFrame:
-    n = len(labels)
-    rows = []
-    for c in sorted(np.unique(labels).tolist()):
-        size = int((labels == c).sum())
-        part = descriptions.filter(pl.col("cluster") == c)
-        if c == -1:
-            rows.append((c, size, size / n, [], "noise (no cluster)", None))
-            continue
-        desc = "; ".join(
-            f"{f}" + (f" ({lab})" if lab else "") + f" {fi:.0%} vs {fo:.0%}"
-            for f, lab, fi, fo in part.select("feature", "label", "freq_in", "freq_out").iter_rows()
-        )
-        rows.append((c, size, size / n, part["feature"].to_list(), desc, part["exemplar"][0] if part.height else None))
-    return pl.DataFrame(rows, schema={"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64,
-                                      "features": pl.List(pl.Int64), "description": pl.Utf8, "exemplar": pl.Utf8},
-                        orient="row")
-
-
 # --- saving and reuse ---------------------------------------------------------------------------------
 
 
-def save_clustering(store: Store, sel: Selection, result: ClusterResult) -> int:
-    """Store the clustering under result.name (replacing one of that name); returns its id."""
-    cid = store.save_clustering(result.name, sel.corpus, sel.sae, result.params, result.assignments)
+def save_clustering(store: Store, sel: Selection, result: ClusterResult, *, replace: bool = False) -> int:
+    """Store the clustering under result.name (replacing one of that name only when `replace`); returns its id."""
+    cid = store.save_clustering(result.name, sel.corpus, sel.sae, result.params, result.assignments, replace=replace)
     store.record_run("cluster", result.params, {"name": result.name, "clustering_id": cid,
                                                 "n_noise": result.n_noise, "n_empty": result.n_empty})
     return cid

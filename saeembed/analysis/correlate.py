@@ -6,13 +6,22 @@ with enough support, in row blocks so memory stays bounded) and scored as normal
 
     npmi(i, j) = log(p_ij / (p_i p_j)) / -log(p_ij),   and -1 when i and j never co-occur.
 
+NPMI is 1 for any two features that only ever fire together, however rare: five near-duplicate
+documents make a perfect pair. So a listed pair needs support (it co-occurs in at least
+max(min_pair_docs, min_support x documents), by default max(10, 0.5 %)), and pairs are ranked by
+npmi_shrunk = npmi x docs / (docs + shrink_docs), which keeps strength but lets a pair seen on a
+handful of documents count for less than one seen on hundreds.
+
 A pair is *unexpected* when it co-occurs strongly although the two features mean different things:
 their decoder directions are nearly orthogonal (and their labels, when both have one, are dissimilar).
-Pairs with similar decoder directions are the usual split/absorbed features and are expected.
+Pairs with similar decoder directions are the usual split/absorbed features and are expected. The
+unexpected list leaves out the pairs already shown as strongest, so the two lists never repeat each
+other (the strongest list carries decoder_cosine for its own pairs).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +31,7 @@ from scipy import stats
 
 from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
+from saeembed.config import setting
 from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, SAEError
 from saeembed.stats import bh, generic_rule, two_proportion_p
@@ -30,22 +40,30 @@ from saeembed.store import SAEInfo, Store
 
 @dataclass
 class CorrelateConfig:
-    min_support: float = 0.001  # a feature must fire in at least this share of documents...
-    min_docs: int = 5  # ...and in at least this many
-    min_pair_docs: int = 5  # a listed pair must co-occur in at least this many documents
-    top: int = 50
-    unexpected_npmi: float = 0.3  # co-occurrence at least this strong...
-    unexpected_cosine: float = 0.2  # ...between features whose decoder directions are this dissimilar
-    unexpected_label_similarity: float = 0.5  # ...and labels (when both exist) less similar than this
-    keep_generic: bool = False  # features on nearly every document co-occur with everything (NPMI ~ 1)
-    generic_freq: float = 0.9
-    random_freq: float = 0.9
+    """How feature pairs are counted, ranked and called unexpected."""
+
+    min_support: float = setting(0.005, "A feature, and a listed pair, must fire in at least this share of documents...")
+    min_docs: int = setting(10, "...and a feature in at least this many documents.")
+    min_pair_docs: int = setting(10, "A listed pair must co-occur in at least this many documents (and the share above).")
+    shrink_docs: int = setting(
+        20, "Ranking: npmi x docs/(docs + this); a pair seen on this many documents counts half its NPMI.")
+    top: int = setting(50, "Pairs to show in each list.")
+    unexpected_npmi: float = setting(0.3, "Unexpected pairs: shrunk NPMI at least this...")
+    unexpected_cosine: float = setting(0.2, "...between features whose decoder directions have |cosine| below this...")
+    unexpected_label_similarity: float = setting(0.5, "...and labels (when both exist) less similar than this.")
+    keep_generic: bool = setting(False, "Keep features that fire on nearly every document (they co-occur with everything).")
+    generic_freq: float = setting(0.9, "A feature on at least this share of documents is generic.")
+    random_freq: float = setting(0.9, "A feature on at least this share of random-token texts is generic.")
+
+    def pair_min_docs(self, n_docs: int) -> int:
+        """Joint documents a listed pair needs in a selection of n_docs documents."""
+        return max(self.min_pair_docs, math.ceil(self.min_support * n_docs), 1)
 
 
 @dataclass
 class CorrelateResult:
-    pairs: pl.DataFrame  # strongest pairs, best first
-    unexpected: pl.DataFrame  # strong pairs of dissimilar features
+    pairs: pl.DataFrame  # strongest pairs, best npmi_shrunk first
+    unexpected: pl.DataFrame  # strong pairs of dissimilar features, none of them in `pairs`
     summary: dict = field(default_factory=dict)
 
 
@@ -69,15 +87,23 @@ def npmi_from_counts(c_ij: np.ndarray, c_i: np.ndarray, c_j: np.ndarray, n: int)
     return np.clip(out, -1.0, 1.0)
 
 
+def shrunk_npmi(npmi: np.ndarray, docs: np.ndarray, shrink_docs: float) -> np.ndarray:
+    """NPMI pulled toward 0 for pairs seen on few documents: npmi x docs / (docs + shrink_docs)."""
+    docs = np.asarray(docs, dtype=np.float64)
+    return np.asarray(npmi, dtype=np.float64) * docs / (docs + max(float(shrink_docs), 0.0))
+
+
 def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str | None = None,
               sae_weights: str | None = None, config: CorrelateConfig | None = None) -> CorrelateResult:
     """Feature × feature co-occurrence over a corpus (or a filtered slice of it)."""
     cfg = config or CorrelateConfig()
     sel = require_docs(select(store, corpus, where=where, sae=sae))
     n = sel.n_docs
+    pair_min = cfg.pair_min_docs(n)
     doc, feature = _active_pairs(store, sel)
     counts = np.bincount(feature, minlength=sel.sae.d_sae)
-    supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n)
+    # a feature on fewer documents than a pair needs can be in no listed pair
+    supported = (counts >= max(cfg.min_docs, 1)) & (counts >= cfg.min_support * n) & (counts >= pair_min)
     share = random_share(store, sel.sae, np.arange(len(counts)))
     generic, _ = generic_rule(counts / n, share, cfg.generic_freq, cfg.random_freq)
     keep = np.flatnonzero(supported & (cfg.keep_generic | ~generic))
@@ -87,26 +113,20 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     acc = pair_counts(doc, feature, n, keep)
     del doc, feature
     listed = max(cfg.top * 20, 1000)  # only the strongest pairs are ever shown or checked for surprise
-    i, j, cij, npmi, n_pairs = strongest_pairs(acc, keep, counts, n, max(cfg.min_pair_docs, 1), listed)
+    i, j, cij, npmi, n_pairs = strongest_pairs(acc, keep, counts, n, pair_min, listed, shrink_docs=cfg.shrink_docs)
     del acc
     pairs = pl.DataFrame({
-        "feature_a": i.astype(np.int64), "feature_b": j.astype(np.int64), "npmi": npmi,
+        "feature_a": i.astype(np.int64), "feature_b": j.astype(np.int64),
+        "npmi_shrunk": shrunk_npmi(npmi, cij, cfg.shrink_docs), "npmi": npmi,
         "support": cij / n, "docs": cij,
         "freq_a": counts[i] / n, "freq_b": counts[j] / n,
-    }).sort(["npmi", "docs", "feature_a", "feature_b"], descending=[True, True, False, False])
-    candidates = pairs.filter(pl.col("npmi") >= cfg.unexpected_npmi).head(max(cfg.top * 20, 1000))
+    }).sort(["npmi_shrunk", "docs", "feature_a", "feature_b"], descending=[True, True, False, False])
+    top = pairs.head(cfg.top)
+    rest = pairs.slice(cfg.top).filter(pl.col("npmi_shrunk") >= cfg.unexpected_npmi)
+    candidates = pl.concat([top, rest])
     similarity, note = _pair_similarity(store, sel.sae, candidates, sae_weights)
-    candidates = candidates.join(similarity, on=["feature_a", "feature_b"], how="left")
-    top = _with_labels(store, sel.sae, pairs.head(cfg.top).join(similarity, on=["feature_a", "feature_b"], how="left"))
-    unexpected = candidates
-    if "decoder_cosine" in candidates.columns:
-        unexpected = unexpected.filter(pl.col("decoder_cosine").abs() < cfg.unexpected_cosine)
-    if "label_similarity" in candidates.columns:
-        unexpected = unexpected.filter(
-            pl.col("label_similarity").is_null() | (pl.col("label_similarity") < cfg.unexpected_label_similarity)
-        )
-    if "decoder_cosine" not in candidates.columns and "label_similarity" not in candidates.columns:
-        unexpected = candidates.clear()
+    top = _with_labels(store, sel.sae, top.join(similarity, on=["feature_a", "feature_b"], how="left"))
+    unexpected = _unexpected(rest.join(similarity, on=["feature_a", "feature_b"], how="left"), cfg)
     unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top))
     summary = {
         "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
@@ -114,16 +134,32 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
         "features_capped": bool(capped),
         "generic_excluded": 0 if cfg.keep_generic else int((supported & generic).sum()),
         "min_support": cfg.min_support, "min_docs": cfg.min_docs, "min_pair_docs": cfg.min_pair_docs,
+        "pair_min_docs": pair_min, "shrink_docs": cfg.shrink_docs,
         "similarity": note,
     }
     return CorrelateResult(top, unexpected, summary)
 
 
+def _unexpected(candidates: pl.DataFrame, cfg: CorrelateConfig) -> pl.DataFrame:
+    """The candidates whose decoder directions (and labels, when both have one) are dissimilar; none
+    when neither is known (a guess would only repeat the strongest pairs)."""
+    out = candidates
+    if "decoder_cosine" in out.columns:
+        out = out.filter(pl.col("decoder_cosine").abs() < cfg.unexpected_cosine)
+    if "label_similarity" in out.columns:
+        out = out.filter(pl.col("label_similarity").is_null()
+                         | (pl.col("label_similarity") < cfg.unexpected_label_similarity))
+    if "decoder_cosine" not in out.columns and "label_similarity" not in out.columns:
+        out = out.clear()
+    return out
+
+
 def strongest_pairs(acc: np.ndarray, keep: np.ndarray, counts: np.ndarray, n: int, min_docs: int, listed: int,
-                    rows_per_block: int = 256):
-    """The `listed` pairs with the highest NPMI among those co-occurring in >= min_docs documents,
-    scanning the accumulator a block of rows at a time so memory stays small; and how many qualified."""
-    best = [np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0)]
+                    rows_per_block: int = 256, shrink_docs: float = 0.0):
+    """The `listed` pairs with the highest shrunk NPMI (shrunk_npmi; plain NPMI when shrink_docs is 0)
+    among those co-occurring in >= min_docs documents, scanning the accumulator a block of rows at a
+    time so memory stays small: feature ids i, j, joint docs, NPMI (not shrunk), and how many qualified."""
+    best = [np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0), np.empty(0)]
     total = 0
     for r0 in range(0, acc.shape[0], rows_per_block):
         block = acc[r0 : r0 + rows_per_block]
@@ -134,10 +170,9 @@ def strongest_pairs(acc: np.ndarray, keep: np.ndarray, counts: np.ndarray, n: in
         c = block[bi, bj].astype(np.int64)
         fi, fj = keep[bi + r0], keep[bj]
         v = npmi_from_counts(c, counts[fi], counts[fj], n)
-        merged = [np.concatenate([best[0], fi]), np.concatenate([best[1], fj]), np.concatenate([best[2], c]),
-                  np.concatenate([best[3], v])]
-        if len(merged[3]) > listed:
-            top = np.argpartition(-merged[3], listed)[:listed]
+        merged = [np.concatenate([m, x]) for m, x in zip(best, (fi, fj, c, v, shrunk_npmi(v, c, shrink_docs)))]
+        if len(merged[4]) > listed:
+            top = np.argpartition(-merged[4], listed)[:listed]
             merged = [m[top] for m in merged]
         best = merged
     return best[0], best[1], best[2], best[3], total
@@ -162,7 +197,7 @@ def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame) -> pl.DataFram
         frame.join(labels.rename({"feature": "feature_a", "label": "label_a"}), on="feature_a", how="left")
         .join(labels.rename({"feature": "feature_b", "label": "label_b"}), on="feature_b", how="left")
     )
-    first = ["feature_a", "label_a", "feature_b", "label_b", "npmi", "support", "docs"]
+    first = ["feature_a", "label_a", "feature_b", "label_b", "npmi_shrunk", "npmi", "support", "docs"]
     return out.select(first + [c for c in out.columns if c not in first])
 
 

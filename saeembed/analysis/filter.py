@@ -147,7 +147,7 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
         quality_col = spec.quality_model
 
     # The frame rules are evaluated on.
-    frame = store.doc_table(info, sae)
+    frame = store.doc_table(info, sae, text="text" in named)
     base_cols = set(frame.columns) - {"doc_idx"}
     clf_cols = store.classifier_score_columns()
     stored = set(store.score_names(info))

@@ -3,26 +3,42 @@
 documents (not yet encoded) -> windows -> model forward stopped at the hook -> SAE per content token
 -> max-pool per document -> one transaction per chunk of documents. Re-running skips what is stored,
 so an interrupted encode resumes and loses at most the chunk in flight.
+
+torch and the model code are imported only once the cheap arguments (corpus, backend, window, hook,
+prompt column) are checked, so a typo is said at once, not after seconds of loading.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import polars as pl
 
 from saeembed.config import EncodeConfig
-from saeembed.encode.capture import ActivationCapture
-from saeembed.encode.chunk import chat_prompts, encode_chunk
-from saeembed.encode.models import LoadedModel, load_model
 from saeembed.encode.probe import PROBE, run_random_probe
 from saeembed.errors import InputError, SAEError
 from saeembed.hookpoints import parse_hook
-from saeembed.sae.model import SAE
 from saeembed.store import Store
+
+if TYPE_CHECKING:
+    from saeembed.encode.models import LoadedModel
+    from saeembed.sae.model import SAE
+
+# Names once imported here at the top; still importable from this module, loaded on first use.
+_LAZY = {"ActivationCapture": "saeembed.encode.capture", "chat_prompts": "saeembed.encode.chunk",
+         "encode_chunk": "saeembed.encode.chunk", "LoadedModel": "saeembed.encode.models",
+         "load_model": "saeembed.encode.models", "SAE": "saeembed.sae.model"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Random-token texts encoded once per SAE to find features that fire regardless of content.
@@ -77,11 +93,15 @@ def encode_corpus(
     hook: layers.N / blocks.N.hook_resid_post …; None = the hook the SAE was trained on.
     """
     cfg = config or EncodeConfig()
-    info = store.corpus(corpus)  # unknown corpus -> clear error before any loading
+    info = check_arguments(store, corpus, hook, cfg)  # before anything loads: a typo is said at once
     if cfg.backend == "ray":
         from saeembed.encode.ray_backend import _ray
 
         _ray()  # a missing extra is said before anything loads or is written
+    from saeembed.encode.capture import ActivationCapture
+    from saeembed.encode.chunk import chat_prompts, encode_chunk
+    from saeembed.encode.models import LoadedModel, load_model
+
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
     hook_name = resolve_hook(hook, sae_obj, warnings)
@@ -95,7 +115,7 @@ def encode_corpus(
         warnings.append(f"the SAE says it was trained on {sae_obj.cfg.model}, encoding with {loaded.name}")
     window = min(cfg.window or loaded.max_window, loaded.max_window)
     if window < 4:
-        raise InputError(f"--window {window} is too small")
+        raise InputError(f"--window {window} is too small")  # the model's own limit, known only once loaded
     sae_obj = sae_obj.to(loaded.device).eval()
     sae_info = store.register_sae(sae_obj)
     if cfg.replace:
@@ -104,8 +124,6 @@ def encode_corpus(
     to_do = info.n_docs - already
     started = time.perf_counter()
     done_docs = done_tokens = split_docs = rows = 0
-    if cfg.backend not in ("local", "ray"):
-        raise InputError(f"unknown backend {cfg.backend!r}; use local or ray")
     sharded = cfg.use_shards(to_do)
     if progress:
         progress(0, 0, to_do)
@@ -158,6 +176,22 @@ def encode_corpus(
                    started, warnings)
 
 
+def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConfig):
+    """The arguments that can be checked without loading anything: the corpus (its CorpusInfo is
+    returned), the backend, the window, the hook's spelling and the prompt column."""
+    info = store.corpus(corpus)
+    if cfg.backend not in ("local", "ray"):
+        raise InputError(f"unknown backend {cfg.backend!r}; use local or ray")
+    if cfg.window is not None and cfg.window < 4:
+        raise InputError(f"--window {cfg.window} is too small")
+    if hook is not None:
+        parse_hook(hook)
+    if cfg.chat_template and cfg.prompt_column and cfg.prompt_column not in info.metadata_columns:
+        raise InputError(f"--prompt-column {cfg.prompt_column!r} is not a column of corpus {info.name!r} "
+                         f"(columns: {', '.join(info.metadata_columns) or 'none'})")
+    return info
+
+
 def _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name) -> None:
     """Once per SAE: which features fire on random-token text (flags generic features in analyses)."""
     stats = run_random_probe(loaded, capture, sae_obj, cfg, window, n_docs=RANDOM_PROBE_DOCS)
@@ -195,6 +229,8 @@ def check_width(sae: SAE, loaded: LoadedModel) -> None:
 
 def resolve_sae(sae: str | SAE | None) -> SAE:
     """An SAE object from an SAE, a path or hub id, or None (the embedded default)."""
+    from saeembed.sae.model import SAE
+
     if isinstance(sae, SAE):
         return sae
     if sae is None:

@@ -9,6 +9,7 @@ import polars as pl
 
 from saeembed.errors import InputError, StoreError
 from saeembed.store.records import CorpusInfo, SAEInfo
+from saeembed.store.sql import quote_ident
 from saeembed.textwindow import snippet
 
 
@@ -17,12 +18,31 @@ class FeaturesMixin:
 
     # --- reading embeddings ---------------------------------------------------------------------
 
-    def _activation_query(self, info: CorpusInfo, sae: SAEInfo) -> tuple[str, list]:
+    def _activation_query(self, info: CorpusInfo, sae: SAEInfo, *, with_metadata: bool = False) -> tuple[str, list]:
+        """The rows of an export; with_metadata adds each document's metadata columns and one column
+        `cluster.NAME` per saved clustering of the corpus (null where it did not cover the document)."""
+        cols, joins, params = ["d.doc_id", "a.feature", "a.value", "a.active_tokens"], [], []
+        if with_metadata:
+            taken = {"doc_id", "feature", "value", "active_tokens"}
+            for c in info.metadata_columns:
+                alias = c
+                while alias in taken:  # a metadata column named like an export column keeps both
+                    alias += "_meta"
+                taken.add(alias)
+                cols.append(f"m.{quote_ident(c)} AS {quote_ident(alias)}")
+            if info.metadata_columns:
+                joins.append(f"LEFT JOIN {info.meta_table} m ON m.doc_idx = a.doc_idx")
+            saved = self._all("SELECT clustering_id, name FROM clusterings WHERE corpus_id = ? ORDER BY clustering_id",
+                              [info.corpus_id])
+            for i, (cid, name) in enumerate(saved):
+                cols.append(f"c{i}.cluster AS {quote_ident('cluster.' + name)}")
+                joins.append(f"LEFT JOIN cluster_assignments c{i} ON c{i}.clustering_id = ? AND c{i}.doc_idx = a.doc_idx")
+                params.append(cid)
         return (
-            "SELECT d.doc_id, a.feature, a.value, a.active_tokens FROM activations a "
+            f"SELECT {', '.join(cols)} FROM activations a "
             "JOIN documents d ON d.corpus_id = a.corpus_id AND d.doc_idx = a.doc_idx "
-            "WHERE a.corpus_id = ? AND a.sae_key = ? ORDER BY a.doc_idx, a.feature",
-            [info.corpus_id, sae.sae_key],
+            f"{' '.join(joins)} WHERE a.corpus_id = ? AND a.sae_key = ? ORDER BY a.doc_idx, a.feature",
+            params + [info.corpus_id, sae.sae_key],
         )
 
     def activations(self, corpus: str, *, sae: str | None = None) -> pl.DataFrame:
@@ -30,15 +50,23 @@ class FeaturesMixin:
         info = self.corpus(corpus)
         return self.query(*self._activation_query(info, self.encoded_sae(info, sae)))
 
-    def export(self, corpus: str, out: str | os.PathLike, *, sae: str | None = None, batch_rows: int = 1_000_000) -> int:
-        """Write the sparse embeddings to .parquet, .csv or .jsonl, streaming; returns the row count."""
+    def export(self, corpus: str, out: str | os.PathLike, *, sae: str | None = None, with_metadata: bool = False,
+               batch_rows: int = 1_000_000) -> int:
+        """Write the sparse embeddings to .parquet, .csv or .jsonl, streaming batches of `batch_rows` (the
+        corpus is never held in memory); returns the row count. with_metadata: see _activation_query."""
         out = Path(out)
         fmt = out.suffix.lower().lstrip(".")
         if fmt not in ("parquet", "csv", "jsonl", "ndjson"):
             raise InputError(f"cannot export to {out.name}: use a .parquet, .csv or .jsonl file name")
+        if not out.parent.is_dir():
+            raise InputError(f"cannot export to {out}: folder {out.parent} does not exist")
         info = self.corpus(corpus)
-        sql, params = self._activation_query(info, self.encoded_sae(info, sae))
+        sql, params = self._activation_query(info, self.encoded_sae(info, sae), with_metadata=with_metadata)
         reader = self.con.sql(sql, params=params).to_arrow_reader(batch_rows)
+        nested = [f.name for f in reader.schema if pa_nested(f.type)]
+        if fmt == "csv" and nested:
+            raise InputError(f"metadata column {nested[0]!r} holds lists or records, which CSV cannot; export to "
+                             ".parquet or .jsonl")
         tmp = out.with_name(out.name + ".partial")
         n = 0
         try:
@@ -118,6 +146,12 @@ class FeaturesMixin:
             snippet(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])
         ]
         return rows.drop("text", "span_start", "span_end").with_columns(pl.Series("snippet", snippets, pl.Utf8))
+
+
+def pa_nested(dtype) -> bool:
+    import pyarrow.types as pat
+
+    return pat.is_nested(dtype)
 
 
 def _write_batches(reader, path: Path, fmt: str) -> int:

@@ -13,15 +13,18 @@ Grammar (keywords are case-insensitive):
     test    := column op value
              | column ["not"] "in" "(" value ("," value)* ")"
              | column "is" ["not"] "null"
-             | column ["not"] "like" 'pattern'          (% and _ as in SQL)
+             | column ["not"] "contains" 'text'         (substring, any case)
+             | column ["not"] ("like" | "ilike") 'pattern'   (% and _ as in SQL; ilike: any case)
+             | column ["not"] "matches" 'regex' | column ("~" | "!~") 'regex'
              | column "between" value "and" value
     op      := = | == | != | <> | < | <= | > | >=
-    column  := name | "quoted name" | `quoted name`
-    value   := 'string' | number | true | false | null
+    column  := name | "quoted name" | `quoted name`     (`text` is the document's text)
+    value   := 'string' | number | true | false | null  (text in single quotes; '' is a quote)
 
 Limits, each refused with a one-line FilterError: MAX_LENGTH characters, MAX_DEPTH levels of `(`
-and `not`, and one kind of value per IN list or BETWEEN (text, numbers or true/false; ints and
-floats together are numbers).
+and `not`, MAX_PATTERN characters per contains/like/regex pattern, and one kind of value per IN list
+or BETWEEN (text, numbers or true/false; ints and floats together are numbers). A regex must compile
+with Python's `re` and with the matcher (no look-around or back-references: matching stays linear).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Iterable
 import polars as pl
 
 from saeembed.errors import FilterError
+from saeembed.store.filter_types import check_regex, check_types
 
 _TOKEN = re.compile(
     r"""
@@ -40,21 +44,22 @@ _TOKEN = re.compile(
   | (?P<str>'(?:[^']|'')*')
   | (?P<qident>"(?:[^"]|"")*"|`[^`]*`)
   | (?P<num>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?))
-  | (?P<op><=|>=|!=|<>|==|=|<|>)
+  | (?P<op><=|>=|!~|!=|<>|==|=|<|>|~)
   | (?P<punct>[(),])
   | (?P<word>[^\W\d][\w.]*)
     """,
     re.VERBOSE | re.UNICODE,
 )
-_KEYWORDS = {"and", "or", "not", "in", "is", "null", "like", "between", "true", "false"}
+_KEYWORDS = {"and", "or", "not", "in", "is", "null", "like", "ilike", "contains", "matches", "between", "true", "false"}
 MAX_LENGTH = 10_000
+MAX_PATTERN = 1_000  # characters in one contains / like / regex pattern
 MAX_DEPTH = 64  # nested "(" and "not"; deeper would exhaust Python's stack in the parser
 
 
 @dataclass(frozen=True)
 class Test:
     column: str
-    op: str  # = != < <= > >= in not_in is_null not_null like not_like between
+    op: str  # = != < <= > >= in not_in is_null not_null between, and TEXT_OPS (each with a not_ form)
     values: tuple
 
 
@@ -65,6 +70,11 @@ class Bool:
 
 
 Node = Test | Bool
+TEXT_OPS = ("contains", "like", "ilike", "matches")  # tests of a text pattern
+
+
+class _DoubleQuoted(str):
+    """A column name written in double quotes: said in errors, since users often mean a 'value'."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,10 @@ class Filter:
 
     def mask(self, frame: pl.DataFrame) -> pl.Series:
         """Boolean Series: which rows of `frame` match."""
+        absent = sorted(self.columns - set(frame.columns))
+        if absent:  # the caller did not read it: say so, not a polars message about a missing column
+            raise FilterError(f"filter {self.text!r} names column {absent[0]!r}, which this command does not read")
+        check_types(self.tree, dict(frame.schema), self.text)
         try:
             return frame.select(self.to_polars(dict(frame.schema)).alias("m"))["m"]
         except (pl.exceptions.PolarsError, TypeError, ValueError) as e:
@@ -141,12 +155,12 @@ def _tokenize(text: str) -> list[tuple[str, object]]:
         if kind == "str":
             tokens.append(("value", raw[1:-1].replace("''", "'")))
         elif kind == "qident":
-            name = raw[1:-1].replace('""', '"') if raw[0] == '"' else raw[1:-1]
+            name = _DoubleQuoted(raw[1:-1].replace('""', '"')) if raw[0] == '"' else raw[1:-1]
             tokens.append(("column", name))
         elif kind == "num":
             tokens.append(("value", float(raw) if any(c in raw for c in ".eE") else int(raw)))
         elif kind == "op":
-            tokens.append(("op", {"==": "=", "<>": "!="}.get(raw, raw)))
+            tokens.append(("op", {"==": "=", "<>": "!=", "~": "matches", "!~": "not_matches"}.get(raw, raw)))
         elif kind == "punct":
             tokens.append((raw, raw))
         else:
@@ -235,17 +249,38 @@ class _Parser:
             values = [float(v) if v is not None else None for v in values]
         return tuple(values)
 
-    def value(self):
+    def value(self, column: str):
         if self.peek("kw", "null"):
             self.i += 1
             return None
+        if self.peek("column"):  # `x = "a"` or `x = a`: a value written as a column name
+            name = self.tokens[self.i][1]
+            q = "'" + name.replace("'", "''") + "'"
+            if isinstance(name, _DoubleQuoted):
+                self.fail(f"values take single quotes: write {q}, not \"{name}\" (double quotes name a column)")
+            self.fail(f"{name!r} is not a value: text values take single quotes, e.g. {column} = {q}")
         return self.take("value", what="a value ('text', a number, true, false or null)")
 
+    def pattern(self, column: str, op: str) -> Test:
+        """The quoted pattern of a contains / like / regex test, checked (a bad regex is said here)."""
+        word = "regex" if op == "matches" else op.upper()
+        if self.peek("column") or not self.peek("value") or not isinstance(self.tokens[self.i][1], str):
+            self.fail(f"{word} needs a pattern in single quotes, e.g. {column} {op} 'refund'")
+        text = self.take("value")
+        if len(text) > MAX_PATTERN:
+            raise FilterError(f"the {word} pattern on {column!r} is {len(text):,} characters long; the limit is "
+                              f"{MAX_PATTERN:,}")
+        if op == "matches":
+            check_regex(text, self.text)
+        return text
+
     def test(self) -> Node:
-        column = self.take("column", what="a column name")
+        column = str(self.take("column", what="a column name"))
         if self.peek("op"):
             op = self.take("op")
-            value = self.value()
+            if op in ("matches", "not_matches"):
+                return Test(column, op, (self.pattern(column, "matches"),))
+            value = self.value(column)
             if value is None:
                 self.fail(f"compare with null using `{column} is null` / `is not null`")
             return Test(column, op, (value,))
@@ -256,20 +291,18 @@ class _Parser:
         if self.peek("kw", "in"):
             self.i += 1
             self.take("(", what="'('")
-            values = [self.value()]
+            values = [self.value(column)]
             while self.peek(","):
                 self.i += 1
-                values.append(self.value())
+                values.append(self.value(column))
             self.take(")", what="')'")
             return Test(column, "not_in" if negate else "in", self.one_kind(column, values, "IN list"))
-        if self.peek("kw", "like"):
-            self.i += 1
-            pattern = self.take("value", what="a 'pattern'")
-            if not isinstance(pattern, str):
-                self.fail("LIKE needs a quoted 'pattern'")
-            return Test(column, "not_like" if negate else "like", (pattern,))
+        for op in TEXT_OPS:
+            if self.peek("kw", op):
+                self.i += 1
+                return Test(column, ("not_" if negate else "") + op, (self.pattern(column, op),))
         if negate:
-            self.fail("expected IN or LIKE after NOT")
+            self.fail("expected IN, CONTAINS, LIKE, ILIKE or MATCHES after NOT")
         if self.peek("kw", "is"):
             self.i += 1
             isnot = self.peek("kw", "not")
@@ -279,9 +312,9 @@ class _Parser:
             return Test(column, "not_null" if isnot else "is_null", ())
         if self.peek("kw", "between"):
             self.i += 1
-            lo = self.value()
+            lo = self.value(column)
             self.take("kw", "and", what="AND")
-            hi = self.value()
+            hi = self.value(column)
             return Test(column, "between", self.one_kind(column, [lo, hi], "BETWEEN"))
         got = self.show(self.tokens[self.i]) if self.i < len(self.tokens) else "the end"
         self.fail(f"expected a comparison after {column!r}, got {got}")
@@ -336,9 +369,15 @@ def _to_polars(node: Node, schema: dict) -> pl.Expr:
         return col.is_null()
     if op == "not_null":
         return col.is_not_null()
-    if op in ("like", "not_like"):
-        expr = col.cast(pl.Utf8).str.contains(_like_regex(v[0]))
-        return ~expr if op == "not_like" else expr
+    if op.removeprefix("not_") in TEXT_OPS:
+        text, base = col.cast(pl.Utf8), op.removeprefix("not_")
+        if base == "contains":
+            expr = text.str.to_lowercase().str.contains(v[0].lower(), literal=True)
+        elif base == "matches":
+            expr = text.str.contains(v[0])
+        else:
+            expr = text.str.contains(("(?i)" if base == "ilike" else "") + _like_regex(v[0]))
+        return ~expr if op.startswith("not_") else expr
     if op == "between":
         return (col >= _lit(v[0], dtype)) & (col <= _lit(v[1], dtype))
     raise FilterError(f"unsupported operator {op}")  # pragma: no cover - the parser makes only the above
@@ -363,9 +402,14 @@ def _to_sql(node: Node, column_sql, params: list) -> str:
         return f"({c} IS NULL)"
     if op == "not_null":
         return f"({c} IS NOT NULL)"
-    if op in ("like", "not_like"):
-        params.append(v[0])
-        return f"({c}::VARCHAR {'NOT ' if op == 'not_like' else ''}LIKE ?)"
+    if op.removeprefix("not_") in TEXT_OPS:
+        base, neg = op.removeprefix("not_"), "NOT " if op.startswith("not_") else ""
+        params.append(v[0].lower() if base == "contains" else v[0])
+        if base == "contains":
+            return f"({neg}contains(lower({c}::VARCHAR), ?))"
+        if base == "matches":
+            return f"({neg}regexp_matches({c}::VARCHAR, ?))"
+        return f"({c}::VARCHAR {neg}{base.upper()} ?)"
     if op == "between":
         params.extend(v)
         return f"({c} BETWEEN ? AND ?)"

@@ -13,8 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from saeembed.errors import StoreError
+from saeembed.errors import InputError, StoreError
 from saeembed.store.records import CorpusInfo, SAEInfo
+
+
+def clustering_exists_message(name: str, corpus: str | None) -> str:
+    """What to say when a clustering would overwrite one already saved under its name."""
+    of = f" (of corpus {corpus!r})" if corpus else ""
+    return (f"a clustering named {name!r} is already saved{of}; pass --replace to overwrite it, "
+            "or choose another --name")
 
 
 @dataclass(frozen=True)
@@ -35,14 +42,17 @@ class ResultsMixin:
     # --- clusterings ------------------------------------------------------------------------------
 
     def save_clustering(self, name: str, info: CorpusInfo, sae: SAEInfo, params: dict,
-                        assignments: pl.DataFrame) -> int:
-        """Store a clustering under `name`, replacing one of that name: its params (with the features
-        clustered on under "features") and assignments (doc_idx, cluster, probability, x, y). Returns its id."""
+                        assignments: pl.DataFrame, *, replace: bool = False) -> int:
+        """Store a clustering under `name`: its params (with the features clustered on under "features")
+        and assignments (doc_idx, cluster, probability, x, y). A clustering of that name is replaced only
+        with replace=True; otherwise this refuses and nothing is written. Returns its id."""
         if self.read_only:
             raise StoreError("store is open read-only; cannot save the clustering")
         a = assignments.select("doc_idx", "cluster", "probability", "x", "y")
         with self.transaction():
             old = self._one("SELECT clustering_id FROM clusterings WHERE name = ?", [name])
+            if old is not None and not replace:
+                raise InputError(clustering_exists_message(name, self.clustering_corpus(name)))
             if old is not None:
                 self.con.execute("DELETE FROM cluster_assignments WHERE clustering_id = ?", [old])
                 self.con.execute("DELETE FROM clusterings WHERE clustering_id = ?", [old])
@@ -57,6 +67,12 @@ class ResultsMixin:
                 self.con.execute(
                     "INSERT INTO cluster_assignments SELECT ?, doc_idx, cluster, probability, x, y FROM _assign", [cid])
         return cid
+
+    def clustering_corpus(self, name: str) -> str | None:
+        """The corpus of the clustering saved as `name` ('' when that corpus is gone); None when no
+        clustering has that name."""
+        return self._one("SELECT coalesce(co.name, '') FROM clusterings c LEFT JOIN corpora co USING (corpus_id) "
+                         "WHERE c.name = ?", [name])
 
     def clusterings(self, corpus: str | None = None) -> pl.DataFrame:
         """Saved clusterings (of one corpus, or all): name, corpus, clusters, noise_share, docs, created_at, params."""

@@ -23,7 +23,7 @@ class SelectionMixin:
         filters and `columns` name; encoded_only leaves out documents not encoded with `sae`."""
         allowed = self.filter_columns(info) if any(wheres) else None
         flts = [parse_filter(w, allowed) if w else None for w in wheres]
-        clash = sorted({c for f in flts if f is not None for c in f.columns} & {"doc_id", "n_chars", "n_tokens"}
+        clash = sorted({c for f in flts if f is not None for c in f.columns} & {"doc_id", "text", "n_chars", "n_tokens"}
                        & set(info.metadata_columns))
         if clash:  # a store from before ingest refused such names: never pick one meaning silently
             raise FilterError(f"filter column {clash[0]!r} of corpus {info.name!r} has two meanings, your metadata "
@@ -33,7 +33,9 @@ class SelectionMixin:
         table = self.doc_table(info, sae, columns=sorted(needed | ({"n_tokens"} if encoded_only else set())))
         if encoded_only:
             table = table.filter(pl.col("n_tokens").is_not_null())
-        return [table if flt is None else flt.apply(table) for flt in flts]
+        out = [table if flt is None else flt.apply(table) for flt in flts]
+        # the text, read only for a filter that tests it, is not kept unless asked for
+        return out if "text" in columns else [t.drop("text", strict=False) for t in out]
 
     def activation_rows(self, info: CorpusInfo, sae: SAEInfo, features: list[int] | None = None) -> dict:
         """Arrays doc_idx, feature, value of the stored activations (only `features` when given), in no

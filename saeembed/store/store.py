@@ -20,6 +20,7 @@ from saeembed.store.browse import BrowseMixin
 from saeembed.store.labels import LabelsMixin
 from saeembed.store.results import ResultsMixin
 from saeembed.store.scan import ScanMixin
+from saeembed.store.search import SearchMixin
 from saeembed.store.selection import SelectionMixin
 from saeembed.store.tables import TablesMixin
 
@@ -28,7 +29,7 @@ __all__ = ["DEFAULT_STORE", "INTERNAL_COLUMNS", "POOLING_PARAMS", "CorpusInfo", 
 
 
 class Store(StoreBase, ShardingMixin, CorporaMixin, EncodingsMixin, DenseMixin, FeaturesMixin, TablesMixin,
-            SelectionMixin, ScanMixin, ResultsMixin, LabelsMixin, BrowseMixin):
+            SelectionMixin, ScanMixin, ResultsMixin, LabelsMixin, BrowseMixin, SearchMixin):
     """A saeembed project file. Open with `Store(path)` or `open_store(path)`; close when done."""
 
 

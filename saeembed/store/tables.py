@@ -15,23 +15,27 @@ class TablesMixin:
     """Store methods that build document tables for filters and analyses."""
 
     def filter_columns(self, info: CorpusInfo) -> list[str]:
-        """Columns a filter may name: doc_id, n_chars, n_tokens, the user's metadata, and (given the
+        """Columns a filter may name: doc_id, text, n_chars, n_tokens, the user's metadata, and (given the
         store) `cluster.NAME` for each clustering of the corpus saved by `saeembed cluster`."""
-        return ["doc_id", "n_chars", "n_tokens", *info.metadata_columns, *self.cluster_names(info)]
+        return ["doc_id", "text", "n_chars", "n_tokens", *info.metadata_columns, *self.cluster_names(info)]
 
     def doc_table(self, corpus: str | CorpusInfo, sae: SAEInfo | None = None,
-                  columns: list[str] | None = None) -> pl.DataFrame:
+                  columns: list[str] | None = None, *, text: bool = False) -> pl.DataFrame:
         """One row per document, in doc_idx order: doc_idx plus `columns` (default: doc_id, n_chars,
-        n_tokens when encoded with `sae`, and every metadata column) — what a filter can name."""
+        n_tokens when encoded with `sae`, and every metadata column) — what a filter can name. The text,
+        the one large column, comes only when `columns` names it or `text` is set."""
         info = corpus if isinstance(corpus, CorpusInfo) else self.corpus(corpus)
-        wanted = self.filter_columns(info) if columns is None else [c for c in columns if c != "doc_idx"]
+        if columns is None:
+            wanted = [c for c in self.filter_columns(info) if c != "text" or text]
+        else:
+            wanted = [c for c in columns if c != "doc_idx"] + (["text"] if text and "text" not in columns else [])
         if sae is None:
             wanted = [c for c in wanted if c != "n_tokens"]
         clusters = [c for c in wanted if c.startswith("cluster.") and c not in info.metadata_columns]
         wanted = [c for c in wanted if c not in clusters]
         cols, joins, params = ["d.doc_idx"], [], []
         for c in wanted:
-            if c in ("doc_id", "n_chars"):
+            if c in ("doc_id", "n_chars", "text"):
                 cols.append(f"d.{c}")
             elif c == "n_tokens":
                 cols.append("e.n_tokens")

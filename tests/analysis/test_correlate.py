@@ -58,37 +58,139 @@ def test_planted_cooccurrence_ranks_first_and_unexpected_uses_decoder(store):
     assert r.unexpected.is_empty()
 
 
-def test_unexpected_pairs_with_weights(store, tmp_path):
+def _weights(tmp_path, edit):
+    """An SAE (8 -> 16) whose decoder directions `edit` adjusts in place, saved and returned with its path."""
     from saeembed.sae.formats import save_sae
     from tests.conftest import make_sae
 
     obj = make_sae(8, 16, seed=0)
     w = obj.W_dec.detach().clone()
-    w[5] = w[4] + 0.01 * w[5]  # 4 and 5: nearly the same direction -> expected pair
-    w[12] = w[12] - (w[12] @ w[1]) / (w[1] @ w[1]) * w[1]  # 1 and 12: orthogonal -> unexpected pair
+    edit(w)
     obj.W_dec.data.copy_(w)
     path = tmp_path / "sae"
     save_sae(obj, path)
+    return obj, path
+
+
+def _orthogonal(w, i, *others):
+    for o in others:
+        w[i] = w[i] - (w[i] @ w[o]) / (w[o] @ w[o]) * w[o]
+
+
+def test_unexpected_pairs_with_weights(store, tmp_path):
+    from saeembed.sae.formats import save_sae
+    from tests.conftest import make_sae
+
+    def edit(w):
+        w[5] = w[4] + 0.01 * w[5]  # 4 and 5: nearly the same direction -> expected pair
+        w[7] = w[6] + 0.01 * w[7]  # 6 and 7 too
+        _orthogonal(w, 12, 1)  # 1 and 12: orthogonal -> unexpected pair
+
+    obj, path = _weights(tmp_path, edit)
     sae = store.register_sae(obj)
     rng = np.random.default_rng(4)
     docs = []
     for _ in range(300):
         feats = {f for f in range(16) if rng.random() < 0.1}
-        if rng.random() < 0.3:
+        if rng.random() < 0.4:
             feats |= {4, 5}
-        if rng.random() < 0.3:
+        if rng.random() < 0.25:
             feats |= {1, 12}
+        if rng.random() < 0.25:
+            feats |= {6, 7}
         docs.append(sorted(feats))
     write_corpus(store, sae, "C", docs)
-    r = correlate(store, "C", sae_weights=str(path), config=CorrelateConfig(top=10))
+    r = correlate(store, "C", sae_weights=str(path), config=CorrelateConfig(top=1))
+    assert list(zip(r.pairs["feature_a"], r.pairs["feature_b"])) == [(4, 5)]
+    assert abs(r.pairs["decoder_cosine"][0]) > 0.9
     pairs = list(zip(r.unexpected["feature_a"], r.unexpected["feature_b"]))
-    assert (1, 12) in pairs and (4, 5) not in pairs
-    assert abs(r.pairs.filter((pl.col("feature_a") == 4) & (pl.col("feature_b") == 5))["decoder_cosine"][0]) > 0.9
+    assert (1, 12) in pairs and (6, 7) not in pairs and (4, 5) not in pairs
+    # a dissimilar pair strong enough to be among the strongest is shown there (with its cosine), not twice
+    r = correlate(store, "C", sae_weights=str(path), config=CorrelateConfig(top=10))
+    strongest = set(zip(r.pairs["feature_a"], r.pairs["feature_b"]))
+    assert (1, 12) in strongest and not strongest & set(zip(r.unexpected["feature_a"], r.unexpected["feature_b"]))
+    assert abs(r.pairs.filter((pl.col("feature_a") == 1) & (pl.col("feature_b") == 12))["decoder_cosine"][0]) < 1e-5
     with pytest.raises(SAEError, match="neither an existing"):
         load_decoder(store, sae, str(tmp_path / "missing"))
     save_sae(make_sae(8, 16, seed=9), tmp_path / "other")
     with pytest.raises(SAEError, match="holds SAE .*, not"):
         load_decoder(store, sae, str(tmp_path / "other"))
+
+
+def _clique_corpus(store, tmp_path, n=2000):
+    """A 5-document and a 12-document clique (features that only ever fire together) beside a real pair
+    (2, 9) on ~500 documents, over 4 % background; the 12-clique's decoder directions are orthogonal."""
+    def edit(w):
+        _orthogonal(w, 11, 10)
+        _orthogonal(w, 12, 10, 11)
+
+    obj, path = _weights(tmp_path, edit)
+    sae = store.register_sae(obj)
+    rng = np.random.default_rng(11)
+    docs = []
+    for d in range(n):
+        feats = {f for f in range(16) if rng.random() < 0.04} - {10, 11, 12, 13, 14}
+        if d < 5:
+            feats = {13, 14}
+        elif d < 17:
+            feats = {10, 11, 12}
+        elif rng.random() < 0.25:
+            feats |= {2, 9}
+        elif rng.random() < 0.05:
+            feats.add(int(rng.choice([2, 9])))  # each also fires alone
+        docs.append(sorted(feats))
+    write_corpus(store, sae, "C", docs)
+    return docs, path
+
+
+def test_a_small_clique_does_not_top_a_large_correlated_pair(store, tmp_path):
+    """Five near-duplicate documents make features that only ever fire together (NPMI 1.0); a dozen still
+    do. Neither may outrank a pair that co-occurs on hundreds of documents, and the unexpected list must
+    not repeat the strongest one."""
+    n = 2000
+    docs, path = _clique_corpus(store, tmp_path, n)
+    r = correlate(store, "C", sae_weights=str(path), config=CorrelateConfig(top=3))
+    assert r.summary["pair_min_docs"] == 10  # max(10, 0.5 % of 2000)
+    listed = pl.concat([r.pairs, r.unexpected], how="diagonal_relaxed")
+    got = {(a, b): row for a, b, row in zip(listed["feature_a"], listed["feature_b"], listed.iter_rows(named=True))}
+    assert (13, 14) not in got  # 5 documents: not listed at all
+    clique = got[(10, 11)]
+    assert clique["npmi"] == pytest.approx(1.0) and clique["docs"] == 12
+    top = r.pairs.row(0, named=True)
+    assert (top["feature_a"], top["feature_b"]) == (2, 9)
+    assert top["npmi"] < clique["npmi"]  # raw NPMI alone would have put the clique first
+    x = np.zeros((n, 16), dtype=bool)
+    for i, d in enumerate(docs):
+        x[i, d] = True
+    c2, c9, c29 = x[:, 2].sum(), x[:, 9].sum(), (x[:, 2] & x[:, 9]).sum()
+    npmi = np.log(c29 * n / (c2 * c9)) / -np.log(c29 / n)
+    assert top["npmi"] == pytest.approx(npmi) and top["npmi_shrunk"] == pytest.approx(npmi * c29 / (c29 + 20))
+    assert clique["npmi_shrunk"] == pytest.approx(12 / 32)
+    strongest = set(zip(r.pairs["feature_a"], r.pairs["feature_b"]))
+    unexpected = set(zip(r.unexpected["feature_a"], r.unexpected["feature_b"]))
+    assert unexpected and not strongest & unexpected
+    assert r.unexpected["decoder_cosine"].abs().max() < 0.2
+    # support can be asked for: 13 joint documents leave out the 12-document clique too
+    r = correlate(store, "C", sae_weights=str(path), config=CorrelateConfig(min_pair_docs=13))
+    assert r.summary["pair_min_docs"] == 13 and r.pairs["docs"].min() >= 13 and r.unexpected.is_empty()
+
+
+def test_cli_correlate_ranks_by_support_and_keeps_the_lists_apart(capsys, monkeypatch, tmp_path):
+    import json
+
+    from saeembed.store import Store
+    from tests.test_cli import run
+
+    with Store(tmp_path / "s.duckdb") as st:
+        _, path = _clique_corpus(st, tmp_path)
+    code, out, err = run(capsys, monkeypatch, "correlate", "C", "-s", tmp_path / "s.duckdb", "--sae-weights", path,
+                         "--json", "--top", "3")
+    assert code == 0, err
+    rows = json.loads(out)
+    strongest = [(r["feature_a"], r["feature_b"]) for r in rows if r["list"] == "strongest"]
+    unexpected = [(r["feature_a"], r["feature_b"]) for r in rows if r["list"] == "unexpected"]
+    assert strongest[0] == (2, 9) and unexpected and not set(strongest) & set(unexpected)
+    assert rows[0]["npmi_shrunk"] < rows[0]["npmi"] < 1.0
 
 
 def test_with_categorical_column(store):
@@ -165,3 +267,7 @@ def test_strongest_pairs_scans_blocks_like_a_full_sort():
     assert total == len(ai) and len(v) == 25
     assert np.allclose(np.sort(v)[::-1], np.sort(full)[::-1][:25])
     assert all(acc[a - 100, b - 100] == cc for a, b, cc in zip(i, j, c))
+    # ranked by the shrunk NPMI: the same 25 as a full sort on npmi x docs / (docs + 20)
+    i, j, c, v, _ = strongest_pairs(acc, keep, counts, 500, 5, 25, rows_per_block=7, shrink_docs=20)
+    shrunk = full * acc[ai, aj] / (acc[ai, aj] + 20)
+    assert np.allclose(np.sort(v * c / (c + 20))[::-1], np.sort(shrunk)[::-1][:25])

@@ -14,7 +14,7 @@ def test_select_filters_on_metadata_and_token_counts(store):
     assert select(store, "c", where="src = 'a'").doc_idx.tolist() == [0, 2]
     assert select(store, "c", where="n_tokens > 8 and doc_id != 'c3'").doc_idx.tolist() == [1]
     with pytest.raises(FilterError, match="unknown column"):
-        select(store, "c", where="text = 'x'")
+        select(store, "c", where="nope = 'x'")
     with pytest.raises(InputError, match="no encoded documents"):
         require_docs(select(store, "c", where="src = 'zzz'"))
     assert {"doc_id", "n_chars", "n_tokens", "src"} <= set(store.doc_table("c", sae).columns)
