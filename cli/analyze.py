@@ -9,10 +9,14 @@ import typer
 
 from saeembed.cli import render
 from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, SaeOpt, open_store, opt
-from saeembed.config import DiffConfig, DiffView
+from saeembed.config import CorrelateConfig, DiffConfig, DiffView
 
 
 DIFF_TABLE = ["feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "q_value", "more_in", "exemplar_a", "exemplar_b"]
+
+
+SECTION_TITLES = {"raw": "features that differ (raw: length included)",
+                  "length_controlled": "features that differ beyond length (length-controlled)"}
 
 
 def diff(
@@ -29,7 +33,9 @@ def diff(
     max_q: float = opt(DiffView, "max_q", "--max-q"),
     min_freq: float = opt(DiffView, "min_freq", "--min-freq"),
     exemplars: int = opt(DiffConfig, "exemplars", "--exemplars"),
-    summarize: bool = typer.Option(False, "--summarize", help="Also write a few hypotheses (with evidence and frequencies) from the top features: offline, or with --llm."),
+    group_column: Optional[str] = opt(DiffConfig, "group_column", "--group-column"),
+    separability: bool = opt(DiffConfig, "separability", "--separability/--no-separability"),
+    summarize: bool = typer.Option(False, "--summarize", help="Also write a few hypotheses (with evidence and frequencies) from the top features of each ranking: offline, or with --llm."),
     llm: Optional[str] = typer.Option(None, "--llm", help="An OpenAI-compatible model for --summarize; key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server for --llm."),
     sae: Optional[str] = SaeOpt,
@@ -38,20 +44,25 @@ def diff(
     as_csv: bool = CsvOpt,
 ):
     """How do two corpora (or two slices of one) differ? Features ranked by the difference in the share
-    of documents where they fire, with p/q-values, labels and exemplars from each side.
+    of documents where they fire, with p/q-values, labels and exemplars from each side. When the sides'
+    lengths differ, two sections: what differs (length included; the length difference stated first) and
+    what differs beyond length (ranked within token-length strata). A separability line says how well the
+    listed features tell the sides apart (cross-validated AUROC) beside all features and length alone;
+    rows in --json/--csv carry `ranking` and `separability`.
 
     Examples:
       saeembed diff support_tickets product_reviews
+      saeembed diff concise verbose --group-column prompt
       saeembed diff toxicity --where "toxic = true" --vs "toxic = false"
       saeembed diff answers --by generator
     """
     from saeembed.analysis.diff import diff_by, diff_corpora, diff_slices
+    from saeembed.analysis.diff_rank import with_separability
     from saeembed.errors import InputError
 
     view = DiffView(direction=direction, max_q=max_q, min_freq=min_freq, top=top)
-    cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=exemplars, top=None)
-    if summarize and not (b and not by and not where and not vs):
-        raise InputError("--summarize works on two whole corpora: saeembed diff A B --summarize")
+    cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=exemplars, top=None,
+                     separability=separability, separability_top=top, group_column=group_column)
     hypotheses = None
     with open_store(store, read_only=not summarize) as st:
         if by:
@@ -65,55 +76,83 @@ def diff(
         else:
             raise InputError("give a second corpus, --where (and optionally --vs), or --by COLUMN")
         if summarize:
-            hypotheses = _summarize(st, results[""].frame, a, b, sae, llm, base_url)
+            hypotheses = _summarize(st, results, llm, base_url)
     frames = []
     for group, r in results.items():
         f = view.apply(r.frame)
+        if as_json or as_csv:
+            f = with_separability(f, r.summary)
         if by:
             f = f.with_columns(pl.lit(group).alias(by)).select(by, pl.all().exclude(by))
         frames.append((group, r, f))
     if as_json or as_csv:
-        render.emit_frame(pl.concat([f for _, _, f in frames], how="diagonal_relaxed"), as_json=as_json, as_csv=as_csv)
+        rows = pl.concat([f for _, _, f in frames], how="diagonal_relaxed")
+        if as_csv:  # CSV holds no nested values: one column per figure
+            sep = rows["separability"]
+            rows = rows.drop("separability")
+            if isinstance(sep.dtype, pl.Struct):
+                rows = rows.hstack(sep.struct.unnest().select(pl.all().name.prefix("separability_")))
+        render.emit_frame(rows, as_json=as_json, as_csv=as_csv)
         if hypotheses is not None:
             for h in hypotheses.iter_rows(named=True):
-                render.note(f"hypothesis ({render.safe(h['source'])}): {render.safe(h['hypothesis'])} — more in "
-                            f"{render.safe(h['direction'])}")
+                render.note(f"hypothesis ({render.safe(h['ranking'])}, {render.safe(h['source'])}): "
+                            f"{render.safe(h['hypothesis'])} — more in {render.safe(h['direction'])}")
         return
     for group, r, f in frames:
-        s = r.summary
-        render.note(f"[bold]A[/bold] = {render.safe(s['a'])} ({s['n_a']} docs) · [bold]B[/bold] = {render.safe(s['b'])} "
-                    f"({s['n_b']} docs) · test: {render.safe(s['test'])} · SAE {render.safe(s['sae'])}")
-        render.note(f"  length: {render.safe(s['length_note'])}")
-        if s["generic_excluded"]:
-            render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to show them); "
-                        f"random-token probe: {render.safe(s['random_probe'])}")
-        render.note(f"  {s['significant_q05']} of {s['features_tested']} features differ at q ≤ 0.05")
-        cols = [c for c in DIFF_TABLE if c in f.columns and not (c == "diff_adj" and not s["length_controlled"])]
-        render.emit_frame(f.select(cols), title=f"{by} = {group}" if by else "features that differ")
+        _header(r.summary)
+        for ranking in r.summary["rankings"]:
+            part = f.filter(pl.col("ranking") == ranking)
+            cols = [c for c in DIFF_TABLE if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
+            title = SECTION_TITLES[ranking] if len(r.summary["rankings"]) > 1 else "features that differ"
+            render.emit_frame(part.select(cols), title=f"{by} = {group}: {title}" if by else title)
     if hypotheses is not None:
-        render.emit_frame(hypotheses.select("hypothesis", "direction", "share_a", "share_b", "evidence", "source"),
-                          title="hypotheses")
+        cols = ["hypothesis", "direction", "share_a", "share_b", "evidence", "source"]
+        cols = (["group"] if by else []) + (["ranking"] if hypotheses["ranking"].n_unique() > 1 else []) + cols
+        render.emit_frame(hypotheses.select(cols), title="hypotheses")
 
 
-def _summarize(st, frame: pl.DataFrame, a: str, b: str, sae, llm, base_url) -> pl.DataFrame:
-    from saeembed.interp.assist import summarize_diff
+def _header(s: dict) -> None:
+    """What a reader needs before the rows: the sides, the length finding, separability, confounds."""
+    render.note(f"[bold]A[/bold] = {render.safe(s['a'])} ({s['n_a']} docs) · [bold]B[/bold] = {render.safe(s['b'])} "
+                f"({s['n_b']} docs) · test: {render.safe(s['test'])}"
+                + (f" and {render.safe(s['test_length_controlled'])}" if s.get("test_length_controlled") else "")
+                + f" · SAE {render.safe(s['sae'])}")
+    if s.get("length_finding"):  # the length difference, said first (with the test behind it)
+        p = s["length"]["p_value"]
+        render.note(f"  [bold]finding:[/bold] {render.safe(s['length_finding'])} (Mann–Whitney p = {p:.2g})")
+    else:
+        render.note(f"  length: {render.safe(s['length_note'])}")
+    if s.get("separability"):
+        render.note(f"  separability: {render.safe(s['separability']['note'])}")
+    if s["generic_excluded"]:
+        render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to show them); "
+                    f"random-token probe: {render.safe(s['random_probe'])}")
+    msg = f"  {s['significant_q05']} of {s['features_tested']} features differ at q ≤ 0.05"
+    if "significant_q05_length_controlled" in s:
+        msg += f"; {s['significant_q05_length_controlled']} beyond length"
+    render.note(msg)
+
+
+def _summarize(st, results, llm, base_url) -> pl.DataFrame:
+    from saeembed.analysis.diff_summary import summarize
 
     client = None
     if llm:
         from saeembed.interp.llm import LLMClient, LLMConfig
 
         client = LLMClient(st, LLMConfig(model=llm, base_url=base_url))
-    return summarize_diff(st, frame, corpus_a=a, corpus_b=b, sae=sae, llm=client, freq_a="freq_a", freq_b="freq_b")
+    return summarize(st, results, llm=client)
 
 
 def correlate(
     corpus: str = typer.Argument(..., help="Corpus to mine."),
     with_column: Optional[str] = typer.Option(None, "--with-column", help="Metadata column (category, number or date): which features rise or fall with it."),
     where: Optional[str] = typer.Option(None, "--where", help="Only documents matching this filter."),
-    min_support: float = typer.Option(0.001, "--min-support", help="A feature must fire in at least this share of documents."),
-    min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
+    min_support: float = opt(CorrelateConfig, "min_support", "--min-support"),
+    min_docs: int = opt(CorrelateConfig, "min_docs", "--min-docs"),
+    min_pair_docs: int = opt(CorrelateConfig, "min_pair_docs", "--min-pair-docs"),
     top: int = typer.Option(30, "--top", "-n", help="Pairs (or features per category) to show."),
-    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
+    keep_generic: bool = opt(CorrelateConfig, "keep_generic", "--keep-generic"),
     sae_weights: Optional[str] = typer.Option(None, "--sae-weights", metavar="PATH_OR_HUB_ID", help="SAE weights to load for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
     store: str = ReadStoreOpt,
@@ -128,13 +167,13 @@ def correlate(
       saeembed correlate support_tickets
       saeembed correlate toxicity --with-column category
     """
-    from saeembed.analysis.correlate import CorrelateConfig, correlate as run, correlate_with_column
+    from saeembed.analysis.correlate import correlate as run, correlate_with_column
 
     with open_store(store, read_only=True) as st:
         if with_column:
             r = correlate_with_column(st, corpus, with_column, where=where, sae=sae, top=top, min_docs=min_docs)
         else:
-            cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top,
+            cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_pair_docs, top=top,
                                   keep_generic=keep_generic)
             r = run(st, corpus, where=where, sae=sae, sae_weights=sae_weights, config=cfg)
     if with_column:
@@ -154,8 +193,9 @@ def correlate(
         return
     s = r.summary
     render.note(f"{render.safe(s['corpus'])}: {s['n_docs']} documents · {s['features_with_support']} features with "
-                f"support ≥ {s['min_support']:.2%} and ≥ {s['min_docs']} docs · similarity: {render.safe(s['similarity'])}")
+                f"support ≥ {s['min_support']:.2%} and ≥ {s['min_docs']} docs · a listed pair co-occurs in ≥ "
+                f"{s['pair_min_docs']} docs · similarity: {render.safe(s['similarity'])}")
     if s["generic_excluded"]:
         render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to keep them)")
-    render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI)")
+    render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI shrunk by support)")
     render.emit_frame(r.unexpected, title="unexpected pairs: strong co-occurrence, dissimilar meaning")

@@ -4,7 +4,7 @@ is saeembed.interp.labels."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 import typer
 
@@ -28,10 +28,17 @@ def _progress(description: str, total: int, enabled: bool = True):
 
 
 def label(
+    diff_sides: Optional[List[str]] = typer.Argument(
+        None, metavar="[A [B]]", help="Corpora for --top-diff: A and B, or one corpus A with --where/--vs or --by."),
     features: Optional[List[str]] = typer.Option(
         None, "--features", "-f", help="Feature ids, comma-separated or repeated: 12,45 or -f 12 -f 45."),
-    top_diff: Optional[Tuple[str, str]] = typer.Option(
-        None, "--top-diff", help="Two corpora A B: label the features whose frequency differs most between them."),
+    top_diff: bool = typer.Option(
+        False, "--top-diff", help="Label the features that differ most between two corpora (--top-diff A B), two "
+        "slices of one (--top-diff A --where ... [--vs ...]) or each --by group and the rest: both rankings of "
+        "each diff in turn (raw, length-controlled)."),
+    where: Optional[str] = typer.Option(None, "--where", help="--top-diff: filter for side A."),
+    vs: Optional[str] = typer.Option(None, "--vs", help="--top-diff: filter for side B (default: the rest, or all of B)."),
+    by: Optional[str] = typer.Option(None, "--by", help="--top-diff: metadata column; each value against the rest."),
     all_live: bool = typer.Option(False, "--all-live", help="Every feature that fires on some document, most frequent first."),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="At most this many features (--top-diff default 20)."),
     corpus: Optional[list[str]] = typer.Option(
@@ -67,9 +74,14 @@ def label(
     from saeembed.interp.labels import LabelConfig, label_features, live_features, resolve_scope
     from saeembed.interp.llm import LLMClient, LLMConfig
 
-    chosen = sum(x is not None and x is not False and x != () for x in (features or None, top_diff, all_live or None))
+    chosen = sum(x is not None and x is not False and x != () for x in (features or None, top_diff or None, all_live or None))
     if chosen != 1:
         raise InputError("say which features to label: --features 12,45, --top-diff A B or --all-live")
+    sides = list(diff_sides or [])
+    if top_diff and not (len(sides) == 2 or (len(sides) == 1 and (where or by))):
+        raise InputError("--top-diff needs two corpora (--top-diff A B) or one with --where/--vs or --by")
+    if (sides or where or vs or by) and not top_diff:
+        raise InputError("corpora, --where, --vs and --by go with --top-diff")
     if limit is not None and limit < 1:
         raise InputError("--limit must be at least 1")
     ids = feature_ids(features) if features else None
@@ -78,7 +90,8 @@ def label(
         if ids is not None:
             ids = ids[: limit or None]
         elif top_diff:
-            ids = top_diff_features(st, top_diff[0], top_diff[1], top=limit or 20, sae=s.sae_hash)
+            ids = top_diff_features(st, sides[0], sides[1] if len(sides) > 1 else None, where=where, vs=vs, by=by,
+                                    top=limit or 20, sae=s.sae_hash)
         else:
             ids = live_features(st, s, corpus_ids, limit)
         client = None

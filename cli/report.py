@@ -18,7 +18,8 @@ from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, Cluste
                                   DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KeepShortOpt, KOpt,
                                   MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, QualityDropOpt, QualityLabelOpt,
                                   QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ReadStoreOpt, SaeOpt, StoreOpt,
-                                  feature_ids, filter_spec, json_opt)
+                                  feature_ids, filter_spec, json_opt, opt)
+from saeembed.config import CorrelateConfig, DiffConfig
 from saeembed.errors import InputError
 
 app = typer.Typer(
@@ -108,8 +109,10 @@ def diff_cmd(
     where: Optional[str] = typer.Option(None, "--where", help="Filter for side A, e.g. \"source = 'web'\"."),
     vs: Optional[str] = typer.Option(None, "--vs", help="Filter for side B (default: all of B, or the rest of A)."),
     paired_on: Optional[str] = typer.Option(None, "--paired-on", help="Column pairing A and B documents: McNemar's test."),
-    length_control: str = typer.Option("auto", "--length-control", help="on, off or auto (rank within token-length strata)."),
-    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly everything."),
+    length_control: str = opt(DiffConfig, "length_control", "--length-control"),
+    keep_generic: bool = opt(DiffConfig, "keep_generic", "--keep-generic"),
+    group_column: Optional[str] = opt(DiffConfig, "group_column", "--group-column"),
+    separability: bool = opt(DiffConfig, "separability", "--separability/--no-separability"),
     top: int = typer.Option(20, "--top", "-n", min=1, help="Features per side in the charts."),
     exemplars: int = typer.Option(2, "--exemplars", help="Exemplars per feature and side."),
     sae: Optional[str] = SaeOpt,
@@ -125,7 +128,8 @@ def diff_cmd(
 
     with steps(3, not as_json) as advance:
         report = build_diff_report(store, a, b, where=where, vs=vs, paired_on=paired_on, length_control=length_control,
-                                   keep_generic=keep_generic, top=top, exemplars=exemplars, sae=sae, progress=advance)
+                                   keep_generic=keep_generic, group_column=group_column, separability=separability,
+                                   top=top, exemplars=exemplars, sae=sae, progress=advance)
         path = report.write(out)
         advance("written")
     finish(path, report, as_json)
@@ -135,10 +139,11 @@ def diff_cmd(
 def correlate_cmd(
     corpus: str = typer.Argument(..., help="Corpus to mine."),
     where: Optional[str] = typer.Option(None, "--where", help="Only documents matching this filter."),
-    min_support: float = typer.Option(0.001, "--min-support", help="A feature must fire in at least this share of documents."),
-    min_docs: int = typer.Option(5, "--min-docs", help="...and in at least this many documents (pairs too)."),
+    min_support: float = opt(CorrelateConfig, "min_support", "--min-support"),
+    min_docs: int = opt(CorrelateConfig, "min_docs", "--min-docs"),
+    min_pair_docs: int = opt(CorrelateConfig, "min_pair_docs", "--min-pair-docs"),
     top: int = typer.Option(30, "--top", "-n", min=1, help="Pairs listed (strongest and unexpected)."),
-    keep_generic: bool = typer.Option(False, "--keep-generic", help="Keep features that fire on nearly every document or on random tokens."),
+    keep_generic: bool = opt(CorrelateConfig, "keep_generic", "--keep-generic"),
     sae_weights: Optional[str] = typer.Option(None, "--sae-weights", help="SAE weights for decoder directions, when the store's recorded source is gone."),
     sae: Optional[str] = SaeOpt,
     out: Optional[Path] = out_option("correlate.html"),
@@ -152,7 +157,7 @@ def correlate_cmd(
 
     with steps(2, not as_json) as advance:
         report = build_correlate_report(store, corpus, where=where, min_support=min_support, min_docs=min_docs,
-                                        top=top, keep_generic=keep_generic, sae_weights=sae_weights, sae=sae,
+                                        min_pair_docs=min_pair_docs, top=top, keep_generic=keep_generic, sae_weights=sae_weights, sae=sae,
                                         progress=advance)
         path = report.write(out)
         advance("written")
@@ -171,6 +176,7 @@ def cluster_cmd(
     min_samples: Optional[int] = MinSamplesOpt,
     where: Optional[str] = ClusterWhereOpt,
     name: Optional[str] = typer.Option(None, "--name", help="Also save the clustering under this name (usable as --where \"cluster.NAME = 3\"); without it nothing is stored."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a clustering already saved under --name."),
     seed: int = ClusterSeedOpt,
     binary: bool = BinaryOpt,
     sae: Optional[str] = SaeOpt,
@@ -192,7 +198,7 @@ def cluster_cmd(
                         seed=seed, binary=binary)
     with steps(3, not as_json) as advance:
         report = build_cluster_report(store, corpus, saved=saved, axis=axis, features=feature_ids(features), where=where,
-                                      name=name, sae=sae, config=cfg, progress=advance)
+                                      name=name, replace=replace, sae=sae, config=cfg, progress=advance)
         path = report.write(out)
         advance("written")
     finish(path, report, as_json)

@@ -139,8 +139,23 @@ class DiffConfig:
     min_docs: int = setting(1, "A feature must fire in at least this many documents (both sides together).")
     exemplars: int = setting(1, "Exemplar snippets per side.")
     snippet_width: int = setting(50, "Characters of context on each side of an exemplar's span.")
-    # The library returns the 50 best rows; what a person reads is DiffView.top (30), after its filters.
-    top: int | None = setting(50, "Rows returned, best first (None: all).")
+    # The library returns the 50 best rows of each ranking; what a person reads is DiffView.top of each,
+    # after its filters.
+    top: int | None = setting(50, "Rows returned per ranking, best first (None: all).")
+    separability: bool = setting(
+        True, "Measure how well the listed features separate the sides (cross-validated AUROC, beside all "
+              "features and length alone).")
+    # 20 in all (10 per section when there are two): on every benchmark pair the listed features kept
+    # >= 0.9 of the all-feature AUROC; 10 in all missed on 3 of 13 (benchmarks/results/diff_separability.md).
+    separability_top: int = setting(
+        20, "Features the separability figure uses in all: the shown top (split evenly between the sections when "
+            "there are two).")
+    group_column: str | None = setting(
+        None, "Metadata column whose documents stay in one cross-validation fold (e.g. the prompt, when both sides "
+              "answer the same prompts). Default: the --paired-on column, else stratified folds.")
+    separability_folds: int = setting(5, "Cross-validation folds of the separability figure.")
+    separability_max_docs: int = setting(20_000, "The separability figure samples (seeded) at most this many documents per side.")
+    seed: int = setting(0, "Seed of the separability folds and sample.")
 
 
 @dataclass
@@ -150,7 +165,9 @@ class DiffView:
     direction: str = setting("both", "both, a (more in A) or b (more in B).")
     max_q: float = setting(1.0, "Only features with a BH q-value at most this.")
     min_freq: float = setting(0.0, "Only features firing on at least this share of one side.")
-    top: int = setting(30, "Rows to show (per group with --by).")
+    top: int = setting(
+        20, "Rows to show in all, split evenly between the sections when there are two (per group with --by); the "
+            "separability figure uses the same features.")
 
     def __post_init__(self):
         if self.direction not in ("both", "a", "b"):
@@ -160,12 +177,16 @@ class DiffView:
         """The rows of a diff frame (diff's columns more_in, q_value, freq_a, freq_b) this view shows."""
         import polars as pl
 
+        sections = frame["ranking"].n_unique() if "ranking" in frame.columns else 1
         if self.direction != "both":
             frame = frame.filter(pl.col("more_in") == self.direction.upper())
         if self.max_q < 1.0:
             frame = frame.filter(pl.col("q_value") <= self.max_q)
         if self.min_freq > 0:
             frame = frame.filter(pl.max_horizontal("freq_a", "freq_b") >= self.min_freq)
+        if "ranking" in frame.columns:  # the first top / sections of each ranking, in the diff's order
+            per = max(1, self.top // max(1, sections))
+            return frame.group_by("ranking", maintain_order=True).head(per).select(frame.columns)
         return frame.head(self.top)
 
 
@@ -190,3 +211,25 @@ class ClusterConfig:
     binary: bool = setting(False, "Cluster on feature presence instead of scaled values.")
     seed: int = setting(0, "Seed for k-means, SVD and the layout.")
     describe_top: int = setting(5, "Features per cluster description.")
+
+
+@dataclass
+class CorrelateConfig:
+    """How feature pairs are counted, ranked and called unexpected."""
+
+    min_support: float = setting(0.005, "A feature, and a listed pair, must fire in at least this share of documents...")
+    min_docs: int = setting(10, "...and a feature in at least this many documents.")
+    min_pair_docs: int = setting(10, "A listed pair must co-occur in at least this many documents (and the share above).")
+    shrink_docs: int = setting(
+        20, "Ranking: npmi x docs/(docs + this); a pair seen on this many documents counts half its NPMI.")
+    top: int = setting(50, "Pairs to show in each list.")
+    unexpected_npmi: float = setting(0.3, "Unexpected pairs: shrunk NPMI at least this...")
+    unexpected_cosine: float = setting(0.2, "...between features whose decoder directions have |cosine| below this...")
+    unexpected_label_similarity: float = setting(0.5, "...and labels (when both exist) less similar than this.")
+    keep_generic: bool = setting(False, "Keep features that fire on nearly every document (they co-occur with everything).")
+    generic_freq: float = setting(0.9, "A feature on at least this share of documents is generic.")
+    random_freq: float = setting(0.9, "A feature on at least this share of random-token texts is generic.")
+
+    def pair_min_docs(self, n_docs: int) -> int:
+        """Joint documents a listed pair needs in a selection of n_docs documents."""
+        return max(self.min_pair_docs, math.ceil(self.min_support * n_docs), 1)

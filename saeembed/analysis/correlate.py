@@ -21,7 +21,6 @@ other (the strongest list carries decoder_cosine for its own pairs).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,33 +30,11 @@ from scipy import stats
 
 from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
-from saeembed.config import setting
+from saeembed.config import CorrelateConfig
 from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, SAEError
 from saeembed.stats import bh, generic_rule, two_proportion_p
 from saeembed.store import SAEInfo, Store
-
-
-@dataclass
-class CorrelateConfig:
-    """How feature pairs are counted, ranked and called unexpected."""
-
-    min_support: float = setting(0.005, "A feature, and a listed pair, must fire in at least this share of documents...")
-    min_docs: int = setting(10, "...and a feature in at least this many documents.")
-    min_pair_docs: int = setting(10, "A listed pair must co-occur in at least this many documents (and the share above).")
-    shrink_docs: int = setting(
-        20, "Ranking: npmi x docs/(docs + this); a pair seen on this many documents counts half its NPMI.")
-    top: int = setting(50, "Pairs to show in each list.")
-    unexpected_npmi: float = setting(0.3, "Unexpected pairs: shrunk NPMI at least this...")
-    unexpected_cosine: float = setting(0.2, "...between features whose decoder directions have |cosine| below this...")
-    unexpected_label_similarity: float = setting(0.5, "...and labels (when both exist) less similar than this.")
-    keep_generic: bool = setting(False, "Keep features that fire on nearly every document (they co-occur with everything).")
-    generic_freq: float = setting(0.9, "A feature on at least this share of documents is generic.")
-    random_freq: float = setting(0.9, "A feature on at least this share of random-token texts is generic.")
-
-    def pair_min_docs(self, n_docs: int) -> int:
-        """Joint documents a listed pair needs in a selection of n_docs documents."""
-        return max(self.min_pair_docs, math.ceil(self.min_support * n_docs), 1)
 
 
 @dataclass

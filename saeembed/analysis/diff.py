@@ -25,21 +25,25 @@ import numpy as np
 import polars as pl
 
 from saeembed.analysis.diff_exemplars import annotate
-from saeembed.analysis.diff_length import Sides, length_summary, side_table, strata, token_lengths
+from saeembed.analysis.diff_length import Sides, length_finding, length_summary, side_table, strata, token_lengths
+from saeembed.analysis.diff_rank import rank, top_features
 from saeembed.analysis.diff_scan import Scan, fits, mean_values, scan_activations, side_counts
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select, select_many, select_table
+from saeembed.analysis.separability import separability
 from saeembed.config import DiffConfig
 from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, StoreError
 from saeembed.store.filters import parse_filter
-from saeembed.stats import bh, cmh, generic_rule, mcnemar_p, two_proportion_p
+from saeembed.stats import cmh, generic_rule, mcnemar_p, two_proportion_p
 from saeembed.store import Store
 
 
 @dataclass
 class DiffResult:
-    frame: pl.DataFrame  # one row per feature, best first
+    frame: pl.DataFrame  # one row per (ranking, feature), each ranking best first (see diff_rank)
     summary: dict = field(default_factory=dict)
+    a: Selection | None = field(default=None, compare=False)  # the sides compared
+    b: Selection | None = field(default=None, compare=False)
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -189,13 +193,8 @@ def _diff_scanned(store: Store, a: Selection, b: Selection, sides: Sides, scan: 
         diff_adj, p_adj = cmh(counts[0][:, observed], counts[1][:, observed], n[0], n[1])
     else:  # not computed: lengths are comparable (or control is off), so the raw numbers stand
         diff_adj = p_adj = np.full(len(observed), np.nan)
-    if paired_on:
-        p_pair = _mcnemar(store, a, b, observed)
-        p_main, effect, test = p_pair, fa - fb, "mcnemar"
-    elif use_length:
-        p_main, effect, test = p_adj, diff_adj, "cmh-length-strata"
-    else:
-        p_main, effect, test = p_raw, fa - fb, "two-proportion/fisher"
+    p_first = _mcnemar(store, a, b, observed) if paired_on else p_raw
+    test = "mcnemar" if paired_on else "two-proportion/fisher"
 
     generic, reasons, probe_state = _generic(store, a, observed, (ca + cb) / (na + nb), cfg)
     frame = pl.DataFrame({
@@ -205,46 +204,49 @@ def _diff_scanned(store: Store, a: Selection, b: Selection, sides: Sides, scan: 
         "diff": fa - fb,
         "ratio": ((ca + 0.5) / (na + 1)) / ((cb + 0.5) / (nb + 1)),
         "diff_adj": diff_adj,
-        "p_raw": p_raw, "p_adj": p_adj,
-        "p_value": p_main,
-        "effect": effect,
+        "p_raw": p_raw, "p_adj": p_adj, "_p_first": p_first,
         "generic": generic, "generic_reason": reasons,
     })
     excluded = int(frame["generic"].sum())
     if not cfg.keep_generic:
         frame = frame.filter(~pl.col("generic"))
     # BH over every feature tested (after generic features are set aside, as they are not reported).
-    frame = frame.with_columns(
-        q_value=pl.Series(bh(frame["p_value"].to_numpy()) if frame.height else [], dtype=pl.Float64),
-        q_raw=pl.Series(bh(frame["p_raw"].to_numpy()) if frame.height else [], dtype=pl.Float64),
-        q_adj=pl.Series(bh(frame["p_adj"].to_numpy()) if frame.height and use_length
-                        else np.full(frame.height, np.nan), dtype=pl.Float64),
-    )
-    frame = (
-        frame.with_columns(more_in=pl.when(pl.col("effect") > 0).then(pl.lit("A"))
-                           .when(pl.col("effect") < 0).then(pl.lit("B")).otherwise(pl.lit("=")))
-        .sort([pl.col("effect").abs(), pl.col("p_value"), pl.col("feature")], descending=[True, False, False])
-    )
-    if cfg.top is not None:
-        frame = frame.head(cfg.top)
-    frame = frame.with_columns(pl.col("diff_adj", "p_adj", "q_adj").fill_nan(None))  # null = not computed
-    frame = frame.join(mean_values(scan, codes_a, codes_b, frame["feature"].to_numpy()), on="feature", how="left")
+    frame, significant = rank(frame, p_first="_p_first", length=use_length, top=cfg.top)
+    frame = frame.drop("_p_first")
+    features = frame["feature"].unique(maintain_order=True).to_numpy()
+    frame = frame.join(mean_values(scan, codes_a, codes_b, features), on="feature", how="left", maintain_order="left")
     frame = annotate(store, a, b, frame, scan, codes_a, codes_b, exemplars=cfg.exemplars, width=cfg.snippet_width)
     summary = {
         "a": a.name, "b": b.name, "n_a": na, "n_b": nb,
         "sae": a.sae.sae_hash, "test": test,
+        "rankings": list(significant),
         "length_controlled": bool(use_length),
         "length": lengths["table"],
         "length_note": lengths["note"],
         "features_tested": int(len(observed)),
         "generic_excluded": 0 if cfg.keep_generic else excluded,
         "random_probe": probe_state,
-        "significant_q05": int((frame["q_value"] <= 0.05).sum()) if frame.height else 0,
+        "significant_q05": significant["raw"],
     }
+    if use_length:
+        summary["test_length_controlled"] = "cmh-length-strata"
+        summary["significant_q05_length_controlled"] = significant["length_controlled"]
     if paired_on:
         summary["paired_on"] = paired_on
         summary["pairs"] = n_pairs
-    return DiffResult(frame, summary)
+    sep = None
+    if cfg.separability:
+        lists = top_features(frame, max(1, cfg.separability_top // len(significant)))  # as DiffView shows them
+        if len(lists) > 1:  # what a reader sees: both sections together
+            lists["listed"] = list(dict.fromkeys(f for fs in lists.values() for f in fs))
+        sep = separability(store, a, b, lists, lengths=(sides.la, sides.lb),
+                           group_column=cfg.group_column or paired_on, folds=cfg.separability_folds,
+                           max_docs=cfg.separability_max_docs, seed=cfg.seed)
+        summary["separability"] = sep
+    finding = length_finding(lengths, sep)
+    if finding:
+        summary["length_finding"] = finding
+    return DiffResult(frame, summary, a, b)
 
 
 def _mcnemar(store: Store, a: Selection, b: Selection, features: np.ndarray) -> np.ndarray:
@@ -284,10 +286,24 @@ def _generic(store: Store, sel: Selection, features: np.ndarray, pooled_freq: np
     return generic, reasons.tolist(), state
 
 
-def top_diff_features(store: Store, a: str, b: str, top: int = 20, sae: str | None = None) -> list[int]:
-    """The features that differ most between corpora a and b (saeembed.analysis.diff's ranking: generic
-    features left out, length-controlled when the corpora's lengths differ)."""
-    return diff_corpora(store, a, b, sae=sae, config=DiffConfig(top=top)).frame["feature"].to_list()
+def top_diff_features(store: Store, a: str, b: str | None = None, *, where: str | None = None, vs: str | None = None,
+                      by: str | None = None, top: int = 20, sae: str | None = None) -> list[int]:
+    """The features that differ most between corpora a and b, or the `where`/`vs` slices of a, or each
+    `by` group of a and the rest: the rankings of each diff taken in turn (raw, length-controlled, ...)
+    without repeats, `top` per diff (generic features left out; no separability figure)."""
+    cfg = DiffConfig(top=top, exemplars=0, separability=False)
+    if by:
+        results = list(diff_by(store, a, by, where=where, sae=sae, config=cfg).values())
+    elif b is not None or where:
+        results = [diff(store, *diff_selections(store, a, b, where=where, vs=vs, sae=sae), config=cfg)]
+    else:
+        raise InputError("give a second corpus, --where (and optionally --vs), or --by COLUMN")
+    out: dict[int, None] = {}
+    for r in results:
+        lists = list(top_features(r.frame, top).values())
+        turns = [fs[i] for i in range(top) for fs in lists if i < len(fs)]  # raw 1st, controlled 1st, raw 2nd...
+        out.update(dict.fromkeys([f for f in dict.fromkeys(turns) if f not in out][:top]))
+    return list(out)
 
 
 __all__ = ["DiffConfig", "DiffResult", "diff", "diff_corpora", "diff_slices", "diff_by", "diff_selections",

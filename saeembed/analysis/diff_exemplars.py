@@ -10,18 +10,18 @@ from saeembed.analysis.selection import Selection
 from saeembed.store import Store
 from saeembed.textwindow import snippet
 
-COLUMNS = ["feature", "label", "freq_a", "freq_b", "diff", "ratio", "p_value", "q_value", "more_in",
+COLUMNS = ["ranking", "feature", "label", "freq_a", "freq_b", "diff", "ratio", "p_value", "q_value", "more_in",
            "diff_adj", "mean_a", "mean_b", "docs_a", "docs_b", "p_raw", "q_raw", "p_adj", "q_adj",
            "generic", "generic_reason", "exemplar_a", "exemplar_b"]
 
 
 def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan: Scan, codes_a: list[int],
              codes_b: list[int], *, exemplars: int, width: int) -> pl.DataFrame:
-    """The diff table with each feature's label and `exemplars` snippets per side (one: a string, more:
-    a list), in the published column order."""
-    features = frame["feature"].to_list()
+    """The diff table (rows per ranking: see diff_rank) with each feature's label and `exemplars` snippets
+    per side (one: a string, more: a list), in the published column order."""
+    features = frame["feature"].unique(maintain_order=True).to_list()  # a feature may be in both rankings
     labels = store.labels(a.sae.sae_key, features).select("feature", "label")
-    frame = frame.join(labels, on="feature", how="left")
+    frame = frame.join(labels, on="feature", how="left", maintain_order="left")
     picks = {side: top_rows(scan, codes, features, exemplars) for side, codes in (("a", codes_a), ("b", codes_b))}
     texts = exemplar_texts(store, a, b, picks, width)
     for side in ("a", "b"):
@@ -31,7 +31,7 @@ def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan
         ex = ex.group_by("feature").agg(pl.col("snippet").alias(col))
         if exemplars == 1:
             ex = ex.with_columns(pl.col(col).list.first())
-        frame = frame.join(ex, on="feature", how="left")
+        frame = frame.join(ex, on="feature", how="left", maintain_order="left")
     return frame.select(COLUMNS)
 
 

@@ -72,8 +72,24 @@ def length_summary(sides: Sides) -> dict:
     differ = p < 0.01 and not (1 / 1.2 <= ratio <= 1.2)
     note = (f"A's documents are {ratio:.2f}× as long as B's (median {med_a:.0f} vs {med_b:.0f} tokens, "
             f"Mann–Whitney p = {p:.2g})")
-    note += ("; longer documents fire more features under max-pooling, so ranking is length-controlled"
+    note += ("; longer documents fire more features under max-pooling, so a second ranking controls for length"
              if differ else "; lengths are comparable")
     return {"differ": differ, "note": note, "table": {
         "median_tokens_a": med_a, "median_tokens_b": med_b, "mean_tokens_a": float(la.mean()),
         "mean_tokens_b": float(lb.mean()), "ratio": ratio, "p_value": p}}
+
+
+def length_finding(lengths: dict, separability: dict | None) -> str | None:
+    """The length difference stated as the diff's first finding, when it is clear (None otherwise)."""
+    if not lengths["differ"]:
+        return None
+    t = lengths["table"]
+    longer, shorter = ("A", "B") if t["ratio"] >= 1 else ("B", "A")
+    times = t["ratio"] if t["ratio"] >= 1 else 1 / t["ratio"]
+    text = (f"{longer}'s documents are {times:.1f}× as long as {shorter}'s (median {t['median_tokens_a']:.0f} vs "
+            f"{t['median_tokens_b']:.0f} tokens)")
+    auroc = (separability or {}).get("auroc_length")
+    if auroc is not None:
+        text += f"; length alone tells the sides apart with AUROC {max(auroc, 1 - auroc):.2f}"
+    return text + ("; the raw ranking shows what differs, length included; the length-controlled ranking what "
+                   "differs beyond length")

@@ -77,19 +77,32 @@ def summarize_diff(
     max_hypotheses: int = 5,
     freq_a: str = "freq",
     freq_b: str = "freq_other",
+    sae_info: SAEInfo | None = None,
+    share=None,
+    sort: bool = True,
 ) -> pl.DataFrame:
     """Hypotheses from the top rows of a diff (columns: feature, and the two frequencies, named by
     freq_a/freq_b; e.g. analysis.frequency.distinctive_features' freq/freq_other).
 
-    Returns hypothesis, direction (the corpus with more of it), features, evidence (one line per
+    The sides are corpora corpus_a / corpus_b, or any two sets of documents (slices, groups) when
+    `sae_info` and `share` are given: share(side "a" or "b", features) -> share of that side's documents
+    firing any of them; corpus_a / corpus_b then only name the sides. sort: rank rows by the gap in
+    frequency (else keep the diff's own order, e.g. its length-controlled ranking).
+
+    Returns hypothesis, direction (the side with more of it), features, evidence (one line per
     feature: label and frequencies), share_a / share_b (documents firing any of the features), source."""
 
     for col in ("feature", freq_a, freq_b):
         if col not in diff.columns:
             raise InputError(f"the diff table has no {col!r} column (has {', '.join(diff.columns)})")
-    s = store.shared_sae([corpus_a, corpus_b], sae)
-    rows = (diff.with_columns((pl.col(freq_a) - pl.col(freq_b)).abs().alias("_gap"))
-            .sort("_gap", descending=True).head(top))
+    s = sae_info or store.shared_sae([corpus_a, corpus_b], sae)
+    if share is None:
+        def share(side, fs):
+            return _any_share(store, corpus_a if side == "a" else corpus_b, s, fs)
+    rows = diff.unique("feature", keep="first", maintain_order=True)
+    if sort:
+        rows = rows.with_columns((pl.col(freq_a) - pl.col(freq_b)).abs().alias("_gap")).sort("_gap", descending=True)
+    rows = rows.head(top)
     feats = [int(f) for f in rows["feature"].to_list()]
     fa = dict(zip(feats, rows[freq_a].to_list()))
     fb = dict(zip(feats, rows[freq_b].to_list()))
@@ -100,8 +113,8 @@ def summarize_diff(
 
     def hyp(statement, direction, fs, source):
         return {"hypothesis": statement, "direction": corpus_a if direction == "A" else corpus_b,
-                "features": fs, "evidence": evidence(fs), "share_a": _any_share(store, corpus_a, s, fs),
-                "share_b": _any_share(store, corpus_b, s, fs), "source": source}
+                "features": fs, "evidence": evidence(fs), "share_a": share("a", fs),
+                "share_b": share("b", fs), "source": source}
 
     out, source = [], "offline"
     if llm is not None and feats:

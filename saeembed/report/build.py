@@ -47,7 +47,7 @@ def _opened(store: Store | str | os.PathLike, *, read_only: bool):
     if isinstance(store, Store):
         yield store
     else:
-        with Store(store, read_only=read_only) as st:
+        with Store(store, read_only=read_only, create=False) as st:
             yield st
 
 
@@ -75,43 +75,50 @@ def build_features_report(store, corpus: str | None = None, *, top: int = 30, by
 
 def build_diff_report(store, a: str, b: str | None = None, *, where: str | None = None, vs: str | None = None,
                       paired_on: str | None = None, length_control: str = "auto", keep_generic: bool = False,
-                      top: int = 20, exemplars: int = 2, sae: str | None = None, progress: Progress = None) -> Report:
-    """How two corpora (or two slices of one) differ: features more frequent on each side, p/q-values, the
-    length difference, exemplars from both sides with the activating token shaded."""
+                      top: int = 20, exemplars: int = 2, sae: str | None = None, group_column: str | None = None,
+                      separability: bool = True, progress: Progress = None) -> Report:
+    """How two corpora (or two slices of one) differ: the length finding, separability of the listed
+    features, features more frequent on each side in each ranking (raw; beyond length), p/q-values,
+    exemplars from both sides with the activating token shaded."""
     from saeembed.analysis.diff import DiffConfig, diff, diff_selections
 
     if b is None and not where:
         raise InputError("give a second corpus, or --where (and optionally --vs) to compare slices of one")
     stage = _stage(progress)
-    cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=1, top=None)
+    cfg = DiffConfig(length_control=length_control, keep_generic=keep_generic, exemplars=1, top=None,
+                     separability_top=top, group_column=group_column, separability=separability)
     with _opened(store, read_only=True) as st:
         sa, sb = diff_selections(st, a, b, where=where, vs=vs, sae=sae)
         result = diff(st, sa, sb, paired_on=paired_on, config=cfg)
         stage("exemplars")
-        more_a, more_b = diff_sides(result.frame, result.summary, top)
-        shown = more_a["feature"].to_list() + more_b["feature"].to_list()
+        shown = []  # the charted features of every ranking, once each
+        for ranking in result.summary.get("rankings", [None]):
+            for part in diff_sides(result.frame, result.summary, top, ranking):
+                shown += [f for f in part["feature"].to_list() if f not in shown]
         ex = pl.concat([selection_windows(st, sa, shown, per_feature=exemplars).with_columns(side=pl.lit("a")),
                         selection_windows(st, sb, shown, per_feature=exemplars).with_columns(side=pl.lit("b"))])
         prov = provenance(st, sa.sae, analysis="diff", corpora=sorted({sa.corpus.name, sb.corpus.name}), params={
             "a": sa.name, "b": sb.name, "where": where, "vs": vs, "paired_on": paired_on,
             "length_control": length_control, "keep_generic": keep_generic, "top": top,
-            "test": result.summary.get("test")})
+            "test": result.summary.get("test"), "group_column": group_column})
         stage("page")
         html = diff_page(result.frame, result.summary, prov, exemplars=ex, top=top)
     return Report("diff", html, {"features": len(shown), "significant_q05": result.summary.get("significant_q05", 0),
                                  "exemplars": ex.height})
 
 
-def build_correlate_report(store, corpus: str, *, where: str | None = None, min_support: float = 0.001,
-                           min_docs: int = 5, top: int = 30, keep_generic: bool = False,
+def build_correlate_report(store, corpus: str, *, where: str | None = None, min_support: float | None = None,
+                           min_docs: int | None = None, min_pair_docs: int | None = None, top: int = 30,
+                           keep_generic: bool = False,
                            sae_weights: str | None = None, sae: str | None = None,
                            progress: Progress = None) -> Report:
     """Which features fire together: an NPMI heatmap of the strongest pairs, unexpected pairs outlined."""
-    from saeembed.analysis.correlate import CorrelateConfig, correlate
+    from saeembed.analysis.correlate import correlate
+    from saeembed.config import CorrelateConfig
 
     stage = _stage(progress)
-    cfg = CorrelateConfig(min_support=min_support, min_docs=min_docs, min_pair_docs=min_docs, top=top,
-                          keep_generic=keep_generic)
+    given = {"min_support": min_support, "min_docs": min_docs, "min_pair_docs": min_pair_docs}
+    cfg = CorrelateConfig(top=top, keep_generic=keep_generic, **{k: v for k, v in given.items() if v is not None})
     with _opened(store, read_only=True) as st:
         r = correlate(st, corpus, where=where, sae=sae, sae_weights=sae_weights, config=cfg)
         prov = provenance(st, st.encoded_sae(corpus, sae), analysis="correlate", corpora=[corpus], params={
@@ -122,7 +129,7 @@ def build_correlate_report(store, corpus: str, *, where: str | None = None, min_
 
 
 def build_cluster_report(store, corpus: str | None = None, *, saved: str | None = None, axis: str | None = None,
-                         features: list[int] | None = None, where: str | None = None, name: str | None = None,
+                         features: list[int] | None = None, where: str | None = None, name: str | None = None, replace: bool = False,
                          sae: str | None = None, config=None, progress: Progress = None) -> Report:
     """Clusters of a corpus: a 2-D map of documents coloured by cluster (noise grey) and each cluster's
     over-represented features. Clusters now (`config`: analysis.cluster.ClusterConfig; `name` also saves
@@ -147,7 +154,7 @@ def build_cluster_report(store, corpus: str | None = None, *, saved: str | None 
                 raise InputError(f"clustering {saved!r} is of corpus {sel.corpus.name!r}, not {corpus!r}")
         else:
             result = cluster(st, corpus, axis=axis, features=features or None, where=where, sae=sae, name=name,
-                             save=name is not None, config=cfg)
+                             save=name is not None, replace=replace, config=cfg)
             sel = None
         info = st.corpus(result.params.get("corpus") or corpus) if sel is None else sel.corpus
         sae_info = sel.sae if sel is not None else st.encoded_sae(info, sae)

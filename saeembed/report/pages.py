@@ -120,28 +120,50 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
 
 # --- diff -----------------------------------------------------------------------------------------------
 
-DIFF_COLUMNS = ("feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "ratio", "mean_a", "mean_b", "p_value",
+DIFF_COLUMNS = ("ranking", "feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "ratio", "mean_a", "mean_b", "p_value",
                 "q_value", "more_in")
 
 
-def diff_sides(frame: pl.DataFrame, summary: dict | None, top: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """The top features more frequent in A and in B. With the diff's `more_in` column its order and
-    direction are kept (length-controlled when summary says so); features with no difference are on neither side."""
+RANKING_TITLES = {"raw": "What differs (length included)", "length_controlled": "What differs beyond length"}
+
+
+def diff_sides(frame: pl.DataFrame, summary: dict | None, top: int,
+               ranking: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The top features more frequent in A and in B, in one ranking (default: the first) of a diff frame
+    with a `ranking` column. With the diff's `more_in` column its order and direction are kept; features
+    with no difference are on neither side."""
+    if "ranking" in frame.columns:
+        ranking = ranking or frame["ranking"][0] if frame.height else ranking
+        frame = frame.filter(pl.col("ranking") == ranking)
     if "more_in" in frame.columns:
-        effect = "diff_adj" if (summary or {}).get("length_controlled") and "diff_adj" in frame.columns else "diff"
+        effect = "diff_adj" if ranking == "length_controlled" or (
+            ranking is None and (summary or {}).get("length_controlled") and "diff_adj" in frame.columns) else "diff"
         moved = frame.filter(pl.col(effect) != 0)
         return moved.filter(pl.col("more_in") == "A").head(top), moved.filter(pl.col("more_in") == "B").head(top)
     return (frame.filter(pl.col("diff") > 0).sort("diff", descending=True).head(top),
             frame.filter(pl.col("diff") < 0).sort("diff").head(top))
 
 
+def _separability_section(sep: dict | None) -> Section | None:
+    if not sep:
+        return None
+    def f(v):
+        return None if v is None else round(v, 3)
+    figures = {f"top-{sep['top']} {k.replace('_', '-')}": f(v) for k, v in sep["auroc_top"].items()}
+    figures |= {"all features": f(sep["auroc_all"]), "length alone": f(sep["auroc_length"])}
+    return Section("Separability", cards(figures), id="separability",
+                   note=f"How well the listed features tell the sides apart: {sep['note']}. An AUROC near the "
+                        f"all-feature figure means the listed features carry the difference.")
+
+
 def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict | None = None, *,
               exemplars: pl.DataFrame | None = None, top: int = 20) -> str:
-    """Dataset diff: features more frequent in A and in B (paired bars of their frequency on each side),
-    the full table, and exemplars from each side. `summary` may name the sides (`a`, `b`)."""
+    """Dataset diff: the length finding, separability, then for each ranking (what differs; what differs
+    beyond length) the features more frequent in A and in B (paired bars of their frequency on each
+    side), the full table, and exemplars from each side. `summary` may name the sides (`a`, `b`)."""
     summary = dict(summary or {})
     a_name, b_name = str(summary.get("a", "A")), str(summary.get("b", "B"))
-    more_a, more_b = diff_sides(frame, summary, top)
+    rankings = frame["ranking"].unique(maintain_order=True).to_list() if "ranking" in frame.columns else [None]
     labels = {r["feature"]: _get(r, "label") for r in frame.iter_rows(named=True)}
 
     def chart(part: pl.DataFrame) -> str:
@@ -150,23 +172,37 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
                                        [r["freq_a"] for r in rows], [r["freq_b"] for r in rows],
                                        a_name=a_name, b_name=b_name)
 
-    figures = {k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in ("length_note",)}
+    figures = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))
+               and k not in ("length_note", "length_finding")}
     for k, v in (summary.get("length") or {}).items() if isinstance(summary.get("length"), dict) else ():
         figures[f"length {k}"] = v
     summary_note = summary.get("length_note") or "Sizes of both sides; a length difference explains many feature differences by itself."
-    shown = pl.concat([more_a, more_b])
+    if summary.get("length_finding"):
+        summary_note = f"Finding: {summary['length_finding']}. {summary_note}"
+    sections = [Section("Summary", cards(figures), id="summary", note=summary_note)]
+    sep = _separability_section(summary.get("separability"))
+    if sep is not None:
+        sections.append(sep)
+    shown = []
+    for i, ranking in enumerate(rankings):
+        more_a, more_b = diff_sides(frame, summary, top, ranking)
+        shown += [more_a, more_b]
+        part = frame.filter(pl.col("ranking") == ranking) if ranking else frame
+        sig = ""
+        if "q_value" in part.columns:
+            sig = f" {part.filter(pl.col('q_value') < 0.05).height} of {part.height} features differ at q < 0.05 (FDR-corrected)."
+        heading = f"{RANKING_TITLES[ranking]}: " if ranking and len(rankings) > 1 else ""
+        how = "length-controlled (CMH) " if ranking == "length_controlled" else ""
+        sections += [
+            Section(f"{heading}more frequent in {a_name}", chart(more_a), id=f"more-a{'-' + str(i) if i else ''}",
+                    note=f"Share of documents where each feature fires, top {more_a.height} by {how}frequency "
+                         f"difference.{sig}"),
+            Section(f"{heading}more frequent in {b_name}", chart(more_b), id=f"more-b{'-' + str(i) if i else ''}"),
+        ]
+    shown = pl.concat(shown).unique("feature", keep="first", maintain_order=True)
     fallback = {r["feature"]: {"a": r.get("exemplar_a"), "b": r.get("exemplar_b")} for r in shown.to_dicts()}
     cols = [c for c in DIFF_COLUMNS if c in frame.columns]
-    sig = ""
-    if "q_value" in frame.columns:
-        n_sig = frame.filter(pl.col("q_value") < 0.05).height
-        sig = f" {n_sig} of {frame.height} features differ at q < 0.05 (FDR-corrected)."
-    sections = [
-        Section("Summary", cards(figures), id="summary", note=summary_note),
-        Section(f"More frequent in {a_name}", chart(more_a), id="more-a",
-                note=f"Share of documents where each feature fires, top {more_a.height} by "
-                     f"{'length-controlled (CMH) ' if summary.get('length_controlled') else ''}frequency difference.{sig}"),
-        Section(f"More frequent in {b_name}", chart(more_b), id="more-b"),
+    sections += [
         Section("All features", table(frame.to_dicts(), cols, table_id="diff-table", filter_box=True, max_rows=500,
                                       headers={"freq_a": f"freq {a_name}", "freq_b": f"freq {b_name}",
                                                "mean_a": f"mean {a_name}", "mean_b": f"mean {b_name}"}), id="table"),
@@ -184,7 +220,8 @@ def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexp
     """Feature co-occurrence: a heatmap of NPMI among the features of the strongest pairs (unexpected
     pairs outlined), and tables of the strongest and the unexpected pairs. Unexpected pairs come as their
     own frame (CorrelateResult.unexpected) or as rows of `pairs` flagged by a boolean `unexpected` column."""
-    strongest = pairs.sort("npmi", descending=True).head(top)
+    rank = "npmi_shrunk" if "npmi_shrunk" in pairs.columns else "npmi"  # support-aware when correlate gives it
+    strongest = pairs.sort(rank, descending=True).head(top)
     if unexpected is None:
         unexpected = pairs.filter(pl.col("unexpected")) if "unexpected" in pairs.columns else pairs.clear()
     else:  # one frame of every pair for the heatmap, the unexpected ones flagged
@@ -192,7 +229,7 @@ def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexp
         flagged_pairs = pairs if "unexpected" in pairs.columns else pairs.with_columns(unexpected=pl.lit(False))
         pairs = pl.concat([flagged_pairs, unexpected], how="diagonal_relaxed").unique(
             ["feature_a", "feature_b"], keep="last", maintain_order=True)
-    unexpected = unexpected.sort("npmi", descending=True).head(top)
+    unexpected = unexpected.sort(rank if rank in unexpected.columns else "npmi", descending=True).head(top)
     label = {}
     for r in pairs.iter_rows(named=True):
         label.setdefault(r["feature_a"], _get(r, "label_a"))

@@ -107,37 +107,68 @@ def test_cmh_matches_a_hand_computation():
     assert p[0] == pytest.approx(stats.chi2.sf(num**2 / var, 1))
 
 
-def test_length_control_removes_a_pure_length_effect(store):
-    rng = np.random.default_rng(1)
-    sae = register_sae(store)
+LEVELS = [20, 40, 80, 160, 320]  # token lengths; features 9, 10, 11 fire more often the longer the document
 
-    def side(n, p_long, p4):
+
+def _length_planted(store, seed=1):
+    """A and B where length drives features 9, 10, 11 (they fire more in longer documents, and A's are
+    mostly long) and feature 4 differs by itself (A 0.45, B 0.25 at every length)."""
+    rng = np.random.default_rng(seed)
+    sae = register_sae(store)
+    fire = [0.05, 0.2, 0.4, 0.6, 0.85]
+
+    def side(n, p_level, p4):
         docs, lengths = [], []
         for _ in range(n):
-            long = rng.random() < p_long
-            feats = [f for f in range(1, 16) if rng.random() < 0.2]
-            feats = [f for f in feats if f not in (4, 9)]
-            if rng.random() < (0.8 if long else 0.1):
-                feats.append(9)  # depends on length only
+            level = rng.choice(5, p=p_level)
+            feats = [f for f in range(1, 16) if f not in (4, 9, 10, 11) and rng.random() < 0.2]
+            feats += [f for f in (9, 10, 11) if rng.random() < fire[level]]  # length only
             if rng.random() < p4:
                 feats.append(4)  # a real difference
             docs.append(feats)
-            lengths.append(int(rng.integers(150, 300)) if long else int(rng.integers(10, 40)))
+            lengths.append(LEVELS[level])
         return docs, lengths
 
-    da, la = side(400, 0.7, 0.5)
-    db, lb = side(400, 0.3, 0.15)
-    write_corpus(store, sae, "A", da, n_tokens=la)
-    write_corpus(store, sae, "B", db, n_tokens=lb)
+    da, la = side(400, [0.05, 0.1, 0.15, 0.3, 0.4], 0.45)
+    db, lb = side(400, [0.4, 0.3, 0.15, 0.1, 0.05], 0.25)
+    write_corpus(store, sae, "A", da, n_tokens=la, meta={"prompt": [f"p{i}" for i in range(400)]})
+    write_corpus(store, sae, "B", db, n_tokens=lb, meta={"prompt": [f"p{i}" for i in range(400)]})
+    return sae
+
+
+def test_raw_ranking_lists_length_driven_features_controlled_ranking_the_independent_one(store):
+    _length_planted(store)
     raw = diff_corpora(store, "A", "B", config=DiffConfig(top=None, length_control="off"))
-    ctl = diff_corpora(store, "A", "B", config=DiffConfig(top=None))  # auto -> on: lengths differ
-    assert ctl.summary["length_controlled"] and not raw.summary["length_controlled"]
-    assert "as long as" in ctl.summary["length_note"]
-    r9 = raw.frame.filter(pl.col("feature") == 9).row(0, named=True)
-    c9 = ctl.frame.filter(pl.col("feature") == 9).row(0, named=True)
-    assert r9["q_value"] < 1e-6 and raw.frame["feature"][:2].to_list().count(9) == 1
-    assert c9["q_value"] > 0.05 and abs(c9["diff_adj"]) < 0.1
-    assert ctl.frame["feature"][0] == 4
+    both = diff_corpora(store, "A", "B", config=DiffConfig(top=None))  # auto -> on: lengths differ
+    assert raw.summary["rankings"] == ["raw"] and set(raw.frame["ranking"]) == {"raw"}
+    assert both.summary["rankings"] == ["raw", "length_controlled"] and both.summary["length_controlled"]
+    assert "as long as" in both.summary["length_note"]
+    finding = both.summary["length_finding"]
+    assert finding.startswith("A's documents are") and "length alone" in finding
+    r = both.frame.filter(pl.col("ranking") == "raw")
+    c = both.frame.filter(pl.col("ranking") == "length_controlled")
+    assert r["feature"].to_list() == raw.frame["feature"].to_list()  # the raw section is the length-off ranking
+    assert set(r["feature"][:3]) == {9, 10, 11} and r["feature"][3] == 4  # what differs: length first
+    assert r["q_value"].to_list() == pytest.approx(r["q_raw"].to_list())
+    assert c["feature"][0] == 4 and c["q_value"][0] < 1e-4 and c["more_in"][0] == "A"  # beyond length
+    for f in (9, 10, 11):
+        row = c.filter(pl.col("feature") == f).row(0, named=True)
+        assert row["q_value"] > 0.05 and abs(row["diff_adj"]) < 0.1 and row["q_value"] == row["q_adj"]
+    # each ranking's own effect decides its order; both carry the same per-feature numbers
+    assert np.all(np.diff(np.abs(c["diff_adj"].to_numpy())) <= 1e-12)
+    assert np.all(np.diff(np.abs(r["diff"].to_numpy())) <= 1e-12)
+    assert both.summary["significant_q05"] == int((r["q_value"] <= 0.05).sum())
+    assert both.summary["significant_q05_length_controlled"] == int((c["q_value"] <= 0.05).sum())
+    top = DiffConfig(top=2)
+    assert diff_corpora(store, "A", "B", config=top).frame["ranking"].to_list() == ["raw"] * 2 + ["length_controlled"] * 2
+
+
+def test_paired_or_comparable_lengths_give_one_ranking(store):
+    _length_planted(store)
+    paired = diff_corpora(store, "A", "B", paired_on="prompt", config=DiffConfig(top=None))
+    assert paired.summary["rankings"] == ["raw"] and paired.summary["test"] == "mcnemar"
+    assert paired.summary["separability"]["fold_kind"] == "grouped by prompt"
+    assert "length_finding" in paired.summary  # the length difference is still stated
 
 
 def test_slices_by_groups_and_hostile_filters(store):

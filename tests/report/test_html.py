@@ -73,3 +73,17 @@ def test_write_report_atomic_and_checks_name(tmp_path):
         write_report("x", tmp_path / "r.txt")
     with pytest.raises(InputError, match="does not exist"):
         write_report("x", tmp_path / "nope" / "r.html")
+
+
+def test_diff_report_shows_both_rankings_the_length_finding_and_separability(store):
+    from saeembed.report.build import build_diff_report
+    from tests.analysis.test_diff import _length_planted
+
+    _length_planted(store)
+    html = build_diff_report(store, "A", "B", top=3, group_column="prompt").html
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert "What differs (length included): more frequent in A" in text
+    assert "What differs beyond length: more frequent in A" in text
+    assert "Finding: A&#x27;s documents are" in text or "Finding: A's documents are" in text
+    assert "Separability" in text and "grouped by prompt" in text and "length alone" in text
+    assert text.index("Separability") < text.index("What differs (length included)")
