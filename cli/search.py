@@ -25,7 +25,9 @@ def search_cmd(
     where: Optional[str] = typer.Option(None, "--where", "-w", help="Metadata filter, e.g. \"lang = 'en' and n_chars < 2000\"."),
     explain: bool = typer.Option(False, "--explain", help="Show which features were chosen for the query and why."),
     dense: bool = typer.Option(False, "--dense", help="Search by sentence embeddings (FAISS) instead of SAE features."),
-    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion)."),
+    hybrid: bool = typer.Option(False, "--hybrid", help="Fuse SAE and dense rankings (reciprocal-rank fusion, the SAE ranking counting twice); the default for a query text."),
+    sae_only: bool = typer.Option(False, "--sae-only", help="SAE features only, no dense fusion (the default when only --feature is given)."),
+    length_control: str = typer.Option("residual", "--length-control", help="residual, zscore or off: rank by how far a document's SAE score exceeds what documents of its token length score anyway."),
     n_features: int = typer.Option(30, "--n-features", help="How many features a query is mapped to."),
     match: str = typer.Option("auto", "--match", help="Query-to-feature matcher: auto, describe (labels/exemplars), prf (pseudo-relevance feedback), or a registered one."),
     sae: Optional[str] = SaeOpt,
@@ -41,16 +43,16 @@ def search_cmd(
     """
     from saeembed.analysis.search_plan import planned_search
 
-    if dense and hybrid:
-        raise typer.BadParameter("use --dense or --hybrid, not both")
+    if dense + hybrid + sae_only > 1:
+        raise typer.BadParameter("use one of --dense, --hybrid and --sae-only")
     if dense and feature:
         raise typer.BadParameter("--feature does not apply to --dense (sentence-embedding) search")
-    mode = "dense" if dense else "hybrid" if hybrid else "sae"
+    mode = "dense" if dense else "hybrid" if hybrid else "sae" if sae_only else None  # None: hybrid for a query text
     with open_store(store) as st:  # writable: feature and dense embeddings are cached on first use
         with render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
             frame, plan = planned_search(st, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
                                          where=where, top=top, n_features=n_features, match=match, sae=sae,
-                                         progress=bar)
+                                         length_control=length_control, progress=bar)
     if explain and plan is not None:
         if as_json or as_csv:  # keep stdout machine-readable
             render.emit_frame(plan, title="features searched for", stderr=True)
@@ -68,7 +70,8 @@ def search_cmd(
     if frame.is_empty():
         return
     show = frame.select("rank", "doc_id", "score", "features", "snippet")
-    render.emit_frame(show, title=f"{mode} search in {corpus}")
+    shown = mode or ("hybrid" if query else "sae")
+    render.emit_frame(show, title=f"{shown} search in {corpus}")
 
 
 def similar_cmd(

@@ -37,10 +37,16 @@ def test_search_json_rows(capsys, monkeypatch, path):
 
 def test_search_query_explain_not_feature_where(capsys, monkeypatch, path):
     code, out, err = run(capsys, monkeypatch, "search", "calendar date", "-c", "c", "--n-features", "1",
-                         "--match", "describe", "--explain", "--store", path, "--json")
+                         "--match", "describe", "--explain", "--sae-only", "--store", path, "--json")
     assert code == 0, err
     assert [r["doc_id"] for r in json.loads(out)] == ["c0", "c2"]
     assert "features searched for" in err and "calendar dates" in err
+    # a query text defaults to hybrid: the SAE hits lead (their ranking counts twice), dense fills the rest
+    code, out, err = run(capsys, monkeypatch, "search", "calendar date", "-c", "c", "--n-features", "1",
+                         "--match", "describe", "--store", path, "--json")
+    assert code == 0, err
+    hybrid = [r["doc_id"] for r in json.loads(out)]
+    assert set(hybrid[:2]) == {"c0", "c2"} and len(hybrid) >= 2
     code, out, err = run(capsys, monkeypatch, "search", "-c", "c", "-f", "3", "--not-feature", "7", "--store", path,
                          "--json")
     assert [r["doc_id"] for r in json.loads(out)] == ["c0"]
@@ -79,7 +85,7 @@ def test_cluster_cli(capsys, monkeypatch, path):
     res = json.loads(out)
     assert res["name"] == "bytopic" and res["n_clusters"] == 2 and res["n_empty"] == 1  # c4 fires neither
     by_doc = {}
-    code, out, err = run(capsys, monkeypatch, "cluster", "c", "-f", "3", "-f", "5", "--k", "2", "--name", "bytopic",
+    code, out, err = run(capsys, monkeypatch, "cluster", "c", "-f", "3", "-f", "5", "--k", "2", "--name", "bytopic", "--replace",
                          "--store", path, "--csv")
     for line in out.splitlines()[1:]:
         cells = line.split(",")
@@ -102,3 +108,19 @@ def test_cluster_features_take_ids_repeated_or_comma_separated(capsys, monkeypat
         runs.append(json.loads(out))
     assert [r["feature"] for r in runs[0]["features"]] == [r["feature"] for r in runs[1]["features"]] == [3, 5]
     assert runs[0]["clusters"] == runs[1]["clusters"]
+
+
+def test_search_controls_for_length_by_default(capsys, monkeypatch, tmp_path):
+    """Feature 1 fires on every long document anyway and on five short relevant ones: the CLI ranks the
+    short ones first (the raw score, kept as raw_score, would put the long ones first)."""
+    p = tmp_path / "len.duckdb"
+    with Store(p) as st:
+        sae = register_sae(st, 16)
+        docs = [{1: 1.0}] * 5 + [{1: 1.2 + 0.005 * i} for i in range(60)] + [{2: 1.0}] * 60
+        ids = [f"rel{i}" for i in range(5)] + [f"long{i}" for i in range(60)] + [f"short{i}" for i in range(60)]
+        write_corpus(st, sae, "len", docs, n_tokens=[10] * 5 + [2000] * 60 + [10] * 60, ids=ids)
+    code, out, err = run(capsys, monkeypatch, "search", "-c", "len", "-f", "1", "--top", "6", "--store", p, "--json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["doc_id"] for r in rows[:5]] == [f"rel{i}" for i in range(5)] and rows[5]["doc_id"].startswith("long")
+    assert rows[5]["raw_score"] > rows[0]["raw_score"] and rows[5]["score"] < rows[0]["score"]

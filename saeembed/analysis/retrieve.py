@@ -3,10 +3,12 @@ sentence embeddings (a FAISS index), or both fused; and nearest documents to a d
 
 SAE score of a document = sum over the chosen features f of weight_f * value_df / max_f, where
 max_f is the feature's largest value in the corpus (its rank-1 exemplar), so features on different
-activation scales count alike. Documents where a --not-feature fires are dropped. Everything is
-computed from the sparse rows in the store; nothing N x d_sae is built.
+activation scales count alike. That raw score grows with document length (more tokens, higher maxima,
+more features firing), so by default documents are ranked by how far it exceeds the score documents of
+the same length get (search_length; raw_score keeps the raw one). Documents where a --not-feature fires
+are dropped. Everything is computed from the sparse rows in the store; nothing N x d_sae is built.
 
-Results: rank, doc_id, score, features (the chosen features that fired, by contribution), matched
+Results: rank, doc_id, score (raw_score too in sae mode), features (the chosen features that fired, by contribution), matched
 (per feature: label, value, contribution, the strongest token's span and text), snippet (the text
 around the best span with every matched span marked «like this»), doc_idx.
 """
@@ -18,12 +20,21 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from saeembed.analysis.search_length import LENGTH_STRENGTH, check_length_control, length_adjusted
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.errors import InputError
 from saeembed.store import CorpusInfo, SAEInfo, Store
 
 RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
+# The SAE ranking counts twice the dense one in hybrid fusion: of weights 0.5, 1 and 2 (k 10 and 60),
+# 2 was best on all three benchmark sets (benchmarks/results/search_real.md).
+HYBRID_SAE_WEIGHT = 2.0
 MODES = ("sae", "dense", "hybrid")
+
+
+def default_mode(query: str | None) -> str:
+    """hybrid for a query text (never worse than dense on the benchmark sets), sae for features only."""
+    return "hybrid" if query and query.strip() else "sae"
 
 
 @dataclass(frozen=True)
@@ -111,21 +122,31 @@ def plan_query(
 # --- scoring ------------------------------------------------------------------------------------
 
 
-def _sae_scores(store: Store, t: Target, plan: pl.DataFrame, not_features: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """(doc_idx, score) of every document where a planned feature fires, best first; filters applied."""
+def _sae_scores(store: Store, t: Target, plan: pl.DataFrame, not_features: list[int],
+                length_control: str = "off", length_strength: float = LENGTH_STRENGTH
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(doc_idx, score, raw score) of every document where a planned feature fires (raw score > 0), best
+    first by score (raw, or with the length effect removed: see search_length); filters applied."""
     scale = store.feature_scales(t.corpus, t.sae, plan["feature"].to_list())
     w = plan.select("feature", "weight").join(scale, on="feature", how="inner")
     if w.is_empty():
-        return np.zeros(0, np.int64), np.zeros(0)
-    doc, score = store.weighted_scores(t.corpus, t.sae, w)
-    keep = score > 0
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    doc, raw = store.weighted_scores(t.corpus, t.sae, w)
+    keep = raw > 0
     if t.doc_idx is not None:
         keep &= np.isin(doc, t.doc_idx)
     if not_features:
         keep &= ~np.isin(doc, store.docs_with_features(t.corpus, t.sae, not_features))
-    doc, score = doc[keep], score[keep]
+    doc, raw = doc[keep], raw[keep]
+    score = raw
+    if length_control != "off" and len(doc):
+        pool_doc, pool_len = store.token_counts(t.corpus.corpus_id, t.sae.sae_key)
+        if t.doc_idx is not None:
+            inside = np.isin(pool_doc, t.doc_idx)
+            pool_doc, pool_len = pool_doc[inside], np.asarray(pool_len)[inside]
+        score = length_adjusted(doc, raw, pool_doc, np.asarray(pool_len), length_control, length_strength)
     order = np.lexsort((doc, -score))
-    return doc[order], score[order]
+    return doc[order], score[order], raw[order]
 
 
 _FAISS: dict[tuple, object] = {}
@@ -173,7 +194,7 @@ def search(
     not_features=None,
     where: str | None = None,
     top: int = 20,
-    mode: str = "sae",
+    mode: str | None = None,
     n_features: int = 30,
     match: str = "auto",
     matcher=None,
@@ -182,14 +203,21 @@ def search(
     model: str | None = None,
     doc_idx=None,
     depth: int = 1000,
+    length_control: str = "residual",
+    length_strength: float = LENGTH_STRENGTH,
+    sae_weight: float = HYBRID_SAE_WEIGHT,
     progress=None,
     **match_opts,
 ) -> pl.DataFrame:
     """Documents of `corpus` best matching `query` and/or `features`, best first (see module doc).
 
     mode: sae | dense | hybrid (reciprocal-rank fusion of the sae and dense rankings, each cut at
-    `depth`). not_features: drop documents where any fires. where: metadata filter. doc_idx: only these
-    documents. plan: a frame from plan_query (skips matching). Empty frame when nothing matches."""
+    `depth`, the sae one weighted `sae_weight`); default: default_mode(query). not_features: drop documents where any fires. where: metadata filter. doc_idx: only these
+    documents. plan: a frame from plan_query (skips matching). length_control: residual | zscore | off,
+    how SAE scores are corrected for document length, length_strength: how much of the expected score
+    at a length residual subtracts (search_length). Empty frame when nothing matches."""
+    check_length_control(length_control)
+    mode = mode or default_mode(query)
     if mode not in MODES:
         raise InputError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
     if top < 1:
@@ -202,9 +230,9 @@ def search(
         plan = plan_query(store, t, query, features=features, n_features=n_features, match=match, matcher=matcher,
                           model=model, progress=progress, **match_opts)
     if mode == "sae":
-        doc, score = _sae_scores(store, t, plan, not_features)
+        doc, score, raw = _sae_scores(store, t, plan, not_features, length_control, length_strength)
         doc, score = doc[:top], score[:top]
-        extra = {}
+        extra = {"raw_score": raw[:top]}
     else:
         d_doc, d_score = _dense_scores(store, t, query, max(depth, top), model, progress)
         if not_features:
@@ -215,17 +243,17 @@ def search(
             doc, score = d_doc[:top], d_score[:top]
             extra = {"dense_score": score}
         else:
-            s_doc, s_score = _sae_scores(store, t, plan, not_features)
-            doc, score, extra = _fuse(s_doc[:depth], s_score[:depth], d_doc, d_score, top)
+            s_doc, s_score, _ = _sae_scores(store, t, plan, not_features, length_control, length_strength)
+            doc, score, extra = _fuse(s_doc[:depth], s_score[:depth], d_doc, d_score, top, sae_weight)
     return _results(store, t, doc, score, plan if mode != "dense" else None, extra)
 
 
-def _fuse(s_doc, s_score, d_doc, d_score, top):
-    """Reciprocal-rank fusion: 1/(K + rank) summed over the two rankings."""
+def _fuse(s_doc, s_score, d_doc, d_score, top, sae_weight: float = 1.0):
+    """Reciprocal-rank fusion: weight/(K + rank) summed over the two rankings (sae: sae_weight, dense: 1)."""
     fused: dict[int, float] = {}
-    for docs in (s_doc, d_doc):
+    for docs, w in ((s_doc, sae_weight), (d_doc, 1.0)):
         for r, d in enumerate(docs.tolist()):
-            fused[d] = fused.get(d, 0.0) + 1.0 / (RRF_K + r + 1)
+            fused[d] = fused.get(d, 0.0) + w / (RRF_K + r + 1)
     order = sorted(fused, key=lambda d: (-fused[d], d))[:top]
     s_map = dict(zip(s_doc.tolist(), s_score.tolist()))
     d_map = dict(zip(d_doc.tolist(), d_score.tolist()))

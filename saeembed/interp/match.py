@@ -9,9 +9,11 @@ Three ways to find them, each a "matcher" returning the same frame (feature, sco
 - prf (pseudo-relevance feedback): the documents of the corpus densely most similar to the query are
   taken as a guess at what the user wants; features over-represented among them (share of those
   documents minus share of the corpus) are the answer. Needs a corpus and its dense embeddings.
+- lexical: features whose strongest exemplars in the corpus fire on the query's own words
+  (match_lexical): reaches "mentions a deprecated parameter" when no label or dense neighbour does.
 - auto (default): describe and prf fused (each min-max scaled over the candidates, weighted by
-  PRF_WEIGHT); describe alone when prf is not available (no corpus, or a large corpus without
-  cached dense embeddings).
+  PRF_WEIGHT), plus LEXICAL_WEIGHT times the lexical share; describe alone when neither prf nor
+  lexical is available (no corpus; prf also not for a large corpus without cached dense embeddings).
 
 Other matchers (e.g. an LLM choosing among labelled features) plug in with `register_matcher(name, fn)` or by
 passing `matcher=fn`; `fn(store, sae, query, corpus=..., top=..., **opts)` returns the same frame.
@@ -29,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from saeembed.errors import InputError
+from saeembed.interp.match_lexical import lexical
 from saeembed.store import SAEInfo, Store
 from saeembed.textwindow import window, word_bounds
 
@@ -37,6 +40,7 @@ MATCH_COLUMNS = ["feature", "score", "label", "evidence"]
 # auto runs prf without asking only when the corpus's dense embeddings are cheap to get.
 PRF_AUTO_MAX_DOCS = 20_000
 PRF_WEIGHT = 0.7  # share of prf in the fused score (the rest is describe)
+LEXICAL_WEIGHT = 0.5  # added to the fused score per unit of exemplar-word share (match_lexical)
 
 Matcher = Callable[..., pl.DataFrame]
 _MATCHERS: dict[str, Matcher] = {}
@@ -255,23 +259,37 @@ def prf_available(store: Store, corpus: str | None, model: str | None = None) ->
     return len(store.dense_embedded_docs(info, resolve_model(model)[1])) >= info.n_docs
 
 
-def _auto(store, sae, query, *, corpus=None, top=10, prf_weight: float = PRF_WEIGHT, **opts) -> pl.DataFrame:
+def _auto(store, sae, query, *, corpus=None, top=10, prf_weight: float = PRF_WEIGHT,
+          lexical_weight: float = LEXICAL_WEIGHT, **opts) -> pl.DataFrame:
     desc = _describe(store, sae, query, corpus=corpus, top=top, **opts)
-    if not prf_available(store, corpus, opts.get("model")):
+    parts = [desc.select("feature", "label", "describe", ev_d="evidence")]
+    use_prf = prf_available(store, corpus, opts.get("model"))
+    prf = _prf(store, sae, query, corpus=corpus, top=top, **opts) if use_prf else _empty()
+    if "prf" in prf.columns and not prf.is_empty():
+        parts.append(prf.select("feature", "prf", ev_p="evidence", label_p="label"))
+    lex = lexical(store, sae, query, corpus=corpus, **opts) if corpus is not None and lexical_weight > 0 else _empty()
+    if "lexical" in lex.columns and not lex.is_empty():
+        parts.append(lex.select("feature", "lexical", ev_l="evidence"))
+    if len(parts) == 1:
         return desc
-    prf = _prf(store, sae, query, corpus=corpus, top=top, **opts)
-    if prf.is_empty():
-        return desc
-    both = desc.select("feature", "label", "describe", ev_d="evidence").join(
-        prf.select("feature", "prf", ev_p="evidence", label_p="label"), on="feature", how="full", coalesce=True
-    )
-    d, p = both["describe"].fill_null(both["describe"].min()), both["prf"].fill_null(0.0)
-    score = (1 - prf_weight) * _minmax(d) + prf_weight * _minmax(p)
-    return both.with_columns(
+    both = parts[0]
+    for p in parts[1:]:
+        both = both.join(p, on="feature", how="full", coalesce=True)
+    d = _minmax(both["describe"].fill_null(both["describe"].min()))
+    p = _minmax(both["prf"].fill_null(0.0)) if "prf" in both.columns else None
+    # prf and describe are min-max scaled; lexical is already a share (0..1) and stays one, so a query
+    # whose words no exemplar fires on adds nothing
+    score = d if p is None else (1 - prf_weight) * d + prf_weight * p
+    if "lexical" in both.columns:
+        score = score + lexical_weight * both["lexical"].fill_null(0.0)
+    evidence = [c for c in ("ev_l", "ev_p", "ev_d") if c in both.columns]
+    out = both.with_columns(
         score=score,
-        label=pl.coalesce("label", "label_p"),
-        evidence=pl.concat_str([pl.col("ev_p"), pl.col("ev_d")], separator="; ", ignore_nulls=True),
-    ).select("feature", "score", "label", "evidence", "describe", "prf")
+        label=pl.coalesce("label", "label_p") if "label_p" in both.columns else pl.col("label"),
+        evidence=pl.concat_str([pl.col(c) for c in evidence], separator="; ", ignore_nulls=True),
+    )
+    return out.select("feature", "score", "label", "evidence",
+                      *[c for c in ("describe", "prf", "lexical") if c in out.columns])
 
 
 def _minmax(s: pl.Series) -> pl.Series:
@@ -296,6 +314,7 @@ def _hash(text: str) -> str:
 
 register_matcher("describe", _describe)
 register_matcher("prf", _prf)
+register_matcher("lexical", lexical)
 register_matcher("auto", _auto)
 
 

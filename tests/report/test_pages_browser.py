@@ -156,12 +156,12 @@ def test_diff_page_accepts_the_full_diff_frame(tmp_path, load):
 
 def test_report_correlate_cli(capsys, monkeypatch, planted_file, tmp_path, load):
     out = tmp_path / "correlate.html"
-    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3",
+    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3", "--min-pair-docs", "3",
                             "--store", planted_file, "--out", out, "--json")
     assert code == 0, err
     # feature 1 fires in every alpha document: generic, left out by default -> only the pair 3-4
     assert json.loads(stdout)["pairs"] == 1
-    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3", "--keep-generic",
+    code, stdout, err = run(capsys, monkeypatch, "report", "correlate", "alpha", "--min-docs", "3", "--min-pair-docs", "3", "--keep-generic",
                             "--store", planted_file, "--out", out, "--json")
     assert code == 0, err
     summary = json.loads(stdout)
