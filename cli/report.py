@@ -232,7 +232,7 @@ def search_cmd(
 
     if dense and hybrid:
         raise InputError("use --dense or --hybrid, not both")
-    mode = "dense" if dense else ("hybrid" if hybrid else "sae")
+    mode = "dense" if dense else ("hybrid" if hybrid else None)  # None: hybrid for a query text
     with steps(3, not as_json) as advance:
         report = build_search_report(store, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
                                      where=where, top=top, n_features=n_features, match=match, sae=sae,

@@ -178,14 +178,16 @@ def build_cluster_report(store, corpus: str | None = None, *, saved: str | None 
     return Report("cluster", html, {"documents": docs.height, "clusters": n_clusters, "noise": result.n_noise})
 
 
-def build_search_report(store, corpus: str, query: str | None = None, *, mode: str = "sae",
+def build_search_report(store, corpus: str, query: str | None = None, *, mode: str | None = None,
                         feature: list[str] = (), not_feature: list[int] = (), where: str | None = None,
                         top: int = 20, n_features: int = 30, match: str = "auto", sae: str | None = None,
                         progress: Progress = None) -> Report:
-    """Search results as a page (`mode`: sae, dense or hybrid): scores as bars, each hit with the features
-    that matched it and its snippet with the matched spans shaded."""
-    from saeembed.analysis.search_plan import planned_search
+    """Search results as a page (`mode`: sae, dense or hybrid; None: hybrid for a query text, sae for
+    features only): scores as bars, each hit with the features that matched it and its snippet with the
+    matched spans shaded."""
+    from saeembed.analysis.search_plan import default_mode, planned_search
 
+    mode = mode or default_mode(query)
     if mode == "dense" and feature:
         raise InputError("--feature does not apply to --dense (sentence-embedding) search")
     stage = _stage(progress)
