@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -10,6 +11,8 @@ import typer
 from saeembed.cli import render
 from saeembed.cli.options import ReadStoreOpt, json_opt, open_store, opt
 from saeembed.config import TrainConfig
+from saeembed.errors import InputError
+from saeembed.interp.atlas_config import AtlasConfig
 
 app = typer.Typer(help="Train an SAE for a model, or measure an SAE's quality.", no_args_is_help=True)
 
@@ -31,6 +34,7 @@ def train(
     text_column: str = typer.Option("text", "--text-column", help="Text column of --data files."),
     device: str = typer.Option("auto", "--device"),
     fp16: bool = typer.Option(False, "--fp16", help="Save weights in fp16 (half the size)."),
+    with_atlas: bool = typer.Option(False, "--atlas", help="Then name its features: build its atlas from the same --data files (see `saeembed sae atlas`)."),
     store: str = ReadStoreOpt,
     as_json: bool = json_opt("Print the model card as JSON."),
 ):
@@ -50,8 +54,9 @@ def train(
     with render.train_progress(max_tokens, enabled=not as_json) as bar:
         sae, card = train_for_model(loaded, hook, texts, cfg, data_names=names, progress=bar)
     path = save_sae(sae, out, model_card=card, dtype=torch.float16 if fp16 else torch.float32)
+    built = _train_atlas(path, data, text_column, device, as_json) if with_atlas else None
     if as_json:
-        render.emit_json(card | {"path": str(path)})
+        render.emit_json(card | {"path": str(path)} | ({"atlas": built} if built else {}))
         return
     h = card["heldout"]
     render.note(
@@ -59,6 +64,31 @@ def train(
         f"{render.safe(loaded.name)} at {render.safe(card['hook'])} → {render.safe(path)}\n  held-out: explained variance {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, "
         f"dead {h['dead_fraction']:.1%} ({h['n_tokens']:,} tokens)"
     )
+    if built:
+        render.note(f"  atlas: {built['labelled']:,} of {built['live_features']:,} live features named → "
+                    f"{render.safe(built.get('installed') or built['atlas'])}")
+    else:
+        render.note(f"  name its features (an atlas every store using it reads): saeembed sae atlas "
+                    f"{render.safe(path)} --data {render.safe(' '.join(data))}")
+
+
+def _train_atlas(path, data, text_column, device, quiet) -> dict:
+    """`sae train --atlas`: the atlas of the SAE just written, built beside it from the --data files."""
+    from saeembed.interp.atlas import build_atlas, install_atlas
+    from saeembed.sae.formats import load_sae
+
+    files = [d for d in data if Path(d).exists()]
+    if not files:
+        raise InputError("--atlas builds from files or folders; the --data given are store corpora")
+    sae_obj = load_sae(path)
+    folder = Path(path).parent / (Path(path).name + "-atlas-build")
+    cfg = AtlasConfig(text_column=text_column, device=device)
+    with _atlas_progress(enabled=not quiet) as bar:
+        built = build_atlas(sae_obj, files, folder, cfg, progress=bar)
+    result = built.to_dict()
+    placed = install_atlas(built.path, sae_obj) if built.path else None
+    result["installed"] = str(placed) if placed else None
+    return result
 
 
 @app.command("eval")
@@ -111,3 +141,74 @@ def _texts(data, store_path, text_column):
         with open_store(store_path, read_only=True) as st:
             return load_texts(list(data), store=st, text_column=text_column)
     return load_texts(list(data), text_column=text_column)
+
+
+@app.command("atlas")
+def atlas(
+    sae: Optional[str] = typer.Argument(None, metavar="[PATH_OR_HUB_ID]", help="SAE to name: folder/file or hub id (default: the embedded SAE)."),
+    data: Optional[List[str]] = typer.Option(None, "--data", "-d", help="Files or folders of texts to build from (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Build folder: work store, checkpoint and atlas.npz (default: ./atlas-<SAE hash>; with --import-labels alone, the SAE's folder). Run again to resume."),
+    docs: int = opt(AtlasConfig, "docs", "--docs", min=0),
+    seed: int = opt(AtlasConfig, "seed", "--seed"),
+    exemplars: int = opt(AtlasConfig, "exemplars", "--exemplars", min=1),
+    chunk: int = opt(AtlasConfig, "chunk", "--chunk", min=1),
+    text_column: str = opt(AtlasConfig, "text_column", "--text-column"),
+    device: str = opt(AtlasConfig, "device", "--device"),
+    scorer: str = opt(AtlasConfig, "scorer", "--scorer"),
+    import_file: Optional[Path] = typer.Option(None, "--import-labels", help="A JSON of feature → description (e.g. a Neuronpedia export) to add to the atlas; imported labels replace offline ones."),
+    install: bool = typer.Option(True, "--install/--no-install", help="Copy the finished atlas beside the SAE's weights (a local folder), where stores find it."),
+    as_json: bool = json_opt("Print the build summary as JSON."),
+):
+    """Name every live feature of an SAE: an atlas (label, score, density, exemplars, search vector per
+    feature) that every store using the SAE reads. Stop it any time; the same command resumes."""
+    from saeembed.encode.pipeline import resolve_sae
+    from saeembed.interp.atlas import atlas_path_for, build_atlas, import_labels, install_atlas
+
+    if not data and import_file is None:
+        raise InputError("say what to build from (--data FILES) or what to import (--import-labels FILE)")
+    sae_obj = resolve_sae(sae)
+    folder = atlas_path_for(sae_obj, out if out is not None or not data else Path(f"atlas-{sae_obj.identity}"))
+    result: dict = {"sae": sae_obj.identity}
+    if data:
+        cfg = AtlasConfig(docs=docs or None, seed=seed, exemplars=exemplars, chunk=chunk, text_column=text_column,
+                          device=device, scorer=scorer)
+        with _atlas_progress(enabled=not as_json) as bar:
+            built = build_atlas(sae_obj, list(data), folder, cfg, progress=bar)
+        result |= built.to_dict()
+    if import_file is not None:
+        path, n = import_labels(sae_obj, import_file, folder)
+        result |= {"atlas": str(path), "imported": n}
+    if install and result.get("atlas"):
+        placed = install_atlas(Path(result["atlas"]), sae_obj)
+        result["installed"] = str(placed) if placed else None
+    if as_json:
+        render.emit_json(result)
+        return
+    if data:
+        render.note(f"[green]✓[/green] atlas of SAE {render.safe(sae_obj.identity)}: {result['labelled']:,} of "
+                    f"{result['live_features']:,} live features named from {result['documents']:,} documents "
+                    f"({result['seconds']:.0f} s) → {render.safe(result['atlas'])}")
+    if import_file is not None:
+        render.note(f"imported {result['imported']:,} labels into {render.safe(result['atlas'])}")
+    if result.get("installed"):
+        render.note(f"installed beside the SAE's weights: {render.safe(result['installed'])}")
+
+
+@contextmanager
+def _atlas_progress(enabled: bool = True):
+    """One bar per stage of build_atlas's progress(stage, done, total): each corpus's encoding, then labels."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=render.err_console) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(render.safe(stage), total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield update

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from saeembed.store import SAEInfo, Store
 from saeembed.textwindow import window as text_window
+from saeembed.textwindow import word_bounds
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class Example:
     hl: tuple[int, int] | None  # the highlighted span inside `text` (whole words)
     kind: str  # top | quantile | random | hard
     # (for a non-activating example, hl is the token its window is centred on, never shown as marked)
+    tok: tuple[int, int] | None = None  # the activating token itself inside `text` (hl grows it to words)
+
+    @property
+    def token_text(self) -> str:
+        return self.text[self.tok[0] : self.tok[1]] if self.tok else self.span_text
 
     @property
     def key(self) -> tuple[int, int]:
@@ -88,6 +94,14 @@ def window(text: str, start: int | None, end: int | None, width: int) -> tuple[s
     """About `width` characters each side of [start, end), cut at spaces, no ellipses; whitespace becomes
     spaces (offsets kept). Returns (window, highlight span inside it)."""
     return text_window(text, start, end, width, words=True, fold=True, ellipsis=False)
+
+
+def token_span(text: str, start, end, hl: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Where the token [start, end) of `text` lies in its window, given the window's grown span `hl`."""
+    if hl is None or start is None or end is None or not 0 <= start < end <= len(text):
+        return None
+    grown = word_bounds(text, start, end)[0]
+    return hl[0] + start - grown, hl[0] + end - grown
 
 
 class ExampleSampler:
@@ -185,7 +199,8 @@ class ExampleSampler:
             def make(r, kind):
                 key = (r["corpus_id"], r["doc_idx"])
                 text, hl = window(texts[key], r["span_start"], r["span_end"], c.window)
-                return Example(key[0], key[1], float(r["value"]), text, hl, kind)
+                return Example(key[0], key[1], float(r["value"]), text, hl, kind,
+                               token_span(texts[key], r["span_start"], r["span_end"], hl))
 
             fe = FeatureExamples(
                 f, n_active,

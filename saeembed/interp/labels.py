@@ -169,12 +169,12 @@ def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], b
             out.append((_row(f, status="never fires", n_active=0), None))
             continue
         lab = offline_label(fe.explain, background, meta.get(f), n_terms=cfg.n_terms)
-        text = ", ".join(t.strip("<>") for t in lab.terms)  # "<year>" reads as "year" to a sentence model
+        text = lab.text
         rand = [e for e in fe.score_negatives if e.kind == "random"]
         hard = [e for e in fe.score_negatives if e.kind == "hard"]
         score = scorer.score(text, fe.score, rand)
         score_hard = scorer.score(text, fe.score, hard)
-        details = {"terms": lab.terms, "term_scores": lab.term_scores, "metadata": lab.metadata,
+        details = {"terms": lab.terms, "term_scores": lab.term_scores, "metadata": lab.metadata, "kind": lab.kind,
                    "scorer": "embedding-auroc", "auroc_random": score, "auroc_hard": score_hard,
                    "n_active": fe.n_active} | _example_details(fe)
         weak = weak_reason(score)
@@ -273,7 +273,7 @@ def _save(store: Store, s: SAEInfo, labelled, llm, scorer, corpus_ids) -> None:
     rows = [(r, d) for r, d in labelled if d is not None and r["label"]]
     if not rows or store.read_only:
         return
-    model = llm.config.model if llm is not None else f"contrastive-terms; scorer {scorer.model}"
+    model = llm.config.model if llm is not None else f"offline-phrase; scorer {scorer.model}"
     store.save_labels(s.sae_key, model, [(r["feature"], r["label"], r["label_source"], r["score"],
                                           d | {"corpus_ids": corpus_ids}) for r, d in rows])
 
@@ -301,10 +301,7 @@ def search_labels(
         newest["description"].str.to_lowercase().str.contains(q, literal=True)
     sims = np.zeros(newest.height, dtype=np.float32)
     if semantic:
-        if embed is None:
-            from saeembed.encode.dense import embed_texts as embed
-        vecs = embed([query] + newest["label"].to_list())
-        sims = vecs[1:] @ vecs[0]
+        sims = _label_vectors(store, s, newest, embed) @ _embed_one(query, embed)
     frame = newest.with_columns(
         pl.Series("similarity", sims.astype(float)),
         pl.when(pl.Series(hit)).then(pl.lit("text")).otherwise(pl.lit("semantic")).alias("match"),
@@ -316,3 +313,35 @@ def search_labels(
         .select("feature", "label", "label_source", "score", "match", "similarity")
         .with_columns(pl.col("feature").cast(pl.Int32))
     )
+
+
+def _embed_one(text: str, embed) -> np.ndarray:
+    if embed is not None:
+        return embed([text])[0]
+    from saeembed.encode.dense import get_embedder
+
+    return get_embedder(None).embed([text])[0]
+
+
+def _label_vectors(store: Store, s: SAEInfo, labels: pl.DataFrame, embed) -> np.ndarray:
+    """Sentence vectors of the labels: an atlas label's (or a cached one's) from the store, the rest embedded."""
+    from saeembed.store.labels import text_hash
+
+    if embed is None:
+        from saeembed.encode.dense import get_embedder
+
+        embedder = get_embedder(None)
+        embed, have = embedder.embed, store.feature_embeddings(s.sae_key, embedder.name)
+    else:
+        have = {}
+    keys = [(int(f), "label", text_hash(lab)) for f, lab in zip(labels["feature"], labels["label"])]
+    todo = [i for i, k in enumerate(keys) if k not in have]
+    new = embed([labels["label"][i] for i in todo]) if todo else None
+    dim = new.shape[1] if new is not None else len(next(iter(have.values())))
+    out = np.zeros((len(keys), dim), dtype=np.float32)
+    for j, i in enumerate(todo):
+        out[i] = new[j]
+    for i, k in enumerate(keys):
+        if k in have:
+            out[i] = have[k]
+    return out

@@ -1,12 +1,12 @@
-"""The offline labeller: a contrastive label from the words a feature fires on, no LLM.
+"""The offline labeller: a short phrase for what a feature fires on, no LLM.
 
-For one feature: the words and bigrams in its activating windows (and, counted again, the highlighted
-words themselves) against the same counts in background windows. A term scores
-p·log(p/q) (its share of activating examples p against its background share q: frequent *and*
-specific terms win), summed over the window and the highlighted span. The label is the best few terms,
-e.g. "covid · coronavirus · pandemic". Numbers also count as shapes (<year>, <number>) so a feature
-for dates is not labelled by whichever year came first. Metadata values the feature's documents
-over-represent (a share ≥ 50 % and ≥ 1.5× the corpus's) are reported beside the terms.
+The phrase (saeembed.interp.phrases) says what fires — a token or its kind: currency amounts, years,
+"?" ending a question, a word family — then the context words the feature's windows over-represent
+against background windows, then the kind of document when one dominates (the corpus) and metadata
+values the feature's documents over-represent (a share ≥ 50 % and ≥ 1.5× the corpus's).
+The contrastive terms behind it are kept too: for each window word and bigram (and, counted again, the
+highlighted words) p·log(p/q), its share of activating examples p against its background share q;
+numbers also count as shapes (<year>, <number>).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from saeembed.interp.examples import Example
+from saeembed.interp.phrases import compose, piece_of, what_fires
 from saeembed.store import Store
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.U)
@@ -31,12 +32,15 @@ _STOP = set(
 )
 
 
+_PLACEHOLDERS = {"unk"}  # "<unk>" stands for any rare word in some corpora (WikiText): no context
+
+
 def terms_of(text: str) -> list[str]:
     """Lower-cased words, number shapes, and bigrams of adjacent words."""
     words = [w.lower() for w in _WORD.findall(text)]
     out = list(words)
     for w in words:
-        if w.isdigit():
+        if w.isdecimal() and w.isascii():
             out.append("<year>" if len(w) == 4 and 1800 <= int(w) <= 2099 else "<number>")
     out.extend(f"{a} {b}" for a, b in zip(words, words[1:]) if not (a in _STOP and b in _STOP))
     return out
@@ -73,6 +77,8 @@ class OfflineLabel:
     terms: list[str]  # what the embedding scorer embeds
     term_scores: list[float]
     metadata: list[dict]
+    text: str = ""  # what the scorer embeds: the phrase without metadata
+    kind: str = ""  # what fires: currency, punct, year, word, family, words, …
 
 
 def contrastive_terms(
@@ -172,10 +178,45 @@ def _maybe_add(out, f, column, value, n, total, base, min_share, min_lift, min_d
 def offline_label(
     positives: list[Example], background: TermStats, metadata: list[dict] | None = None, *, n_terms: int = 3
 ) -> OfflineLabel:
-    terms, scores = contrastive_terms(positives, background, n_terms=n_terms)
-    label = " · ".join(terms) if terms else "(no clear pattern)"
-    meta = (metadata or [])[:2]
-    if meta:
+    """A short phrase for what the feature fires on (saeembed.interp.phrases), the context words its
+    windows over-represent, and metadata values it over-represents. `text` is what the scorer embeds."""
+    spans = [(e.text, e.tok or e.hl) for e in positives]
+    examples = [(t, s, piece_of(t, s)) for t, s in spans if s and t[s[0]:s[1]].strip()]
+    meta = list(metadata or [])
+    if not examples:
+        return OfflineLabel("(no clear pattern)", [], [], meta, "")
+    n = len(examples)
+    span_words = Counter(p.lower() for _, _, p in examples)
+    specific = {w: math.log((c / n + 1e-9) / ((background.counts.get(w, 0) + 0.5) / (background.n + 1)))
+                for w, c in span_words.items()}
+    what, kind = what_fires(examples, specific)
+    context = context_words(positives, background, exclude=set(span_words) | set(terms_of(" ".join(span_words))))
+    where = next((f"mostly {m['value']}" for m in meta if m["column"] == "corpus" and m["share"] >= 0.7), None)
+    label = compose(what, context[:2], where)
+    others = [m for m in meta if m["column"] != "corpus"][:2]
+    if others:
         label += " (" + "; ".join(f"{m['column']}={m['value']} {m['share']:.0%} vs {m['base_share']:.0%}"
-                                  for m in meta) + ")"
-    return OfflineLabel(label, terms, scores, list(metadata or []))
+                                  for m in others) + ")"
+    terms, scores = contrastive_terms(positives, background, n_terms=n_terms)
+    # the scorer reads the phrase without display quotes: a sentence model sees the words themselves
+    text = compose(what, context[:2], None).replace('"', "")
+    return OfflineLabel(label, terms, scores, meta, text, kind)
+
+
+def context_words(positives: list[Example], background: TermStats, *, exclude: set[str], min_share: float = 0.3,
+                  min_lift: float = 2.0) -> list[str]:
+    """Words around the activating piece that the feature's windows over-represent (share ≥ min_share
+    and ≥ min_lift × background), strongest first."""
+    n = len(positives)
+    counts = Counter()
+    for ex in positives:
+        counts.update({w.lower() for w in _WORD.findall(ex.text)})
+    scored = []
+    for w, c in counts.items():
+        p = c / max(n, 1)
+        if w in exclude or w in _STOP or w in _PLACEHOLDERS or p < min_share or len(w) < 2:
+            continue
+        q = (background.counts.get(w, 0) + 0.5) / (background.n + 1)
+        if p >= min_lift * q:
+            scored.append((p * math.log(p / q), w))
+    return [w for _, w in sorted(scored, key=lambda x: (-x[0], x[1]))]

@@ -105,6 +105,27 @@ class EmbeddingScorer:
             self._cache.clear()
 
 
+def static_embedder(model: str | None = None) -> Callable[[list[str]], np.ndarray]:
+    """A fast stand-in for the sentence model: the mean of its input word-piece embeddings (no
+    transformer layers run), unit length. Some 100× faster on CPU; used to score a whole atlas."""
+    from saeembed.encode.dense import get_embedder
+
+    loaded = get_embedder(model, device="cpu").loaded
+    table = loaded.model.get_input_embeddings().weight.detach().float().numpy()
+    special = set(getattr(loaded.tokenizer, "all_special_ids", []))
+
+    def embed(texts: list[str]) -> np.ndarray:
+        ids = loaded.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=128)["input_ids"]
+        out = np.zeros((len(ids), table.shape[1]), dtype=np.float32)
+        for i, row in enumerate(ids):
+            row = [t for t in row if t not in special]
+            if row:
+                out[i] = table[row].mean(axis=0)
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+    return embed
+
+
 # --- LLM scorers -----------------------------------------------------------------------------------
 
 DETECTION_PROMPT = """You are checking an explanation of a neuron in a language model.

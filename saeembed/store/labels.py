@@ -3,6 +3,7 @@ and the activation samples and counts that labelling, feature matching and LLM a
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -17,10 +18,29 @@ class LabelsMixin:
 
     # --- feature labels ---------------------------------------------------------------------------
 
-    def labels(self, sae_key: int, features: list[int] | None = None, *, descriptions: bool = False) -> pl.DataFrame:
+    def labels(self, sae_key: int, features: list[int] | None = None, *, descriptions: bool = False,
+               atlas: bool = True) -> pl.DataFrame:
         """The newest label of each feature: feature, label, label_source, score, weak (the label scored near
         chance or was copied from an instruction in its examples: see saeembed.interp.labels), and with
-        `descriptions`, description: the LLM's longer explanation, '' when there is none."""
+        `descriptions`, description: the LLM's longer explanation, '' when there is none.
+
+        Where the SAE carries an atlas (saeembed.atlas_format), features the user has not labelled get the
+        atlas label (label_source "atlas"; description: the atlas description). User labels win."""
+        user = self._user_labels(sae_key, features, descriptions)
+        book = self.sae_atlas(sae_key) if atlas else None
+        if book is None:
+            return user
+        return pl.concat([user, _atlas_frame(book, features, set(user["feature"].to_list()), descriptions)
+                          .cast(user.schema)]).sort("feature")
+
+    def sae_atlas(self, sae_key: int):
+        """The atlas (saeembed.atlas_format.Atlas) of a stored SAE, or None when it carries none."""
+        from saeembed.atlas_format import find_atlas
+
+        info = self.sae_info(sae_key)
+        return find_atlas(info.sae_hash, info.source)
+
+    def _user_labels(self, sae_key: int, features: list[int] | None, descriptions: bool) -> pl.DataFrame:
         description = ", coalesce(json_extract_string(details, '$.description'), '') AS description" if descriptions else ""
         return self.query(
             f"""
@@ -78,17 +98,27 @@ class LabelsMixin:
     # --- feature description vectors --------------------------------------------------------------
 
     def feature_embeddings(self, sae_key: int, model: str) -> dict[tuple[int, str, str], np.ndarray]:
-        """Cached description vectors by (feature, source, text_hash)."""
+        """Cached description vectors by (feature, source, text_hash). An atlas made with this sentence model
+        adds its description vectors under its labels (source "label", the label's hash), so the features
+        it names are never embedded per store."""
+        out = self._atlas_vectors(sae_key, model)
         cached = self.con.sql(
             "SELECT feature, source, text_hash, vector FROM feature_embeddings WHERE sae_key = ? AND model = ?",
             params=[sae_key, model],
         ).to_arrow_table()
         if not cached.num_rows:
-            return {}
+            return out
         vecs = cached.column("vector").combine_chunks().flatten().to_numpy().reshape(cached.num_rows, -1)
         keys = zip(cached.column("feature").to_pylist(), cached.column("source").to_pylist(),
                    cached.column("text_hash").to_pylist())
-        return {key: vecs[i] for i, key in enumerate(keys)}
+        return out | {key: vecs[i] for i, key in enumerate(keys)}
+
+    def _atlas_vectors(self, sae_key: int, model: str) -> dict[tuple[int, str, str], np.ndarray]:
+        book = self.sae_atlas(sae_key)
+        if book is None or book.embed_model != model or not book.vectors.size:
+            return {}
+        vecs = book.vectors.astype(np.float32)
+        return {(int(f), "label", text_hash(lab)): vecs[i] for i, (f, lab) in enumerate(zip(book.features, book.labels))}
 
     def save_feature_embeddings(self, sae_key: int, model: str, features, sources: list[str], hashes: list[str],
                                 vectors: np.ndarray) -> None:
@@ -286,3 +316,27 @@ class LabelsMixin:
             """,
             [sae_key, corpus_ids, list(features), n_bins, seed, n_top, per_bin],
         )
+
+
+def text_hash(text: str) -> str:
+    """The key a description vector is cached under (the same hash saeembed.interp.match computes)."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _atlas_frame(book, features: list[int] | None, skip: set[int], descriptions: bool) -> pl.DataFrame:
+    """Atlas labels of `features` (all without a list) other than those in `skip`, in labels()'s columns."""
+    idx = np.arange(len(book))
+    if features is not None:
+        idx = idx[np.isin(book.features, np.asarray(list(features), dtype=np.int64))]
+    idx = np.asarray([i for i in idx if int(book.features[i]) not in skip], dtype=np.int64)
+    score = book.score[idx].astype(np.float64)
+    cols = {
+        "feature": book.features[idx].astype(np.int64),
+        "label": [book.labels[i] for i in idx],
+        "label_source": ["atlas"] * len(idx),
+        "score": np.where(np.isfinite(score), score, np.nan),
+        "weak": book.weak[idx].astype(bool),
+    }
+    if descriptions:
+        cols["description"] = [book.descriptions[i] for i in idx]
+    return pl.DataFrame(cols).with_columns(pl.col("score").fill_nan(None))
