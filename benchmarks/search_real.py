@@ -49,10 +49,14 @@ QUERIES = {
 METHODS = {
     "dense": dict(mode="dense"),
     "sae v0": dict(mode="sae", match="auto", length_control="off", lexical_weight=0.0),
-    "hybrid v0": dict(mode="hybrid", match="auto", length_control="off", lexical_weight=0.0, sae_weight=1.0),
+    "hybrid v0": dict(mode="hybrid", match="auto", length_control="off", lexical_weight=0.0, sae_weight=1.0,
+                      word_weight=0.0),
     "sae": dict(mode="sae"),
     "hybrid": dict(mode="hybrid"),  # the default for a query text
     "hybrid w1": dict(mode="hybrid", sae_weight=1.0),
+    "hybrid -words": dict(mode="hybrid", word_weight=0.0),  # as before the literal-word ranking joined
+    "hybrid words0.5": dict(mode="hybrid", word_weight=0.5),
+    "hybrid words2": dict(mode="hybrid", word_weight=2.0),
     # ablations: one change at a time
     "sae +length": dict(mode="sae", match="auto", length_control="residual", lexical_weight=0.0),
     "sae +lexical": dict(mode="sae", match="auto", length_control="off"),

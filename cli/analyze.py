@@ -9,7 +9,7 @@ import typer
 
 from saeembed.cli import render
 from saeembed.cli.options import CsvOpt, JsonOpt, ReadStoreOpt, SaeOpt, open_store, opt
-from saeembed.config import CorrelateConfig, DiffConfig, DiffView
+from saeembed.config import CorrelateConfig, DiffConfig, DiffView, PoolConfig
 
 
 DIFF_TABLE = ["feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "q_value", "more_in", "exemplar_a", "exemplar_b"]
@@ -35,6 +35,8 @@ def diff(
     exemplars: int = opt(DiffConfig, "exemplars", "--exemplars"),
     group_column: Optional[str] = opt(DiffConfig, "group_column", "--group-column"),
     separability: bool = opt(DiffConfig, "separability", "--separability/--no-separability"),
+    pool: str = opt(PoolConfig, "pool", "--pool"),
+    triggers: bool = typer.Option(False, "--triggers", help="Add a triggers column: the top token bigrams of each listed feature, in the corpus of the side it is more frequent in (needs `encode --keep-tokens`)."),
     summarize: bool = typer.Option(False, "--summarize", help="Also write a few hypotheses (with evidence and frequencies) from the top features of each ranking: offline, or with --llm."),
     llm: Optional[str] = typer.Option(None, "--llm", help="An OpenAI-compatible model for --summarize; key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
     base_url: Optional[str] = typer.Option(None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server for --llm."),
@@ -65,6 +67,9 @@ def diff(
                      separability=separability, separability_top=top, group_column=group_column)
     hypotheses = None
     with open_store(store, read_only=not summarize) as st:
+        from saeembed.analysis.pooling import use_pool
+
+        pool_note = use_pool(st, [a] + ([b] if b else []), pool, sae=sae)
         if by:
             if b or vs:
                 raise InputError("--by compares groups within one corpus; drop the second corpus / --vs")
@@ -77,14 +82,27 @@ def diff(
             raise InputError("give a second corpus, --where (and optionally --vs), or --by COLUMN")
         if summarize:
             hypotheses = _summarize(st, results, llm, base_url)
+    if pool_note:
+        render.note(render.safe(pool_note))
     frames = []
+    tstore = open_store(store, read_only=True) if triggers else None
     for group, r in results.items():
         f = view.apply(r.frame)
+        if tstore is not None:
+            from saeembed.analysis.triggers import trigger_column
+
+            f, tnote = trigger_column(tstore, f, {"a": a, "b": b or a}, sae=sae)
+            if tnote:  # said once: no token rows means none for any group
+                render.note(render.safe(tnote))
+                tstore.close()
+                tstore = None
         if as_json or as_csv:
             f = with_separability(f, r.summary)
         if by:
             f = f.with_columns(pl.lit(group).alias(by)).select(by, pl.all().exclude(by))
         frames.append((group, r, f))
+    if tstore is not None:
+        tstore.close()
     if as_json or as_csv:
         rows = pl.concat([f for _, _, f in frames], how="diagonal_relaxed")
         if as_csv:  # CSV holds no nested values: one column per figure
@@ -102,9 +120,10 @@ def diff(
         _header(r.summary)
         for ranking in r.summary["rankings"]:
             part = f.filter(pl.col("ranking") == ranking)
-            cols = [c for c in DIFF_TABLE if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
+            cols = [c for c in DIFF_TABLE + ["triggers"]
+                    if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
             title = SECTION_TITLES[ranking] if len(r.summary["rankings"]) > 1 else "features that differ"
-            render.emit_frame(part.select(cols), title=f"{by} = {group}: {title}" if by else title)
+            render.emit_frame(render.named(part.select(cols)), title=f"{by} = {group}: {title}" if by else title)
     if hypotheses is not None:
         cols = ["hypothesis", "direction", "share_a", "share_b", "evidence", "source"]
         cols = (["group"] if by else []) + (["ranking"] if hypotheses["ranking"].n_unique() > 1 else []) + cols
@@ -182,7 +201,7 @@ def correlate(
             return
         render.note(f"{render.safe(r.summary['corpus'])}: {r.summary['n_docs']} documents · column "
                     f"{render.safe(with_column)} ({render.safe(r.summary['kind'])})")
-        render.emit_frame(r.frame, title=f"features that move with {with_column}")
+        render.emit_frame(render.named(r.frame), title=f"features that move with {with_column}")
         if r.trend is not None and r.trend.height:
             render.emit_frame(r.trend, title="share of documents per bin (columns: f<feature>)")
         return
@@ -197,5 +216,7 @@ def correlate(
                 f"{s['pair_min_docs']} docs · similarity: {render.safe(s['similarity'])}")
     if s["generic_excluded"]:
         render.note(f"  {s['generic_excluded']} generic features left out (--keep-generic to keep them)")
-    render.emit_frame(r.pairs, title="strongest co-occurring pairs (NPMI shrunk by support)")
-    render.emit_frame(r.unexpected, title="unexpected pairs: strong co-occurrence, dissimilar meaning")
+    pair_names = (("feature_a", "label_a"), ("feature_b", "label_b"))
+    render.emit_frame(render.named(r.pairs, *pair_names), title="strongest co-occurring pairs (NPMI shrunk by support)")
+    render.emit_frame(render.named(r.unexpected, *pair_names),
+                      title="unexpected pairs: strong co-occurrence, dissimilar meaning")

@@ -11,7 +11,7 @@ import typer
 from saeembed.cli import render
 from saeembed.cli.options import (CreateStoreOpt, CsvOpt, JsonOpt, ReadStoreOpt, ResultJsonOpt, SaeOpt, SaeWeightsOpt,
                                   StoreOpt, csv_opt, open_store, opt)
-from saeembed.config import EncodeConfig
+from saeembed.config import EncodeConfig, FeaturesConfig
 from saeembed.errors import SaeembedError
 
 app = typer.Typer(
@@ -49,8 +49,13 @@ def _add_subcommands() -> None:
     app.add_typer(report_app, name="report")
     app.command()(browse)
     from saeembed.cli.scale import register as register_scale  # compact, shards
+    from saeembed.cli.serve import register as register_serve
 
     register_scale(app)
+    register_serve(app)
+    from saeembed.cli.triggers import register as register_tokens  # triggers, show
+
+    register_tokens(app)
 
 
 _add_subcommands()
@@ -111,15 +116,24 @@ def encode(
     model: Optional[str] = typer.Option(
         None, "--model", "-m", help="Hugging Face hub id or local folder. Default: the SAE's own model, else the embedded all-MiniLM-L6-v2."
     ),
+    gguf: Optional[str] = typer.Option(
+        None, "--gguf", help="A GGUF model file (llama.cpp/ollama): a path, or a file name inside --model DIR or hub repo. "
+        "Read through transformers (needs: pip install gguf); weights are dequantised to float32."
+    ),
     sae: Optional[str] = SaeWeightsOpt,
     hook: Optional[str] = typer.Option(
-        None, "--hook", help="layers.N = output of block N (0-indexed); layers.N.pre, blocks.N.hook_resid_post/_pre also work. Default: the SAE's hook."
+        None, "--hook", help="Where to read activations (default: the hook the SAE was trained at): layers.N = output "
+        "of block N (0-indexed), layers.N.pre/.mid/.mlp_out/.attn_z/.ln2, or TransformerLens names (blocks.N.hook_resid_post, "
+        "hook_resid_mid, hook_mlp_out, attn.hook_z, ln2.hook_normalized). A hook other than the SAE's is refused without --force-hook."
     ),
+    force_hook: bool = typer.Option(False, "--force-hook", help="Use --hook even where the SAE says it was trained at another hook (its activations will not be what it expects)."),
     device: str = opt(EncodeConfig, "device", "--device"),
     batch_size: int = opt(EncodeConfig, "batch_size", "--batch-size"),
     window: Optional[int] = opt(EncodeConfig, "window", "--window"),
     chat_template: bool = opt(EncodeConfig, "chat_template", "--chat-template"),
     prompt_column: Optional[str] = opt(EncodeConfig, "prompt_column", "--prompt-column"),
+    messages_column: Optional[str] = opt(EncodeConfig, "messages_column", "--messages-column"),
+    roles: List[str] = opt(EncodeConfig, "roles", "--roles", default=list(EncodeConfig.roles)),
     keep_special: bool = typer.Option(False, "--keep-special", help="Pool BOS/CLS/SEP tokens too (excluded by default)."),
     replace: bool = opt(EncodeConfig, "replace", "--replace"),
     trust_remote_code: bool = opt(EncodeConfig, "trust_remote_code", "--trust-remote-code"),
@@ -133,19 +147,26 @@ def encode(
     shards: str = opt(EncodeConfig, "shards", "--shards"),
     shard_docs: int = opt(EncodeConfig, "shard_docs", "--shard-docs"),
     chunk_docs: int = opt(EncodeConfig, "chunk_docs", "--chunk-docs"),
+    keep_tokens: bool = opt(EncodeConfig, "keep_tokens", "--keep-tokens"),
 ):
     """Encode a corpus into sparse SAE embeddings (resumable: re-running skips stored documents)."""
+    from saeembed.encode.gguf import with_gguf
     from saeembed.encode.pipeline import encode_corpus
 
     for name, value in (("batch_size", batch_size), ("shard_docs", shard_docs), ("chunk_docs", chunk_docs)):
         if value < 1:
             raise typer.BadParameter(f"--{name.replace('_', '-')} must be at least 1")
+    if not messages_column and tuple(roles) != EncodeConfig.roles:
+        raise typer.BadParameter("--roles picks turns of --messages-column; give that column too")
     cfg = EncodeConfig(device=device, batch_size=batch_size, window=window, chat_template=chat_template,
-                       prompt_column=prompt_column, exclude_special=not keep_special, replace=replace,
+                       prompt_column=prompt_column, messages_column=messages_column, roles=tuple(roles),
+                       exclude_special=not keep_special, replace=replace,
                        trust_remote_code=trust_remote_code, backend=backend, ray_address=address, workers=workers,
-                       gpus_per_worker=gpus_per_worker, shards=shards, shard_docs=shard_docs, chunk_docs=chunk_docs)
+                       gpus_per_worker=gpus_per_worker, shards=shards, shard_docs=shard_docs, chunk_docs=chunk_docs,
+                       keep_tokens=keep_tokens)
     with open_store(store) as st, render.encode_progress(f"encode {corpus}", enabled=not (quiet or as_json)) as bar:
-        result = encode_corpus(st, corpus, model=model, sae=sae, hook=hook, config=cfg, progress=bar)
+        result = encode_corpus(st, corpus, model=with_gguf(model, gguf), sae=sae, hook=hook, config=cfg, progress=bar,
+                               force_hook=force_hook)
     if as_json:
         render.emit_json(result.to_dict())
         return
@@ -161,6 +182,8 @@ def encode(
         f"in {result.seconds:.1f}s "
         f"({result.docs_per_s:.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s); {result.activation_rows:,} sparse rows"
     )
+    if result.token_rows:
+        render.note(f"  {result.token_rows:,} token-level rows kept (--keep-tokens)")
     if result.split_docs:
         render.note(f"  {result.split_docs} long documents were split into windows and pooled across them (none truncated)")
     if result.docs_already:
@@ -197,23 +220,37 @@ def corpora(store: str = ReadStoreOpt, as_json: bool = JsonOpt, as_csv: bool = C
 @app.command()
 def features(
     corpus: Optional[str] = typer.Option(None, "--corpus", "-c", help="Only this corpus (default: all encoded with the SAE)."),
-    top: int = typer.Option(20, "--top", "-n", help="How many features."),
-    by: str = typer.Option("docs", "--by", help="Rank by docs (how many documents fire), max or mean activation."),
+    top: int = opt(FeaturesConfig, "top", "--top", "-n"),
+    by: str = opt(FeaturesConfig, "order_by", "--by"),
+    keep_generic: bool = opt(FeaturesConfig, "keep_generic", "--keep-generic"),
     sae: Optional[str] = SaeOpt,
     search: Optional[str] = typer.Option(None, "--search", help="Find labelled features by label text or meaning, e.g. \"date\"."),
     store: str = ReadStoreOpt,
     as_json: bool = JsonOpt,
     as_csv: bool = CsvOpt,
 ):
-    """Top features with their label (when labelled) and strongest exemplar."""
+    """Top features with their label and strongest exemplar. Generic features (firing on nearly every
+    document or on random tokens) are left out, as diff leaves them out; --keep-generic shows them, flagged."""
     with open_store(store, read_only=True) as st:
         if search is not None:
             from saeembed.interp.labels import search_labels
 
             frame = search_labels(st, search, sae=sae, top=top)
-        else:
-            frame = st.feature_summary(corpus, sae=sae, top=top, order_by=by)
-    render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="features")
+            render.emit_frame(frame, as_json=as_json, as_csv=as_csv, title="features")
+            return
+        from saeembed.analysis.feature_list import list_features
+
+        result = list_features(st, corpus, sae=sae,
+                               config=FeaturesConfig(top=top, order_by=by, keep_generic=keep_generic))
+    frame = result.frame
+    if as_json or as_csv:
+        render.emit_frame(frame, as_json=as_json, as_csv=as_csv)
+        return
+    # the label keeps its own column here, beside its source and score; generic flags only when kept
+    render.emit_frame(frame if keep_generic else frame.drop("generic", "generic_reason"), title="features")
+    if result.summary["generic_excluded"]:
+        render.note(f"{result.summary['generic_excluded']} generic features left out (fire on nearly every document "
+                    "or on random tokens); --keep-generic to show them")
 
 
 @app.command()
@@ -224,18 +261,30 @@ def export(
         False, "--with-metadata",
         help="Add the document's metadata columns and its saved clusterings (columns cluster.NAME) to every row; "
              "a metadata column named like an export column (e.g. value) comes out as value_meta."),
+    tokens: bool = typer.Option(
+        False, "--tokens", help="Export the token-level rows instead (doc_id, token_index, token, start, end, feature, "
+                                "value; needs `encode --keep-tokens`)."),
+    feature: Optional[list[int]] = typer.Option(None, "--feature", "-f", help="Only this feature's token rows (repeatable; for --tokens)."),
     sae: Optional[str] = SaeOpt,
     store: str = ReadStoreOpt,
     as_json: bool = ResultJsonOpt,
 ):
     """Write sparse embeddings as rows of (doc_id, feature, value, active_tokens), streamed (any corpus size).
 
-    Example: `saeembed export support --out emb.parquet --with-metadata`
+    Example: `saeembed export support --out emb.parquet --with-metadata`;
+    `saeembed export support --tokens -f 12 --out tokens.csv` (token rows of feature 12)
     """
+    from saeembed.errors import InputError
+
+    if feature and not tokens:
+        raise InputError("--feature filters token rows; add --tokens")
+    if tokens and with_metadata:
+        raise InputError("--with-metadata applies to document rows; drop it with --tokens")
     with open_store(store, read_only=True) as st:
-        n = st.export(corpus, out, sae=sae, with_metadata=with_metadata)
+        n = (st.export_tokens(corpus, out, sae=sae, features=feature or None) if tokens
+             else st.export(corpus, out, sae=sae, with_metadata=with_metadata))
     if as_json:
-        render.emit_json({"out": str(out.resolve()), "rows": n, "with_metadata": with_metadata})
+        render.emit_json({"out": str(out.resolve()), "rows": n, "with_metadata": with_metadata, "tokens": tokens})
         return
     render.note(f"[green]✓[/green] wrote {n:,} rows to {render.safe(out.resolve())}")
 

@@ -20,8 +20,9 @@ def browse(
     sae: Optional[str] = SaeOpt,
     store: str = ReadStoreOpt,
 ):
-    """Browse features in a local web page: search by label or density, exemplars, co-occurring features,
-    which corpora use them. Read-only; Ctrl-C stops it."""
+    """Browse features in a local web page: search by label or density (generic features hidden unless asked
+    for), exemplars, co-occurring features; each document by its id, with one chosen feature's tokens
+    highlighted. Read-only; Ctrl-C stops it."""
     from saeembed.report.browse import make_server
 
     with render.err_console.status("reading feature statistics…"):

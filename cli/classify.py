@@ -101,7 +101,7 @@ def train(
     tops = res.top_features
     if len(i["classes"]) == 2:  # binary: the sign of the weight says the direction
         tops = tops.drop("class", "direction")
-    render.emit_frame(tops, title="features with the largest weights (freq_in_class / freq_rest: share of "
+    render.emit_frame(render.named(tops), title="features with the largest weights (freq_in_class / freq_rest: share of "
                                   "training rows of the class / the rest where the feature fires)")
 
 
@@ -212,7 +212,7 @@ def zero_shot_cmd(
     if as_csv:
         render.emit_frame(shown.drop("doc_idx"), as_csv=True)
         return
-    render.emit_frame(res.features, title=f"features matched to {description!r}")
+    render.emit_frame(render.named(res.features), title=f"features matched to {description!r}")
     render.emit_frame(shown.drop("doc_idx"), title=f"top {top} documents (score column {name!r} stored)")
     if res.metrics:
         render.console.print(_metrics_line("zero-shot", res.metrics), soft_wrap=True)

@@ -7,10 +7,11 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
+from saeembed.config import PoolConfig
 from saeembed.errors import InputError
 from saeembed.cli.options import (AxisMatchOpt, AxisOpt, BinaryOpt, ClusterFeaturesOpt, ClusterSeedOpt, ClusterWhereOpt, CsvOpt,
                                   JsonOpt, KOpt, MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, ReadStoreOpt, SaeOpt, StoreOpt,
-                                  feature_ids, open_store)
+                                  feature_ids, open_store, opt)
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +37,10 @@ def cluster_cmd(
     saved: Optional[str] = typer.Option(None, "--saved", metavar="NAME", help="Compare the clustering saved as NAME (see `saeembed clusterings`) with --compare-column instead of clustering now."),
     seed: int = ClusterSeedOpt,
     binary: bool = BinaryOpt,
+    pool: str = opt(PoolConfig, "pool", "--pool"),
     show_features: bool = typer.Option(False, "--explain", help="Also show which features were clustered on and why."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="An OpenAI-compatible model that names each cluster from its features and a few of its documents (offline: from its features' labels); key from $SAEEMBED_LLM_KEY or $OPENAI_API_KEY."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", envvar="SAEEMBED_LLM_BASE_URL", help="OpenAI-compatible server for --llm."),
     sae: Optional[str] = SaeOpt,
     store: str = StoreOpt,
     as_json: bool = JsonOpt,
@@ -55,7 +59,7 @@ def cluster_cmd(
         given = [flag for flag, v in (("--axis", axis), ("--features", features), ("--k", k), ("--where", where),
                                       ("--name", name), ("--replace", replace), ("--no-save", no_save),
                                       ("--min-cluster-size", min_cluster_size), ("--binary", binary),
-                                      ("--sae", sae)) if v]
+                                      ("--sae", sae), ("--llm", llm)) if v]
         if given:
             raise InputError(f"--saved compares a stored clustering as it is; drop {', '.join(given)}")
         if compare_column is None:
@@ -69,8 +73,19 @@ def cluster_cmd(
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
                         seed=seed, binary=binary, match=match)
     with open_store(store) as st, render.embedding_progress(enabled=not (as_json or as_csv)) as bar:
+        from saeembed.analysis.pooling import use_pool
+
+        pool_note = use_pool(st, [corpus], pool, sae=sae)
+        if pool_note:
+            render.note(render.safe(pool_note))
+        client = None
+        if llm:
+            from saeembed.interp.llm import LLMClient, LLMConfig
+
+            client = LLMClient(st, LLMConfig(model=llm, base_url=base_url))
         result = cluster(st, corpus, axis=axis, features=feature_ids(features) or None, where=where, sae=sae, name=name,
-                         save=not no_save, replace=replace, compare_column=compare_column, config=cfg, progress=bar)
+                         save=not no_save, replace=replace, compare_column=compare_column, config=cfg, progress=bar,
+                         llm=client)
     if as_json:
         render.emit_json({
             "name": result.name, "saved": result.clustering_id is not None, "replaced": result.replaced,

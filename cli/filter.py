@@ -75,7 +75,7 @@ def filter_command(
                     f"quality model {render.safe(repr(q['name']))} trained on {q['n_train']} labelled rows")
     render.emit_frame(res.rules, title="rules (matched: rows the rule matches; dropped: rows it drops first; only_this: rows no other rule drops)")
     if res.features is not None and not res.features.is_empty():
-        render.emit_frame(res.features, title="features over-represented among dropped rows (vs kept)")
+        render.emit_frame(render.named(res.features), title="features over-represented among dropped rows (vs kept)")
     if res.samples is not None and not res.samples.is_empty():
         render.emit_frame(res.samples.drop("rule"), title="sample dropped rows")
     c = res.check

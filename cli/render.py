@@ -95,6 +95,14 @@ def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = Fal
     target.print(shown)
 
 
+def named(frame: pl.DataFrame, *pairs: tuple[str, str], width: int | None = None) -> pl.DataFrame:
+    """A frame for a table a person reads: each (id column, label column) pair (default: feature, label) as
+    one column reading `#id · label` (saeembed.analysis.names.named_columns). JSON and CSV keep both."""
+    from saeembed.analysis.names import named_columns
+
+    return named_columns(frame, pairs or (("feature", "label"),), width=width)
+
+
 def _plain_cell(value) -> str:
     if value is None:
         return ""

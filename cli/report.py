@@ -19,7 +19,7 @@ from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, Cluste
                                   MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, QualityDropOpt, QualityLabelOpt,
                                   QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ReadStoreOpt, SaeOpt, StoreOpt,
                                   feature_ids, filter_spec, json_opt, opt)
-from saeembed.config import CorrelateConfig, DiffConfig
+from saeembed.config import CorrelateConfig, DiffConfig, FeaturesConfig
 from saeembed.errors import InputError
 
 app = typer.Typer(
@@ -85,6 +85,7 @@ def features_cmd(
     top: int = typer.Option(30, "--top", "-n", min=1, help="How many features."),
     by: str = typer.Option("docs", "--by", help="Rank by docs (how many documents fire), max or mean activation."),
     exemplars: int = ExemplarsOpt,
+    keep_generic: bool = opt(FeaturesConfig, "keep_generic", "--keep-generic"),
     sae: Optional[str] = SaeOpt,
     out: Optional[Path] = out_option("features.html"),
     store: str = ReadStoreOpt,
@@ -96,7 +97,8 @@ def features_cmd(
     from saeembed.report.build import build_features_report
 
     with steps(3, not as_json) as advance:
-        report = build_features_report(store, corpus, top=top, by=by, exemplars=exemplars, sae=sae, progress=advance)
+        report = build_features_report(store, corpus, top=top, by=by, exemplars=exemplars, sae=sae,
+                                       keep_generic=keep_generic, progress=advance)
         path = report.write(out)
         advance("written")
     finish(path, report, as_json)

@@ -9,10 +9,10 @@ from typing import List, Optional
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import ReadStoreOpt, json_opt, open_store, opt
+from saeembed.cli.options import CsvOpt, ReadStoreOpt, json_opt, open_store, opt
 from saeembed.config import TrainConfig
 from saeembed.errors import InputError
-from saeembed.interp.atlas_config import AtlasConfig
+from saeembed.config import AtlasConfig
 
 app = typer.Typer(help="Train an SAE for a model, or measure an SAE's quality.", no_args_is_help=True)
 
@@ -20,6 +20,7 @@ app = typer.Typer(help="Train an SAE for a model, or measure an SAE's quality.",
 @app.command()
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Hub id or local folder (default: embedded all-MiniLM-L6-v2)."),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="A GGUF model file: a path, or a file name inside --model (needs: pip install gguf)."),
     hook: str = typer.Option(..., "--hook", help="Where to read activations: layers.N (output of block N)."),
     data: List[str] = typer.Option(..., "--data", "-d", help="Corpus name in the store, or a file/folder of texts. Repeatable."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the SAE to (SAELens format + model card)."),
@@ -41,12 +42,13 @@ def train(
     """Train a TopK SAE on a model's activations and save it in SAELens format with a model card."""
     import torch
 
+    from saeembed.encode.gguf import with_gguf
     from saeembed.encode.models import load_model, pick_device
     from saeembed.sae.formats import save_sae
     from saeembed.sae.recipe import train_for_model
 
     texts, names = _texts(data, store, text_column)
-    loaded = load_model(model, device=device)
+    loaded = load_model(with_gguf(model, gguf), device=device)
     # A short run (--max-tokens) gets a warm-up and dead-latent window scaled to it (TrainConfig does that).
     cfg = TrainConfig(d_sae=latents, k=k, max_tokens=max_tokens, batch_size=batch_size, lr=lr, seed=seed,
                       device=str(pick_device(device)),
@@ -95,7 +97,9 @@ def _train_atlas(path, data, text_column, device, quiet) -> dict:
 def evaluate(
     sae: Optional[str] = typer.Argument(None, metavar="[PATH_OR_HUB_ID]", help="SAE weights to load: folder/file or hub id (default: the embedded SAE)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model (default: the SAE's own model)."),
-    hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's)."),
+    gguf: Optional[str] = typer.Option(None, "--gguf", help="A GGUF model file: a path, or a file name inside --model (needs: pip install gguf)."),
+    hook: Optional[str] = typer.Option(None, "--hook", help="Hook (default: the SAE's; another is refused without --force-hook)."),
+    force_hook: bool = typer.Option(False, "--force-hook", help="Measure at --hook even where the SAE was trained at another hook."),
     data: Optional[List[str]] = typer.Option(None, "--data", "-d", help="Corpus name or file/folder; default: the bundled sample_data."),
     max_tokens: int = typer.Option(200_000, "--max-tokens", help="Evaluate on at most this many tokens."),
     text_column: str = typer.Option("text", "--text-column"),
@@ -104,17 +108,19 @@ def evaluate(
     as_json: bool = json_opt("Print explained_variance, l0, dead_fraction, … as JSON."),
 ):
     """Quality of an SAE on a model's activations: explained variance (about the mean), L0, dead latents."""
+    from saeembed.encode.gguf import with_gguf
     from saeembed.encode.models import load_model
     from saeembed.encode.pipeline import resolve_hook, resolve_sae, sae_model_name
     from saeembed.sae.recipe import evaluate_on_texts
 
     sae_obj = resolve_sae(sae)
-    hook_name = resolve_hook(hook, sae_obj, [])
+    hook_name = resolve_hook(hook, sae_obj, [], force=force_hook)
     if not data:
         from saeembed.pipelines.demo import find_sample_dir
 
         data = [str(p) for p in sorted(find_sample_dir().glob("*.jsonl"))]
     texts, names = _texts(data, store, text_column)
+    model = with_gguf(model, gguf)
     loaded = load_model(model if model is not None else sae_model_name(sae_obj), device=device)
     q = evaluate_on_texts(sae_obj.to(loaded.device), loaded, hook_name, texts, max_tokens=max_tokens)
     result = {"sae": sae_obj.identity, "model": loaded.name, "hook": hook_name, "data": names, **q.to_dict()}
@@ -132,6 +138,42 @@ def evaluate(
     peak = max(int(counts.max()), 1)
     for c, lo, hi in zip(counts, edges[:-1], edges[1:]):
         render.note(f"  {lo:6.2f} … {hi:6.2f} {'█' * max(0, round(40 * c / peak)):<40} {int(c)}")
+
+
+@app.command("releases")
+def releases(
+    release: Optional[str] = typer.Argument(None, help="Show only this release's SAEs."),
+    as_json: bool = json_opt("Print the catalogue as JSON rows."),
+    as_csv: bool = CsvOpt,
+):
+    """Published SAE releases saeembed knows: use one as --sae release:RELEASE/SAE_ID (read from the local
+    Hugging Face cache; fetched when absent unless HF_HUB_OFFLINE is set)."""
+    from saeembed.sae.releases import releases_table
+
+    frame = releases_table(release)
+    if as_json or as_csv:
+        render.emit_frame(frame, as_json=as_json, as_csv=as_csv)
+        return
+    cols = ["release", "sae_id", "hook", "model", "format", "d_sae", "context_size", "prepend_bos"]
+    render.emit_frame(frame.select(cols), title="SAE releases (--sae release:RELEASE/SAE_ID)")
+
+
+@app.command("info")
+def info(
+    sae: Optional[str] = typer.Argument(None, metavar="[SAE]", help="Folder/file, hub id or release:RELEASE/SAE_ID (default: the embedded SAE)."),
+    as_json: bool = json_opt("Print the description as JSON."),
+):
+    """What an SAE is and how saeembed runs it: format, architecture, the hook it reads (and, for a
+    transcoder, the hook it writes), input normalisation, BOS and context size."""
+    from saeembed.sae.describe import describe_sae
+
+    d = describe_sae(sae)
+    if as_json:
+        render.emit_json(d)
+        return
+    for key, value in d.items():
+        if value is not None and not (key in ("hook_out", "d_out") and not d["transcoder"]):
+            render.note(f"{key:>20}  {render.safe(value)}")
 
 
 def _texts(data, store_path, text_column):

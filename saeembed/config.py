@@ -32,6 +32,11 @@ class EncodeConfig:
     chat_template: bool = setting(
         False, "Wrap each document as an assistant turn of the model's chat template; template tokens are not pooled.")
     prompt_column: str | None = setting(None, "Metadata column holding the user turn (for --chat-template).")
+    messages_column: str | None = setting(
+        None, "Column holding each document's conversation, a list of {role, content} turns (JSON text or a list of "
+              "structs), rendered with the model's chat template; only the --roles turns are pooled.")
+    roles: tuple[str, ...] = setting(
+        ("assistant",), "Roles whose turns are pooled with --messages-column (repeatable or a comma list; 'all': every turn).")
     exemplars_per_feature: int = setting(20, "Top documents kept per feature.")
     device: str | None = setting("auto", "cpu, cuda, cuda:N, mps or auto.")
     replace: bool = setting(False, "Re-encode from scratch: a stored encoding of this corpus with this SAE is dropped first.")
@@ -44,6 +49,9 @@ class EncodeConfig:
         None, "Ray cluster address for --backend ray ('auto' joins the running cluster; default starts a local one).")
     workers: int = setting(2, "Ray actors (for --backend ray).")
     gpus_per_worker: float = setting(0.0, "GPUs each Ray actor reserves (for --backend ray; 0: CPU).")
+    keep_tokens: bool = setting(
+        False, "Also store every content token's active features (Parquet shards beside the store): export "
+               "--tokens, --pool mean/sum, show and triggers then read them instead of re-running the model.")
 
     def use_shards(self, to_do: int) -> bool:
         if self.shards not in ("on", "off", "auto"):
@@ -57,7 +65,17 @@ class EncodeConfig:
             "chat_template": self.chat_template,
             "window": window,
             "prompt_column": self.prompt_column,
-        }
+        } | ({"chat_template": True, "messages_column": self.messages_column, "roles": list(parse_roles(self.roles))}
+             if self.messages_column else {})
+
+
+def parse_roles(roles) -> tuple[str, ...]:
+    """--roles values (repeatable, or comma lists) as a sorted tuple; ('all',) for every role."""
+    values = [roles] if isinstance(roles, str) else list(roles or [])
+    names = sorted({r.strip() for v in values for r in str(v).split(",") if r.strip()})
+    if not names:
+        raise InputError("--roles names no role; give e.g. --roles assistant, --roles user,assistant or --roles all")
+    return ("all",) if "all" in names else tuple(names)
 
 
 @dataclass
@@ -191,6 +209,18 @@ class DiffView:
 
 
 @dataclass
+class FeaturesConfig:
+    """Which features a listing (`saeembed features`, the features report) shows."""
+
+    top: int = setting(20, "How many features.")
+    order_by: str = setting("docs", "Rank by docs (how many documents fire), max or mean activation.")
+    keep_generic: bool = setting(
+        False, "Keep features that fire on nearly every document or on random tokens (left out by default, as in diff).")
+    generic_freq: float = setting(0.9, "A feature firing on at least this share of the documents listed is generic.")
+    random_freq: float = setting(0.9, "A feature firing on at least this share of random-token texts is generic.")
+
+
+@dataclass
 class ClusterConfig:
     """How to cluster."""
 
@@ -233,3 +263,42 @@ class CorrelateConfig:
     def pair_min_docs(self, n_docs: int) -> int:
         """Joint documents a listed pair needs in a selection of n_docs documents."""
         return max(self.min_pair_docs, math.ceil(self.min_support * n_docs), 1)
+
+
+@dataclass
+class AtlasConfig:
+    """How an atlas is built."""
+
+    docs: int | None = setting(6000, "Documents to sample, mixed evenly across the --data files (seeded); 0: all.")
+    seed: int = setting(0, "Seed of the document sample and the example sampling.")
+    exemplars: int = setting(5, "Top exemplars kept per feature.")
+    chunk: int = setting(64, "Features labelled per step; a checkpoint is written after each.")
+    background: int = setting(400, "Background windows the label statistics are contrasted with.")
+    device: str = setting("auto", "Where the model and SAE run while encoding: cpu, cuda, mps or auto.")
+    text_column: str = setting("text", "Text column of the --data files.")
+    scorer: str = setting("static", "How labels are scored: static (the sentence model's word-piece embeddings averaged; "
+                          "fast on CPU) or sentence (the full sentence model; slow without a GPU).")
+
+
+POOLS = ("max", "mean", "sum", "count", "binary")
+POOL_HELP = ("Document values pooled over tokens: max (as stored), mean (sum over the document's content tokens "
+             "divided by their number, zeros included), sum, count (tokens where the feature fires) or binary "
+             "(1 where it fires). mean and sum need `encode --keep-tokens`.")
+
+
+@dataclass
+class PoolConfig:
+    """How the analyses pool a document's token activations into one value per feature."""
+
+    pool: str = setting("max", POOL_HELP)
+
+
+@dataclass
+class TriggersConfig:
+    """Trigger phrases: the token n-grams that carry a feature's activations."""
+
+    n: int = setting(2, "Tokens per n-gram (1..3): the activating token with its neighbours.")
+    top: int = setting(20, "N-grams listed per feature.")
+    min_count: int = setting(2, "Leave out n-grams seen on fewer activating tokens.")
+    recompute_docs: int = setting(
+        200, "Without token rows: recompute the feature's tokens in its top documents (at most this many).")

@@ -5,8 +5,9 @@
 Reads ../shared/data/sae-train/*.jsonl (never committed), shuffles documents with a fixed seed, holds out
 every document whose text hash falls in the last 1/20 (the eval split), runs all-MiniLM-L6-v2 once up to
 the deepest requested block (capturing every requested layer on the way) and writes content-token
-activations as fp16 .npy shards: OUT/layer{N}/{train,eval}_{i:04d}.npy. Same tokenization and special-token
-rules as `saeembed encode`.
+activations as fp16 .npy shards: OUT/layer{N}/{train,eval}_{i:04d}.npy, with the source file of every
+token in OUT/source/{train,eval}_{i:04d}.npy (int8, index into stats.json "sources"). Same tokenization
+and special-token rules as `saeembed encode`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/saeembed_acts")
     ap.add_argument("--layers", type=int, nargs="+", default=[3, 4])
     ap.add_argument("--max-docs", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = ap.parse_args()
 
     from saeembed.encode.capture import ActivationCapture
@@ -36,12 +38,15 @@ def main() -> None:
     from saeembed.encode.tokens import batches, pad_token_id, tokenize
     from saeembed.sae.recipe import is_heldout
 
-    texts = []
-    for f in sorted(DATA.glob("*.jsonl")):
-        texts += [json.loads(line)["text"] for line in open(f, encoding="utf-8") if line.strip()]
-    random.Random(0).shuffle(texts)
-    texts = [t for t in texts if t.strip()][: args.max_docs]
-    splits = {"train": [t for t in texts if not is_heldout(t)], "eval": [t for t in texts if is_heldout(t)]}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sources = sorted(f.stem for f in DATA.glob("*.jsonl"))
+    tagged = []  # (text, source id): the source id of every token goes to OUT/source/ (leave-one-source-out)
+    for i, name in enumerate(sources):
+        tagged += [(json.loads(line)["text"], i) for line in open(DATA / f"{name}.jsonl", encoding="utf-8") if line.strip()]
+    random.Random(0).shuffle(tagged)
+    tagged = [(t, s) for t, s in tagged if t.strip()][: args.max_docs]
+    splits = {"train": [p for p in tagged if not is_heldout(p[0])], "eval": [p for p in tagged if is_heldout(p[0])]}
     loaded = load_model(None, device="auto")
     layers = sorted(args.layers)
     out = Path(args.out)
@@ -53,8 +58,11 @@ def main() -> None:
     ]
     stats = {}
     try:
-        for split, docs in splits.items():
+        for split, pairs in splits.items():
+            docs = [t for t, _ in pairs]
+            doc_source = np.array([s for _, s in pairs], dtype=np.int8)
             buffers = {n: [] for n in layers}
+            src_buffer = []
             shard = 0
             n_tokens = 0
             t0 = time.perf_counter()
@@ -67,6 +75,8 @@ def main() -> None:
                         buffers[layers[-1]].append(deepest[mask].half().cpu().numpy())
                         for n in layers[:-1]:
                             buffers[n].append(grabbed[n][mask].float().half().cpu().numpy())
+                        rows = mask.nonzero(as_tuple=True)[0].cpu().numpy()
+                        src_buffer.append(doc_source[start + np.array([w.doc for w in b.windows])[rows]])
                         n_tokens += int(mask.sum())
                     if sum(len(x) for x in buffers[layers[-1]]) >= SHARD_TOKENS or start + 256 >= len(docs):
                         for n in layers:
@@ -74,6 +84,9 @@ def main() -> None:
                             d.mkdir(parents=True, exist_ok=True)
                             np.save(d / f"{split}_{shard:04d}.npy", np.concatenate(buffers[n]))
                             buffers[n] = []
+                        (out / "source").mkdir(parents=True, exist_ok=True)
+                        np.save(out / "source" / f"{split}_{shard:04d}.npy", np.concatenate(src_buffer))
+                        src_buffer = []
                         shard += 1
                         print(f"{split}: {min(start + 256, len(docs))}/{len(docs)} docs, {n_tokens:,} tokens, "
                               f"{n_tokens / (time.perf_counter() - t0):,.0f} tok/s", flush=True)
@@ -81,7 +94,8 @@ def main() -> None:
     finally:
         for h in handles:
             h.remove()
-    (out / "stats.json").write_text(json.dumps({"layers": layers, "model": loaded.name, **stats}, indent=2))
+    (out / "stats.json").write_text(json.dumps({"layers": layers, "model": loaded.name, "sources": sources, **stats},
+                                               indent=2))
     print(json.dumps(stats))
 
 

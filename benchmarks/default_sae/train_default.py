@@ -2,11 +2,14 @@
 
     python benchmarks/default_sae/train_default.py --acts /tmp/saeembed_acts --layer 3 --latents 4096 \
         [--k 32] [--epochs 2] [--max-tokens N] [--save saeembed/default_sae]
+        [--max-shards N] [--exclude-source tweets] [--threads 1]
 
 Streams the fp16 shards written by cache_activations.py (train split, shard order shuffled per epoch,
 tokens shuffled by the trainer's buffer), trains with saeembed's own trainer, evaluates on the held-out
 eval shards (documents never trained on) and prints one JSON line of metrics. With --save, writes the SAE
 in SAELens format (fp16) with its model card: that folder is what ships inside the package.
+--exclude-source trains without one sae-train source (leave-one-source-out) and also measures the SAE on
+every token of that source ("left_out_source"); --max-shards fixes the budget to the first N shards.
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ import numpy as np
 import torch
 
 
-def shard_stream(files: list[Path], epochs: int, seed: int, chunk: int = 65_536):
+def shard_stream(files: list[Path], epochs: int, seed: int, chunk: int = 65_536, drop_source: int | None = None,
+                 only_source: int | None = None):
+    """fp16 shards as float32 chunks; drop_source / only_source: leave out / keep only the tokens of that
+    source (ids in OUT/source/, written by cache_activations.py)."""
     rng = random.Random(seed)
     for _ in range(epochs):
         order = list(files)
         rng.shuffle(order)
         for f in order:
             a = np.load(f)
+            if drop_source is not None:
+                a = a[np.load(f.parent.parent / "source" / f.name) != drop_source]
+            if only_source is not None:
+                a = a[np.load(f.parent.parent / "source" / f.name) == only_source]
             for start in range(0, len(a), chunk):
                 yield torch.from_numpy(a[start : start + chunk].astype(np.float32))
 
@@ -43,17 +53,28 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-shards", type=int, default=None, help="train on the first N train shards only")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--save", default=None)
+    ap.add_argument("--exclude-source", default=None,
+                    help="leave this sae-train source (file stem, e.g. tweets) out of training: leave-one-source-out")
     args = ap.parse_args()
 
     from saeembed.sae.metrics import evaluate_sae
     from saeembed.sae.train import TrainConfig, train_sae
 
     folder = Path(args.acts) / f"layer{args.layer}"
-    train_files = sorted(folder.glob("train_*.npy"))
+    train_files = sorted(folder.glob("train_*.npy"))[: args.max_shards]
     eval_files = sorted(folder.glob("eval_*.npy"))
     stats = json.loads((Path(args.acts) / "stats.json").read_text()) if (Path(args.acts) / "stats.json").exists() else {}
-    available = sum(np.load(f, mmap_mode="r").shape[0] for f in train_files) * args.epochs
+    # A cache still being written has no stats.json yet: its sources are the sorted sae-train file stems.
+    sources = stats.get("sources") or sorted(f.stem for f in (Path(__file__).resolve().parents[2].parent / "shared"
+                                                              / "data" / "sae-train").glob("*.jsonl"))
+    drop = sources.index(args.exclude_source) if args.exclude_source else None
+    if drop is None:
+        available = sum(np.load(f, mmap_mode="r").shape[0] for f in train_files) * args.epochs
+    else:
+        available = sum(int((np.load(f.parent.parent / "source" / f.name) != drop).sum()) for f in train_files) * args.epochs
     total = min(available, args.max_tokens or available)
     steps = total // args.batch_size
     cfg = TrainConfig(
@@ -68,13 +89,22 @@ def main() -> None:
         print(f"  step {s['step']:>6} tokens {s['tokens']:>10,} fvu {s['fvu']:.4f} l0 {s['l0']:.1f} "
               f"dead {s['dead_fraction']:.3f} ({time.perf_counter() - t0:.0f}s)", flush=True)
 
-    sae, train_stats = train_sae(shard_stream(train_files, args.epochs, args.seed), 384, cfg, progress=show)
-    quality = evaluate_sae(sae, shard_stream(eval_files, 1, 0))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sae, train_stats = train_sae(shard_stream(train_files, args.epochs, args.seed, drop_source=drop), 384, cfg,
+                                 progress=show)
+    quality = evaluate_sae(sae, shard_stream(eval_files, 1, 0)) if eval_files else None
+    unseen = None
+    if drop is not None:  # the left-out source: its train and eval documents were never trained on
+        unseen = evaluate_sae(sae, shard_stream(train_files + eval_files, 1, 0, only_source=drop))
     result = {
         "layer": args.layer, "latents": args.latents, "k": args.k, "epochs": args.epochs,
+        "excluded_source": args.exclude_source,
         "tokens_seen": train_stats.get("tokens_seen"), "train_seconds": round(time.perf_counter() - t0),
-        "heldout": {k: v for k, v in quality.to_dict().items() if k != "density_histogram"},
+        "heldout": {k: v for k, v in quality.to_dict().items() if k != "density_histogram"} if quality else None,
     }
+    if unseen is not None:
+        result["left_out_source"] = {k: v for k, v in unseen.to_dict().items() if k != "density_histogram"}
     print(json.dumps(result))
     if args.save:
         from saeembed.sae.formats import save_sae
@@ -88,14 +118,15 @@ def main() -> None:
             "d_in": sae.d_in,
             "d_sae": sae.d_sae,
             "k": sae.cfg.k,
-            "data": ["wikitext2", "bbc_news", "ag_news", "assistant_responses", "tweets"],
+            "data": [x for x in ["wikitext2", "bbc_news", "ag_news", "assistant_responses", "tweets"]
+                     if x != args.exclude_source],
             "data_note": "../shared/data/sae-train (WikiText-2, BBC News, AG News, AlpacaEval answers, TweetEval)",
             "heldout_split": "documents with sha1(text) % 20 == 0, never trained on",
             "train_documents": stats.get("train", {}).get("docs"),
             "tokens_seen": train_stats.get("tokens_seen"),
             "epochs": args.epochs,
             "train_config": {k: v for k, v in cfg.resolved(384).__dict__.items()},
-            "heldout": quality.to_dict(),
+            "heldout": quality.to_dict() if quality else None,
             "trained_with": "benchmarks/default_sae/train_default.py (saeembed's TopK trainer)",
         }
         sae.cfg.extra["model_card"] = card

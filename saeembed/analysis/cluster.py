@@ -33,7 +33,8 @@ import scipy.sparse as sp
 
 from saeembed.analysis.axes import MAX_K, NO_AXES, AxisConfig, choose_axis, discover_axes
 from saeembed.analysis.cluster_compare import check_column, compare_with_column
-from saeembed.analysis.cluster_describe import cluster_table, describe_clusters
+from saeembed.analysis.cluster_describe import cluster_table, describe_clusters, llm_names
+from saeembed.analysis.cluster_words import cluster_words
 from saeembed.analysis.diff_length import token_lengths
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
 from saeembed.config import ClusterConfig
@@ -76,12 +77,15 @@ def cluster(
     compare_column: str | None = None,
     config: ClusterConfig | None = None,
     progress=None,
+    llm=None,
     **overrides,
 ) -> ClusterResult:
     """Cluster the documents of `corpus` (matching `where`) on the features of `axis`, on `features`,
     or on all features. overrides: any ClusterConfig field (k=8, min_cluster_size=20, ...).
     save: store it under `name` (refused when that name is saved, unless replace); compare_column: also
-    crosstab the clusters against this column (result.comparison)."""
+    crosstab the clusters against this column (result.comparison). Each cluster is named offline from its
+    most distinctive features' labels; llm (an interp.llm.LLMClient) names it from those and a few of its
+    documents instead (`name_source` says which)."""
     cfg = config or ClusterConfig()
     for key, value in overrides.items():
         if not hasattr(cfg, key):
@@ -124,7 +128,9 @@ def cluster(
     })
     descriptions = describe_clusters(store, sel, labels, top=cfg.describe_top)
     tokens = token_lengths(store, sel.sae.sae_key, sel.corpus.corpus_id, sel.doc_idx)[sel.doc_idx]
-    clusters = cluster_table(labels, descriptions, tokens=tokens)
+    clusters = cluster_table(labels, descriptions, tokens=tokens, words=cluster_words(store, sel, labels))
+    if llm is not None:
+        clusters = llm_names(store, sel, assignments, clusters, llm)
     params = {"corpus": corpus, "axis": axis, "features": [int(f) for f in chosen["feature"]], "where": where,
               "axis_found": axis_info, **{k: v for k, v in cfg.__dict__.items()}}
     result = ClusterResult(name, None, assignments, clusters, descriptions, chosen, params,
@@ -191,11 +197,12 @@ def _matched(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, candid
 
 def _mostly_labelled(store: Store, sel: Selection, candidates: list[int]) -> bool:
     """Labels written by an LLM or a person name what a feature is about, so an axis name can match them;
-    offline labels are the feature's own words, which an axis name ("topic") never shares."""
+    offline labels, and the atlas's (offline phrases too), are the feature's own words, which an axis name
+    ("topic") never shares."""
     if not candidates:
         return False
     labels = store.labels(sel.sae.sae_key, candidates)
-    named = labels.filter((pl.col("label_source") != "offline") & pl.col("label").is_not_null())
+    named = labels.filter(~pl.col("label_source").is_in(["offline", "atlas"]) & pl.col("label").is_not_null())
     return named.height >= 0.5 * len(candidates)
 
 

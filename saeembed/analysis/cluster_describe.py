@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from saeembed.analysis.names import feature_name, group_name
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.config import DiffConfig
 from saeembed.encode.probe import random_share
@@ -85,8 +86,11 @@ def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> lis
     return [snippet(*by[p], width=40) if p in by else None for p in pairs]
 
 
-def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.ndarray | None = None) -> pl.DataFrame:
-    """One row per cluster: size, share, its description's features and text, an exemplar; with `tokens`
+def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.ndarray | None = None,
+                  words: dict[int, list[str]] | None = None) -> pl.DataFrame:
+    """One row per cluster: its name (the words that set its documents apart, `words` as
+    analysis.cluster_words gives them; else cluster_name from its features' labels), size, share, its
+    description's features and text, an exemplar; with `tokens`
     (per row of labels) also median_tokens, since max-pooling lets long documents fire more features, a
     cluster of long documents is described by features that may be length itself."""
     n = len(labels)
@@ -95,20 +99,42 @@ def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.
         size = int((labels == c).sum())
         part = descriptions.filter(pl.col("cluster") == c)
         if c == -1:
-            rows.append((c, size, size / n, None, [], "noise (no cluster)", None))
+            rows.append((c, "noise", size, size / n, None, [], "noise (no cluster)", None))
             continue
         desc = "; ".join(
-            f"{f}" + (f" ({lab})" if lab else "") + f" {fi:.0%} vs {fo:.0%}"
+            f"{feature_name(f, lab, 40)} {fi:.0%} vs {fo:.0%}"
             for f, lab, fi, fo in part.select("feature", "label", "freq_in", "freq_out").iter_rows()
         )
         n_sig = int(part["cluster_q05"][0]) if part.height and "cluster_q05" in part.columns else None
-        rows.append((c, size, size / n, n_sig, part["feature"].to_list(), desc,
+        name = " · ".join((words or {}).get(c) or []) or cluster_name(part)
+        rows.append((c, name, size, size / n, n_sig, part["feature"].to_list(), desc,
                      part["exemplar"][0] if part.height else None))
-    out = pl.DataFrame(rows, schema={"cluster": pl.Int64, "size": pl.Int64, "share": pl.Float64,
+    out = pl.DataFrame(rows, schema={"cluster": pl.Int64, "name": pl.Utf8, "size": pl.Int64, "share": pl.Float64,
                                      "features_q05": pl.Int64, "features": pl.List(pl.Int64), "description": pl.Utf8,
                                      "exemplar": pl.Utf8}, orient="row")
     if tokens is None:
         return out
     median = [float(np.median(tokens[labels == c])) for c in out["cluster"].to_list()]
     return out.with_columns(median_tokens=pl.Series(median, dtype=pl.Float64)).select(
-        "cluster", "size", "share", "median_tokens", "features_q05", "features", "description", "exemplar")
+        "cluster", "name", "size", "share", "median_tokens", "features_q05", "features", "description", "exemplar")
+
+
+def cluster_name(part: pl.DataFrame) -> str:
+    """A cluster's offline name: the labels of its most distinctive features (its description's rows, best
+    first), e.g. "refunds · order delays"; their ids where none is labelled."""
+    if part.is_empty():
+        return "(no distinctive feature)"
+    return group_name(part["label"].to_list()) or ", ".join(f"#{f}" for f in part["feature"].head(2).to_list())
+
+
+def llm_names(store: Store, sel: Selection, assignments: pl.DataFrame, clusters: pl.DataFrame, llm) -> pl.DataFrame:
+    """The cluster table with names an LLM gave from each cluster's features and a few of its documents
+    (interp.assist.name_clusters) and `name_source`; where its answer was unusable the offline name stays."""
+    from saeembed.interp.assist import name_clusters
+
+    got = name_clusters(store, sel.corpus.name, assignments.select("doc_idx", "cluster"), sae=sel.sae.sae_hash, llm=llm)
+    better = {c: (n, src) for c, n, src in got.select("cluster", "name", "source").iter_rows() if src.startswith("llm")}
+    rows = clusters.select("cluster", "name").iter_rows()
+    named = [better.get(c, (n, "offline")) for c, n in rows]
+    return clusters.with_columns(name=pl.Series([n for n, _ in named], dtype=pl.Utf8),
+                                 name_source=pl.Series([s for _, s in named], dtype=pl.Utf8))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from saeembed.analysis.names import feature_name
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.columns import FEATURE_NAME
 from saeembed.errors import InputError, StoreError
@@ -221,12 +222,17 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
     }, schema={"doc_idx": pl.Int64, "doc_id": pl.Utf8, "drop_rule": pl.Utf8, "drop_rules": pl.List(pl.Utf8)})
     kept = doc_idx[first < 0]
 
+    rule_feats = [sorted(feature_cols[c] for c in flt.columns if c in feature_cols) for _, _, flt in parsed]
+    rule_feats += [[f] for f in spec.drop_features]
+    rule_feats += [[] for _ in range(len(masks) - len(rule_feats))]  # quality, dedupe: no feature
     rules = pl.DataFrame({
         "rule": rule_labels,
         "matched": [int(m.sum()) for _, m in masks],
         "dropped": [int((first == r).sum()) for r in range(len(masks))],
         "only_this": [int((m & (sum(mm.astype(int) for _, mm in masks) == 1)).sum()) for _, m in masks],
-    }, schema={"rule": pl.Utf8, "matched": pl.Int64, "dropped": pl.Int64, "only_this": pl.Int64})
+        "features": _feature_names(store, sae, rule_feats),
+    }, schema={"rule": pl.Utf8, "matched": pl.Int64, "dropped": pl.Int64, "only_this": pl.Int64,
+               "features": pl.List(pl.Utf8)})
 
     check = _check(n, kept, dropped["doc_idx"].to_numpy())
     result = FilterResult(corpus, n, kept, dropped, rules, check, quality=quality_metrics)
@@ -236,6 +242,13 @@ def filter_corpus(store: Store, corpus: str, spec: FilterSpec, *, samples_per_ru
     store.record_run("filter", {"corpus": corpus, **{k: v for k, v in spec.__dict__.items()}},
                      {"kept": int(len(kept)), "dropped": int(dropped.height)})
     return result
+
+
+def _feature_names(store: Store, sae: SAEInfo | None, per_rule: list[list[int]]) -> list[list[str]]:
+    """The features each rule reads, as `#12 · label`, so a reason says what it drops in words."""
+    wanted = sorted({f for fs in per_rule for f in fs})
+    labels = dict(store.labels(sae.sae_key, wanted).select("feature", "label").iter_rows()) if wanted and sae else {}
+    return [[feature_name(f, labels.get(f)) for f in fs] for fs in per_rule]
 
 
 def _encoding_if_any(store: Store, info: CorpusInfo) -> SAEInfo | None:

@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from saeembed.analysis.search_length import LENGTH_STRENGTH, check_length_control, length_adjusted
+from saeembed.analysis.search_words import word_ranking
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.errors import InputError
 from saeembed.store import CorpusInfo, SAEInfo, Store
@@ -29,6 +30,9 @@ RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al. 2009)
 # The SAE ranking counts twice the dense one in hybrid fusion: of weights 0.5, 1 and 2 (k 10 and 60),
 # 2 was best on all three benchmark sets (benchmarks/results/search_real.md).
 HYBRID_SAE_WEIGHT = 2.0
+# The literal-word ranking (search_words) joins hybrid fusion with this weight (0: left out); chosen on
+# the same three sets.
+HYBRID_WORD_WEIGHT = 1.0
 MODES = ("sae", "dense", "hybrid")
 
 
@@ -152,6 +156,11 @@ def _sae_scores(store: Store, t: Target, plan: pl.DataFrame, not_features: list[
 _FAISS: dict[tuple, object] = {}
 
 
+def forget_indexes() -> None:
+    """Forget the in-process FAISS indexes (a warm server whose store another process changed)."""
+    _FAISS.clear()
+
+
 def dense_index(store: Store, info: CorpusInfo, model: str | None = None, progress=None):
     """(FAISS inner-product index over the corpus's unit sentence embeddings, embedder); built once per
     process and corpus size (the embeddings themselves are cached in the store)."""
@@ -206,13 +215,15 @@ def search(
     length_control: str = "residual",
     length_strength: float = LENGTH_STRENGTH,
     sae_weight: float = HYBRID_SAE_WEIGHT,
+    word_weight: float = HYBRID_WORD_WEIGHT,
     progress=None,
     **match_opts,
 ) -> pl.DataFrame:
     """Documents of `corpus` best matching `query` and/or `features`, best first (see module doc).
 
     mode: sae | dense | hybrid (reciprocal-rank fusion of the sae and dense rankings, each cut at
-    `depth`, the sae one weighted `sae_weight`); default: default_mode(query). not_features: drop documents where any fires. where: metadata filter. doc_idx: only these
+    `depth`, the sae one weighted `sae_weight`, and the literal-word ranking of search_words weighted
+    `word_weight`); default: default_mode(query). not_features: drop documents where any fires. where: metadata filter. doc_idx: only these
     documents. plan: a frame from plan_query (skips matching). length_control: residual | zscore | off,
     how SAE scores are corrected for document length, length_strength: how much of the expected score
     at a length residual subtracts (search_length). Empty frame when nothing matches."""
@@ -244,24 +255,31 @@ def search(
             extra = {"dense_score": score}
         else:
             s_doc, s_score, _ = _sae_scores(store, t, plan, not_features, length_control, length_strength)
-            doc, score, extra = _fuse(s_doc[:depth], s_score[:depth], d_doc, d_score, top, sae_weight)
+            rankings = {"sae_score": (s_doc[:depth], s_score[:depth], sae_weight), "dense_score": (d_doc, d_score, 1.0)}
+            if word_weight > 0:
+                n = t.corpus.n_docs if t.doc_idx is None else len(t.doc_idx)
+                w_doc, w_score = word_ranking(store, t.corpus.corpus_id, query, t.doc_idx, n, depth)
+                if not_features and len(w_doc):
+                    keep = ~np.isin(w_doc, store.docs_with_features(t.corpus, t.sae, not_features))
+                    w_doc, w_score = w_doc[keep], w_score[keep]
+                rankings["word_score"] = (w_doc, w_score, word_weight)
+            doc, score, extra = _fuse(rankings, top)
     return _results(store, t, doc, score, plan if mode != "dense" else None, extra)
 
 
-def _fuse(s_doc, s_score, d_doc, d_score, top, sae_weight: float = 1.0):
-    """Reciprocal-rank fusion: weight/(K + rank) summed over the two rankings (sae: sae_weight, dense: 1)."""
+def _fuse(rankings: dict[str, tuple[np.ndarray, np.ndarray, float]], top: int):
+    """Reciprocal-rank fusion: weight/(K + rank) summed over the rankings {column: (docs, scores, weight)};
+    each ranking's own score comes back as that column (NaN where it did not rank the document)."""
     fused: dict[int, float] = {}
-    for docs, w in ((s_doc, sae_weight), (d_doc, 1.0)):
+    for docs, _, w in rankings.values():
         for r, d in enumerate(docs.tolist()):
             fused[d] = fused.get(d, 0.0) + w / (RRF_K + r + 1)
     order = sorted(fused, key=lambda d: (-fused[d], d))[:top]
-    s_map = dict(zip(s_doc.tolist(), s_score.tolist()))
-    d_map = dict(zip(d_doc.tolist(), d_score.tolist()))
-    doc = np.asarray(order, np.int64)
-    return doc, np.asarray([fused[d] for d in order]), {
-        "sae_score": np.asarray([s_map.get(d, np.nan) for d in order]),
-        "dense_score": np.asarray([d_map.get(d, np.nan) for d in order]),
-    }
+    extra = {}
+    for column, (docs, scores, _) in rankings.items():
+        by_doc = dict(zip(docs.tolist(), scores.tolist()))
+        extra[column] = np.asarray([by_doc.get(d, np.nan) for d in order])
+    return np.asarray(order, np.int64), np.asarray([fused[d] for d in order]), extra
 
 
 # --- result rows with matched features and highlighted spans ---------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 from saeembed.encode.capture import ActivationCapture
 from saeembed.encode.models import LoadedModel
-from saeembed.encode.tokens import batches, pad_token_id, tokenize
+from saeembed.encode.tokens import BosRule, batches, pad_token_id, tokenize
 
 
 def iter_activations(
@@ -24,6 +24,7 @@ def iter_activations(
     docs_per_chunk: int = 256,
     max_batch_tokens: int = 16384,
     max_tokens: int | None = None,
+    bos: BosRule | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield [n_tokens, d] float32 tensors of content-token activations, batch by batch.
 
@@ -32,7 +33,7 @@ def iter_activations(
     window = min(window or loaded.max_window, loaded.max_window)
     pad = pad_token_id(loaded.tokenizer)
     seen = 0
-    with ActivationCapture(loaded, hook) as capture:
+    with ActivationCapture(loaded, hook, bos=bos) as capture:
         for chunk in _chunks(texts, docs_per_chunk):
             windows = tokenize(loaded.tokenizer, chunk, window=window)
             for batch in batches(windows, pad_id=pad, max_windows=64, max_tokens=max_batch_tokens):

@@ -12,6 +12,7 @@ import torch
 from saeembed.encode.capture import ActivationCapture
 from saeembed.encode.models import LoadedModel
 from saeembed.encode.pooling import TokenLatents, pool_max
+from saeembed.encode.token_rows import padded_index, window_bases
 from saeembed.encode.tokens import batches, pad_token_id, tokenize
 from saeembed.errors import InputError
 from saeembed.sae.model import SAE
@@ -19,17 +20,20 @@ from saeembed.store import CorpusInfo, Store
 
 
 def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, texts: list[str], cfg,
-                 window: int, prompts: list[str | None] | None = None):
+                 window: int, prompts: list | None = None, tokens=None):
     """Encode a list of texts with an EncodeConfig. Returns (sparse rows with doc_idx = position in `texts`,
-    per-doc stats)."""
+    per-doc stats). prompts: what chat_inputs gives (user turns, or conversations with --messages-column).
+    tokens: a token_rows.TokenRows that also receives every content token's rows (--keep-tokens)."""
+    chats = prompts if cfg.messages_column else None
     windows = tokenize(
         loaded.tokenizer, texts, window=window, exclude_special=cfg.exclude_special,
-        chat_template=cfg.chat_template, prompts=prompts,
+        chat_template=cfg.chat_template, prompts=None if chats is not None else prompts, chats=chats,
     )
     n_windows = np.bincount([w.doc for w in windows], minlength=len(texts)).astype(np.int32)
     n_tokens = np.zeros(len(texts), dtype=np.int64)
     latents = TokenLatents()
     pad = pad_token_id(loaded.tokenizer)
+    bases = window_bases(windows) if tokens is not None else None
     for batch in batches(windows, pad_id=pad, max_windows=cfg.batch_size, max_tokens=cfg.max_batch_tokens):
         hidden = capture(batch.input_ids, batch.attention_mask)
         content = batch.content.to(hidden.device)
@@ -44,6 +48,9 @@ def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, text
         with torch.inference_mode():
             r, f, v = sae.encode_coo(x)
         latents.add(docs_of_rows, spans, r.cpu(), f.cpu(), v.cpu())
+        if tokens is not None:
+            index = torch.from_numpy(np.stack([padded_index(w, bases[id(w)], content.shape[1]) for w in batch.windows]))
+            tokens.add(docs_of_rows, index[rows_in_batch[0].cpu(), rows_in_batch[1].cpu()], spans, r, f, v)
     docs = pl.DataFrame({"doc_idx": np.arange(len(texts), dtype=np.int32), "n_tokens": n_tokens.astype(np.int32),
                          "n_windows": n_windows})
     return pool_max(latents, sae.d_sae), docs
@@ -53,6 +60,16 @@ def _padded_offsets(w, T: int) -> np.ndarray:
     out = np.zeros((T, 2), dtype=np.int64)
     out[: len(w.offsets)] = w.offsets
     return out
+
+
+def chat_inputs(store: Store, info: CorpusInfo, cfg, doc_idx: list[int]) -> list | None:
+    """What encode_chunk needs besides the texts: the conversations (--messages-column), the user turns
+    (--chat-template with --prompt-column), or None."""
+    if cfg.messages_column:
+        from saeembed.encode.chat import chats_of
+
+        return chats_of(store, info, cfg, doc_idx)
+    return chat_prompts(store, info, cfg.prompt_column, doc_idx) if cfg.chat_template else None
 
 
 def chat_prompts(store: Store, info: CorpusInfo, column: str | None, doc_idx: list[int]) -> list[str | None] | None:

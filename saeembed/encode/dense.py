@@ -26,12 +26,23 @@ class DenseEmbedder:
         self.name = self.loaded.name
         self.batch_size = batch_size
         self.max_length = min(self.loaded.max_window, 256)
+        self._recent: dict[str, np.ndarray] = {}  # one query is embedded by several steps of a search
 
     @property
     def dim(self) -> int:
         return self.loaded.hidden_size
 
     def embed(self, texts: list[str], progress: Callable[[int], None] | None = None) -> np.ndarray:
+        if len(texts) == 1 and texts[0] in self._recent:
+            return self._recent[texts[0]].copy()
+        out = self._embed(texts, progress)
+        if len(texts) == 1:
+            if len(self._recent) >= 32:
+                self._recent.pop(next(iter(self._recent)))
+            self._recent[texts[0]] = out.copy()
+        return out
+
+    def _embed(self, texts: list[str], progress: Callable[[int], None] | None) -> np.ndarray:
         import torch
 
         tok, model, dev = self.loaded.tokenizer, self.loaded.model, self.loaded.device

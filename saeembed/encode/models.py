@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from saeembed.encode.gguf import SMOLLM2_ALIASES, SMOLLM2_ID, need_gguf, quiet_gguf, smollm2_path, split_gguf
 from saeembed.errors import ModelError
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -26,9 +27,15 @@ def default_model_path() -> Path:
 
 
 def resolve_model(name: str | os.PathLike | None) -> tuple[str, str]:
-    """(what to load from, the model's canonical name). None or a default alias -> the embedded model."""
+    """(what to load from, the model's canonical name). None or a default alias -> the embedded model.
+
+    A GGUF model is named by its file (folder/x.gguf, or hub owner/repo/x.gguf): the canonical name keeps
+    the file name, so a store or SAE card says which quantisation it used.
+    """
     if name is None or str(name) in _DEFAULT_ALIASES:
         return str(default_model_path()), DEFAULT_MODEL_ID
+    if str(name) in SMOLLM2_ALIASES:
+        return SMOLLM2_ID, SMOLLM2_ID  # found only when loaded, so naming it never needs the package
     path = Path(name).expanduser()
     if path.exists():
         return str(path), str(path.resolve())
@@ -71,17 +78,25 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # saeembed shows its own progress; a per-tensor loading bar is noise
     source, canonical = resolve_model(name)
+    source, gguf_file = split_gguf(str(smollm2_path()) if canonical == SMOLLM2_ID else source)
     local = Path(source).exists()
-    if canonical == DEFAULT_MODEL_ID:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded model never needs the network
+    if canonical in (DEFAULT_MODEL_ID, SMOLLM2_ID):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the embedded models never need the network
     dev = pick_device(device)
+    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    if gguf_file:
+        need_gguf()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local, trust_remote_code=trust_remote_code)
-        model = AutoModel.from_pretrained(
-            source, local_files_only=local, trust_remote_code=trust_remote_code, dtype=torch.float32
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, local_files_only=local, trust_remote_code=trust_remote_code, **extra
         )
-    except (OSError, ValueError, KeyError) as e:
+        with quiet_gguf():  # GGUF tensors are dequantised to float32 (weights take 4 bytes a parameter)
+            model = AutoModel.from_pretrained(
+                source, local_files_only=local, trust_remote_code=trust_remote_code, dtype=torch.float32, **extra
+            )
+    except (OSError, ValueError, KeyError, ImportError) as e:  # ImportError: a gguf package too old for transformers
         where = "folder" if local else "hub id (is it spelled right, and is the network or HF cache available?)"
+        where = f"GGUF file {gguf_file!r} in a {where}" if gguf_file else where
         raise ModelError(f"cannot load model from {name or source!r} as a {where}: {_first_line(e)}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {canonical} has no fast tokenizer; saeembed needs one for token offsets")

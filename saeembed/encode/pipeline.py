@@ -59,6 +59,7 @@ class EncodeResult:
     activation_rows: int
     seconds: float
     warnings: list[str] = field(default_factory=list)
+    token_rows: int = 0  # token-level rows written by this run (--keep-tokens)
 
     @property
     def docs_per_s(self) -> float:
@@ -85,12 +86,15 @@ def encode_corpus(
     hook: str | None = None,
     config: EncodeConfig | None = None,
     progress: ProgressFn | None = None,
+    force_hook: bool = False,
 ) -> EncodeResult:
     """Encode every document of `corpus` not yet stored for this SAE. Returns what was done.
 
     model: hub id, local folder, or a loaded model; None = the SAE's own model, else the embedded default.
     sae: path, hub id, or an SAE; None = the embedded default SAE.
-    hook: layers.N / blocks.N.hook_resid_post …; None = the hook the SAE was trained on.
+    hook: layers.N / blocks.N.hook_resid_post …; None = the hook the SAE was trained on. A hook other
+    than the SAE's is refused unless `force_hook`.
+    The SAE's training setup is honoured: its BOS token (`prepend_bos`) and context size cap the windows.
     """
     cfg = config or EncodeConfig()
     info = check_arguments(store, corpus, hook, cfg)  # before anything loads: a typo is said at once
@@ -99,21 +103,28 @@ def encode_corpus(
 
         _ray()  # a missing extra is said before anything loads or is written
     from saeembed.encode.capture import ActivationCapture
-    from saeembed.encode.chunk import chat_prompts, encode_chunk
+    from saeembed.encode.chunk import chat_inputs, encode_chunk
     from saeembed.encode.models import LoadedModel, load_model
+    from saeembed.encode.token_rows import TokenRows, save_token_rows
+    from saeembed.encode.tokens import bos_rule
 
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
-    hook_name = resolve_hook(hook, sae_obj, warnings)
+    hook_name = resolve_hook(hook, sae_obj, warnings, force=force_hook)
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model if model is not None else sae_model_name(sae_obj),
         # with Ray the driver's copy only checks widths and windows; the actors hold the working ones
         device="cpu" if cfg.backend == "ray" else cfg.device, trust_remote_code=cfg.trust_remote_code
     )
-    check_width(sae_obj, loaded)
+    check_width(sae_obj, loaded, hook_name)
+    if cfg.messages_column:  # before the encoding is begun in the store
+        from saeembed.encode.chat import check_template
+
+        check_template(loaded.tokenizer)
     if sae_obj.cfg.model and sae_model_name(sae_obj) != loaded.name:
         warnings.append(f"the SAE says it was trained on {sae_obj.cfg.model}, encoding with {loaded.name}")
-    window = min(cfg.window or loaded.max_window, loaded.max_window)
+    bos = bos_rule(loaded.tokenizer, sae_obj.cfg.prepend_bos)
+    window = encode_window(cfg.window, loaded.max_window, sae_obj.cfg.context_size, bos.extra_tokens, warnings)
     if window < 4:
         raise InputError(f"--window {window} is too small")  # the model's own limit, known only once loaded
     sae_obj = sae_obj.to(loaded.device).eval()
@@ -121,6 +132,7 @@ def encode_corpus(
     if cfg.replace:
         store.drop_encoding(info, sae_info)
     already = store.begin_encoding(info, sae_info, loaded.name, hook_name, cfg.pooling_params(window))
+    store.begin_token_rows(info, sae_info, cfg.keep_tokens, already)
     to_do = info.n_docs - already
     started = time.perf_counter()
     done_docs = done_tokens = split_docs = rows = 0
@@ -132,32 +144,37 @@ def encode_corpus(
 
         stats = encode_on_ray(store, info, sae_info, sae_obj, loaded.name, hook_name, cfg, window, to_do, progress)
         if not store.has_probe(sae_info, PROBE):
-            with ActivationCapture(loaded, hook_name) as capture:
+            with ActivationCapture(loaded, hook_name, bos=bos) as capture:
                 _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name)
         return _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings)
-    capture = ActivationCapture(loaded, hook_name)
-    pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []  # chunks not yet written (sharding only)
+    capture = ActivationCapture(loaded, hook_name, bos=bos)
+    pending: list[tuple] = []  # chunks not yet written (sharding only): acts, docs, their token shard files
+    token_rows = 0
 
     def flush() -> None:
-        if pending:
-            store.write_encoded(info, sae_info, pl.concat([a for a, _ in pending]),
-                                pl.concat([d for _, d in pending]), shard=True)
+        if pending:  # token shards are on disk already (flat memory); registered with their documents
+            store.write_encoded_tokens(info, sae_info, pl.concat([p[0] for p in pending]),
+                                       pl.concat([p[1] for p in pending]), [f for p in pending for f in p[2]],
+                                       shard=True)
             pending.clear()
 
     try:
         for doc_idx, texts in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs):
-            prompts = chat_prompts(store, info, cfg.prompt_column, doc_idx) if cfg.chat_template else None
-            acts, docs = encode_chunk(loaded, capture, sae_obj, texts, cfg, window, prompts)
+            prompts = chat_inputs(store, info, cfg, doc_idx)
+            tok = TokenRows() if cfg.keep_tokens else None
+            acts, docs = encode_chunk(loaded, capture, sae_obj, texts, cfg, window, prompts, tokens=tok)
             # chunk positions -> the corpus's doc_idx
             global_idx = np.asarray(doc_idx, dtype=np.int32)
             acts = acts.with_columns(pl.Series("doc_idx", global_idx[acts["doc_idx"].to_numpy()]))
             docs = docs.with_columns(pl.Series("doc_idx", global_idx))
+            files = save_token_rows(store, info, sae_info, tok, global_idx)
+            token_rows += sum(f[1] for f in files)
             if sharded:  # one shard per shard_docs documents, not per chunk: few, large files
-                pending.append((acts, docs))
-                if sum(d.height for _, d in pending) >= cfg.shard_docs:
+                pending.append((acts, docs, files))
+                if sum(p[1].height for p in pending) >= cfg.shard_docs:
                     flush()
             else:
-                store.write_encoded(info, sae_info, acts, docs)
+                store.write_encoded_tokens(info, sae_info, acts, docs, files)
             done_docs += len(doc_idx)
             done_tokens += int(docs["n_tokens"].sum())
             split_docs += int((docs["n_windows"] > 1).sum())
@@ -172,8 +189,10 @@ def encode_corpus(
         raise
     finally:
         capture.close()
-    return _finish(store, info, sae_info, loaded, hook_name, cfg, already, (done_docs, done_tokens, split_docs, rows),
-                   started, warnings)
+    result = _finish(store, info, sae_info, loaded, hook_name, cfg, already,
+                     (done_docs, done_tokens, split_docs, rows), started, warnings)
+    result.token_rows = token_rows
+    return result
 
 
 def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConfig):
@@ -186,7 +205,13 @@ def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConf
         raise InputError(f"--window {cfg.window} is too small")
     if hook is not None:
         parse_hook(hook)
-    if cfg.chat_template and cfg.prompt_column and cfg.prompt_column not in info.metadata_columns:
+    if cfg.keep_tokens and cfg.backend == "ray":
+        raise InputError("--keep-tokens works with the local backend only; drop --backend ray")
+    if cfg.messages_column:
+        from saeembed.encode.chat import check_messages
+
+        check_messages(store, info, cfg)
+    elif cfg.chat_template and cfg.prompt_column and cfg.prompt_column not in info.metadata_columns:
         raise InputError(f"--prompt-column {cfg.prompt_column!r} is not a column of corpus {info.name!r} "
                          f"(columns: {', '.join(info.metadata_columns) or 'none'})")
     return info
@@ -218,17 +243,36 @@ def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, start
     )
 
 
-def check_width(sae: SAE, loaded: LoadedModel) -> None:
-    """A clear error, before any work, when the SAE was trained on a model of another width."""
-    if sae.d_in != loaded.hidden_size:
+def encode_window(asked: int | None, model_max: int, context_size: int | None, extra_tokens: int,
+                  warnings: list[str]) -> int:
+    """Tokens per tokenized window: the asked or model's window, no longer than the SAE's training
+    context, less the tokens the capture adds in front (a BOS)."""
+    window = min(asked or model_max, model_max)
+    if context_size and context_size < window:
+        if asked:
+            warnings.append(f"the SAE was trained on contexts of {context_size} tokens; windows are "
+                            f"{context_size} tokens, not {asked}")
+        window = context_size
+    return window - extra_tokens
+
+
+def check_width(sae: SAE, loaded: LoadedModel, hook: str | None = None) -> None:
+    """A clear error, before any work, when the SAE was trained on a model of another width (or when
+    the hook cannot be captured on this model)."""
+    from saeembed.encode.capture import hook_width
+
+    width = hook_width(loaded, hook) if hook else loaded.hidden_size
+    if sae.d_in != width:
+        what = "hidden size" if width == loaded.hidden_size else f"width at {hook}"
         raise SAEError(
-            f"SAE width {sae.d_in} does not match {loaded.name} (hidden size {loaded.hidden_size}); "
+            f"SAE width {sae.d_in} does not match {loaded.name} ({what} {width}); "
             "this SAE was trained on another model"
         )
 
 
 def resolve_sae(sae: str | SAE | None) -> SAE:
-    """An SAE object from an SAE, a path or hub id, or None (the embedded default)."""
+    """An SAE object from an SAE, a path or hub id, a shipped SAE's name ("smollm2"), or None (the
+    embedded default)."""
     from saeembed.sae.model import SAE
 
     if isinstance(sae, SAE):
@@ -237,9 +281,10 @@ def resolve_sae(sae: str | SAE | None) -> SAE:
         from saeembed.sae.default import load_default_sae
 
         return load_default_sae()
+    from saeembed.sae.default import shipped_sae
     from saeembed.sae.formats import load_sae
 
-    return load_sae(sae)
+    return load_sae(shipped_sae(sae) or sae)
 
 
 def sae_model_name(sae: SAE) -> str | None:
@@ -249,13 +294,23 @@ def sae_model_name(sae: SAE) -> str | None:
     return resolve_model(sae.cfg.model)[1] if sae.cfg.model else None
 
 
-def resolve_hook(hook: str | None, sae: SAE, warnings: list[str]) -> str:
-    """The hook to encode at: the one asked for (warning when the SAE names another), else the SAE's."""
+def resolve_hook(hook: str | None, sae: SAE, warnings: list[str], *, force: bool = False) -> str:
+    """The hook to encode at: the SAE's own, or the one asked for when it is the same hook (in any
+    spelling) or `force` is set (with a warning). Never another hook silently."""
+    from saeembed.hookpoints import SUPPORTED, try_parse_hook
+
+    own = try_parse_hook(sae.cfg.hook)
+    if sae.cfg.hook and own is None and not (hook is not None and force):
+        raise SAEError(f"the SAE was trained at hook {sae.cfg.hook!r}, which saeembed cannot capture; "
+                       f"it captures {SUPPORTED}")
     if hook is None:
-        if not sae.cfg.hook:
+        if own is None:
             raise SAEError("the SAE does not say which hook it was trained on; pass --hook layers.N")
-        return parse_hook(sae.cfg.hook).name
+        return own.name
     name = parse_hook(hook).name
-    if sae.cfg.hook and parse_hook(sae.cfg.hook).name != name:
-        warnings.append(f"the SAE was trained on {sae.cfg.hook}, encoding at {name} as asked")
+    if sae.cfg.hook and (own is None or own.name != name):
+        if not force:
+            raise SAEError(f"--hook {hook} is not the hook the SAE was trained on ({sae.cfg.hook}); "
+                           "leave --hook out to use the SAE's, or add --force-hook to encode there anyway")
+        warnings.append(f"the SAE was trained on {sae.cfg.hook}, encoding at {name} as forced")
     return name

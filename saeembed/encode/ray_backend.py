@@ -32,6 +32,7 @@ class _EncodeActor:
 
         from saeembed.encode.capture import ActivationCapture
         from saeembed.encode.models import load_model
+        from saeembed.encode.tokens import bos_rule
 
         cpus = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
         if cpus > 0:
@@ -39,7 +40,7 @@ class _EncodeActor:
         device = "cuda" if cfg.gpus_per_worker and torch.cuda.is_available() else "cpu"
         self.loaded = load_model(model_name, device=device, trust_remote_code=cfg.trust_remote_code)
         self.sae = sae.to(self.loaded.device).eval()
-        self.capture = ActivationCapture(self.loaded, hook)
+        self.capture = ActivationCapture(self.loaded, hook, bos=bos_rule(self.loaded.tokenizer, sae.cfg.prepend_bos))
         self.cfg, self.window, self.folder = cfg, window, Path(folder)
         self.sae_hash, self.corpus, self.prompts = sae_hash, corpus, prompts
 
@@ -95,7 +96,7 @@ def encode_on_ray(store, info, sae_info, sae, model_name: str, hook: str, cfg, w
 
 
 def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, progress):
-    from saeembed.encode.chunk import chat_prompts
+    from saeembed.encode.chunk import chat_inputs
     from saeembed.store.shards import encoding_dir
 
     import logging
@@ -108,9 +109,9 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
     parts = [pa.table({"doc_idx": pa.array(i, pa.int32()), "text": pa.array(t, pa.string())})
              for i, t in store.iter_unencoded(info, sae_info.sae_key, batch_size=cfg.chunk_docs)]
     prompts = None
-    if cfg.chat_template and cfg.prompt_column:
+    if cfg.messages_column or (cfg.chat_template and cfg.prompt_column):
         idx = [i for p in parts for i in p.column("doc_idx").to_pylist()]
-        prompts = dict(zip(idx, chat_prompts(store, info, cfg.prompt_column, idx)))
+        prompts = dict(zip(idx, chat_inputs(store, info, cfg, idx)))
     folder = encoding_dir(store.shard_root, info.corpus_id, sae_info.sae_key)
     folder.mkdir(parents=True, exist_ok=True)
         # one block per chunk, so every actor gets work

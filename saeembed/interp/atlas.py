@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from saeembed.atlas_format import ATLAS_FILE, Atlas, find_atlas, read_atlas, write_atlas
-from saeembed.interp.atlas_config import AtlasConfig
+from saeembed.config import AtlasConfig
 from saeembed.errors import InputError, SAEError
 from saeembed.interp.atlas_build import CHECKPOINT, atlas_from_records, label_pass, read_checkpoint
 

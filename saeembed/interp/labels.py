@@ -26,6 +26,7 @@ from saeembed.interp.offline import TermStats, metadata_overrep, offline_label
 from saeembed.interp.quoting import copied_from_instructions
 from saeembed.interp.scoring import EmbeddingScorer, answer_checks, collect_scores, score_prompts, weak_reason
 from saeembed.store import SAEInfo, Store
+from saeembed.store.labels import metadata_context
 
 RESULT_SCHEMA = {
     "feature": pl.Int64, "label": pl.Utf8, "label_source": pl.Utf8, "score": pl.Float64, "status": pl.Utf8,
@@ -162,6 +163,8 @@ def _example_details(fe: FeatureExamples) -> dict:
 
 def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], background, scorer, cfg):
     meta = metadata_overrep(store, s.sae_key, corpus_ids, list(examples))
+    names = list(store.corpus_names(corpus_ids).values())
+    here = names[0] if len(names) == 1 else None  # the run's table shows the labelled corpus's metadata
     scorer.prefetch([e for fe in examples.values() for e in fe.score + fe.score_negatives])
     out = []
     for f, fe in examples.items():
@@ -174,13 +177,15 @@ def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], b
         hard = [e for e in fe.score_negatives if e.kind == "hard"]
         score = scorer.score(text, fe.score, rand)
         score_hard = scorer.score(text, fe.score, hard)
-        details = {"terms": lab.terms, "term_scores": lab.term_scores, "metadata": lab.metadata, "kind": lab.kind,
+        details = {"phrase": lab.label, "terms": lab.terms, "term_scores": lab.term_scores, "metadata": lab.metadata,
+                   "kind": lab.kind,
                    "scorer": "embedding-auroc", "auroc_random": score, "auroc_hard": score_hard,
                    "n_active": fe.n_active} | _example_details(fe)
         weak = weak_reason(score)
         if weak:
             details["weak"] = weak
-        out.append((_row(f, label=lab.label, label_source="offline", score=score, status=_status(weak),
+        shown = lab.label + (metadata_context(json.dumps(lab.metadata), here) if here else "")
+        out.append((_row(f, label=shown, label_source="offline", score=score, status=_status(weak),
                          n_active=fe.n_active, description=text, auroc_hard=score_hard, weak=bool(weak)), details))
     scorer.forget()
     return out
@@ -274,7 +279,8 @@ def _save(store: Store, s: SAEInfo, labelled, llm, scorer, corpus_ids) -> None:
     if not rows or store.read_only:
         return
     model = llm.config.model if llm is not None else f"offline-phrase; scorer {scorer.model}"
-    store.save_labels(s.sae_key, model, [(r["feature"], r["label"], r["label_source"], r["score"],
+    # the stored label is the phrase alone: metadata context is added per corpus when read
+    store.save_labels(s.sae_key, model, [(r["feature"], d.get("phrase", r["label"]), r["label_source"], r["score"],
                                           d | {"corpus_ids": corpus_ids}) for r, d in rows])
 
 

@@ -43,6 +43,33 @@ def same_stem(a: str, b: str) -> bool:
     return n >= PREFIX or n == min(len(a), len(b))
 
 
+_WORDS: dict[tuple, tuple[dict[int, list[str]], dict[int, int]]] = {}
+
+
+def exemplar_words(store, corpus_id: int, sae_key: int, exemplars: int) -> tuple[dict[int, list[str]], dict[int, int]]:
+    """({feature: the whole words its top exemplars fire on}, {feature: exemplars read}). Kept per process
+    while the store's labels and exemplars are unchanged: a warm `saeembed serve` reads them once."""
+    key = (str(store.path), corpus_id, sae_key, exemplars, store.description_fingerprint(sae_key))
+    if key not in _WORDS:
+        words: dict[int, list[str]] = {}
+        seen: dict[int, int] = {}
+        spans = store.exemplar_spans_text(corpus_id, sae_key, exemplars)
+        for f, piece, s, e in spans.select("feature", "piece", "start", "end").iter_rows():
+            seen[f] = seen.get(f, 0) + 1
+            if piece is None or s is None or e is None or not 0 <= s < e <= len(piece):
+                continue
+            s, e = word_bounds(piece, s, e)
+            words.setdefault(f, []).append(piece[s:e].lower())
+        if len(_WORDS) >= 8:  # a few stores/corpora at most
+            _WORDS.pop(next(iter(_WORDS)))
+        _WORDS[key] = (words, seen)
+    return _WORDS[key]
+
+
+def forget_words() -> None:
+    _WORDS.clear()
+
+
 def lexical(store, sae, query, *, corpus=None, top=10, exemplars: int = EXEMPLARS, **_) -> pl.DataFrame:
     """feature, score (share of its top exemplars firing on a query word), label, evidence, lexical."""
     from saeembed.errors import InputError
@@ -54,17 +81,10 @@ def lexical(store, sae, query, *, corpus=None, top=10, exemplars: int = EXEMPLAR
     if not terms:
         return pl.DataFrame(schema=schema)
     info = store.corpus(corpus)
-    spans = store.exemplar_spans_text(info.corpus_id, sae.sae_key, exemplars)
-    hits: dict[int, list[str]] = {}
-    seen: dict[int, int] = {}
-    for f, piece, s, e in spans.select("feature", "piece", "start", "end").iter_rows():
-        seen[f] = seen.get(f, 0) + 1
-        if piece is None or s is None or e is None or not 0 <= s < e <= len(piece):
-            continue
-        s, e = word_bounds(piece, s, e)
-        word = piece[s:e].lower()
-        if any(same_stem(word, t) for t in terms):
-            hits.setdefault(f, []).append(word)
+    words, seen = exemplar_words(store, info.corpus_id, sae.sae_key, exemplars)
+    matched = {w for w in {w for ws in words.values() for w in ws} if any(same_stem(w, t) for t in terms)}
+    hits = {f: [w for w in ws if w in matched] for f, ws in words.items()}
+    hits = {f: ws for f, ws in hits.items() if ws}
     if not hits:
         return pl.DataFrame(schema=schema)
     feats = sorted(hits)

@@ -2,8 +2,10 @@
 
 The phrase (saeembed.interp.phrases) says what fires — a token or its kind: currency amounts, years,
 "?" ending a question, a word family — then the context words the feature's windows over-represent
-against background windows, then the kind of document when one dominates (the corpus) and metadata
-values the feature's documents over-represent (a share ≥ 50 % and ≥ 1.5× the corpus's).
+against background windows, then the kind of document when one dominates (the corpus). Metadata values
+the feature's documents over-represent (a share ≥ 50 % and ≥ 1.5× the corpus's) are kept beside the
+label with the corpus they were measured in, and shown only where that corpus is analysed: a label is
+store-wide, "stdlib=false 83 % vs 48 %" is a fact about one corpus.
 The contrastive terms behind it are kept too: for each window word and bigram (and, counted again, the
 highlighted words) p·log(p/q), its share of activating examples p against its background share q;
 numbers also count as shapes (<year>, <number>).
@@ -73,7 +75,7 @@ class TermStats:
 
 @dataclass
 class OfflineLabel:
-    label: str  # what is stored and shown: terms, then over-represented metadata
+    label: str  # the phrase, shown everywhere; metadata it over-represents is per corpus (Store.labels(corpus=…))
     terms: list[str]  # what the embedding scorer embeds
     term_scores: list[float]
     metadata: list[dict]
@@ -144,7 +146,7 @@ def metadata_overrep(
         per = store.feature_docs_by_corpus(sae_key, corpus_ids, features)
         for f, c, n in per.iter_rows():
             _maybe_add(out, f, "corpus", infos.get(c, c), n, n_active.get(f, 0), base.get(c, 0), min_share,
-                       min_lift, min_docs)
+                       min_lift, min_docs, None)
     for cid in infos:
         info = store.corpus(infos[cid])
         for col in info.metadata_columns:
@@ -159,20 +161,22 @@ def metadata_overrep(
             for f, v, n in per.iter_rows():
                 if v is None:
                     continue
-                _maybe_add(out, f, col, v, n, tot.get(f, 0), base.get(v, 0), min_share, min_lift, min_docs)
+                _maybe_add(out, f, col, v, n, tot.get(f, 0), base.get(v, 0), min_share, min_lift, min_docs,
+                           infos[cid])
     for f in out:
         out[f].sort(key=lambda m: -m["lift"])
     return out
 
 
-def _maybe_add(out, f, column, value, n, total, base, min_share, min_lift, min_docs) -> None:
+def _maybe_add(out, f, column, value, n, total, base, min_share, min_lift, min_docs, corpus) -> None:
     if total < min_docs or base <= 0:
         return
     share = n / total
     lift = share / base
     if share >= min_share and lift >= min_lift:
+        # a metadata value is a fact about one corpus: shown only where that corpus is analysed
         out[f].append({"column": column, "value": str(value), "share": round(share, 3),
-                       "base_share": round(base, 3), "lift": round(lift, 2)})
+                       "base_share": round(base, 3), "lift": round(lift, 2), "corpus": corpus})
 
 
 def offline_label(
@@ -193,10 +197,6 @@ def offline_label(
     context = context_words(positives, background, exclude=set(span_words) | set(terms_of(" ".join(span_words))))
     where = next((f"mostly {m['value']}" for m in meta if m["column"] == "corpus" and m["share"] >= 0.7), None)
     label = compose(what, context[:2], where)
-    others = [m for m in meta if m["column"] != "corpus"][:2]
-    if others:
-        label += " (" + "; ".join(f"{m['column']}={m['value']} {m['share']:.0%} vs {m['base_share']:.0%}"
-                                  for m in others) + ")"
     terms, scores = contrastive_terms(positives, background, n_terms=n_terms)
     # the scorer reads the phrase without display quotes: a sentence model sees the words themselves
     text = compose(what, context[:2], None).replace('"', "")

@@ -1,8 +1,10 @@
 """`saeembed browse`: a local, read-only feature browser served on the loopback interface.
 
-Pages: search features by label / id / density / corpus; one feature (label, density per corpus,
-exemplars with the activating token shaded, co-occurring features by NPMI); one document (its text
-with every active feature's strongest token shaded). JSON twins under /api/ for scripts.
+Pages: search features by label / id / density / corpus, generic features (on nearly every document,
+the rule diff uses) hidden unless asked for; one feature (label and its source, density per corpus,
+exemplars with the activating token shaded, co-occurring features by NPMI); one document, addressed
+by the user's doc id, listing its strongest features, each a link that shades every token where that
+one feature fires (recomputed on demand; see browse_tokens). JSON twins under /api/ for scripts.
 
 Read-only by construction: the store is opened read_only for each request (so other saeembed
 commands can write between requests), only GET/HEAD are answered (other methods get 405), requests
@@ -12,7 +14,6 @@ whose Host header is not this server's are refused (DNS-rebinding), and all text
 from __future__ import annotations
 
 import json
-import math
 import re
 import socket
 import threading
@@ -20,27 +21,26 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import polars as pl
 
+from saeembed.config import DiffConfig
+from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, SaeembedError
-from saeembed.report import charts
+from saeembed.report import browse_pages as pages
+from saeembed.report.browse_tokens import TokenHighlighter, stored_spans
+from saeembed.report.browse_urls import (BadRequest, NotFound, doc_url, flag_param, float_param, int_param,
+                                         legacy_doc, split_doc_path)
 from saeembed.report.data import exemplar_windows
-from saeembed.report.highlight import Span, exemplar_block, highlight
-from saeembed.report.html import CSP, Section, cards, esc, fmt, page, pct, table
+from saeembed.report.html import CSP, Section, esc, page
 from saeembed.report.listen import allowed_hosts as _allowed_hosts, check_remote, host_ok, resolve
+from saeembed.stats import generic_rule
 from saeembed.store import SAEInfo, Store
 
-PAGE_SIZE = 100
-
-
-class BadRequest(InputError):
-    """A malformed query parameter (answered 400)."""
-
-
-class NotFound(InputError):
-    """No such feature / document (answered 404)."""
+PAGE_SIZE = pages.PAGE_SIZE
+__all__ = ["BadRequest", "FeatureBrowser", "NotFound", "make_server"]
 
 
 @dataclass
@@ -51,18 +51,24 @@ class Stats:
     sae: SAEInfo
     corpora: pl.DataFrame   # corpus_id, corpus, n_docs (encoded)
     per_corpus: pl.DataFrame  # corpus_id, feature, docs, max_value, mean_value
-    features: pl.DataFrame  # feature, docs, density, max_value, mean_value, n_corpora, label, label_source, score
+    features: pl.DataFrame  # feature, label, docs, density, max_value, mean_value, n_corpora, label_source, score,
+    #                         generic (bool), generic_reason
     n_docs: int
+
+    @property
+    def n_generic(self) -> int:
+        return int(self.features["generic"].sum())
 
 
 class FeatureBrowser:
     """The data behind the browser; each call opens the store read-only and closes it again."""
 
-    def __init__(self, store_path, sae: str | None = None):
+    def __init__(self, store_path, sae: str | None = None, *, device: str = "cpu"):
         self.store_path = store_path
         self.sae_prefix = sae
         self._lock = threading.Lock()
         self._stats: Stats | None = None
+        self.tokens = TokenHighlighter(device)
         with self.open() as st:  # fail at start, not on the first request, if the store is unusable
             self._load(st)
 
@@ -94,6 +100,7 @@ class FeatureBrowser:
             .join(st.labels(sae.sae_key), on="feature", how="left")
             .select("feature", "label", "docs", "density", "max_value", "mean_value", "n_corpora", "label_source", "score")
         )
+        features = _mark_generic(st, sae, features.sort("feature"))
         self._stats = Stats(key, sae, corpora, per_corpus, features, n_docs)
         return self._stats
 
@@ -104,10 +111,11 @@ class FeatureBrowser:
     # --- queries ----------------------------------------------------------------------------------
 
     def search(self, q: str = "", *, min_density: float | None = None, max_density: float | None = None,
-               corpus: str | None = None, order: str = "density", offset: int = 0, limit: int = PAGE_SIZE
-               ) -> tuple[pl.DataFrame, int]:
+               corpus: str | None = None, order: str = "density", offset: int = 0, limit: int = PAGE_SIZE,
+               generic: bool = False) -> tuple[pl.DataFrame, int, int]:
         """Features whose label contains `q` (case-insensitive) or whose id is `q` / `#q`; filtered by density
-        (share of all encoded documents) and by a corpus they fire in. Returns (page of rows, total matches)."""
+        (share of all encoded documents) and by a corpus they fire in; generic features left out unless
+        `generic`. Returns (page of rows, total matches, generic matches left out)."""
         s = self.stats()
         f = s.features
         q = (q or "").strip()
@@ -130,7 +138,11 @@ class FeatureBrowser:
             raise BadRequest(f"unknown order {order!r}; use {', '.join(orders)}")
         col, desc = orders[order]
         f = f.sort([col, "feature"], descending=[desc, False])
-        return f.slice(offset, limit), f.height
+        hidden = 0
+        if not generic:
+            hidden = int(f["generic"].sum())
+            f = f.filter(~pl.col("generic"))
+        return f.slice(offset, limit), f.height, hidden
 
     def feature(self, feature: int, *, exemplars: int = 4, correlated: int = 20, min_support: int = 3) -> dict:
         """Everything about one feature: its row, density per corpus, exemplars per corpus, co-occurring features."""
@@ -146,7 +158,8 @@ class FeatureBrowser:
             ex = pl.concat([exemplar_windows(st, s.sae.sae_key, [feature], corpus=c, per_feature=exemplars)
                             for c in per["corpus"].to_list()]) if per.height else None
             co = self._correlated(st, s, feature, top=correlated, min_support=min_support) if row.height else None
-        info = row.to_dicts()[0] if row.height else {"feature": feature, "docs": 0, "density": 0.0, "label": None}
+        info = row.to_dicts()[0] if row.height else {"feature": feature, "docs": 0, "density": 0.0, "label": None,
+                                                     "generic": False}
         return {"feature": info, "corpora": per, "exemplars": ex, "correlated": co}
 
     def _correlated(self, st: Store, s: Stats, feature: int, *, top: int, min_support: int) -> pl.DataFrame:
@@ -154,158 +167,66 @@ class FeatureBrowser:
         co = st.cooccurring_features(s.sae.sae_key, feature, min_support=min_support)
         n = max(s.n_docs, 1)
         n1 = int(s.features.filter(pl.col("feature") == feature)["docs"][0])
-        co = co.join(s.features.select("feature", "label", docs_other="docs"), on="feature", how="left")
+        co = co.join(s.features.select("feature", "label", "generic", docs_other="docs"), on="feature", how="left")
         p11 = pl.col("together") / n
         pmi = (p11 / ((n1 / n) * (pl.col("docs_other") / n))).log()
         npmi = pl.when(p11 >= 1.0).then(1.0).otherwise(pmi / -(p11.log()))
         return (co.with_columns(npmi=npmi, support=pl.col("together"))
                 .sort(["npmi", "feature"], descending=[True, False]).head(top)
-                .select("feature", "label", "npmi", "support", "docs_other"))
+                .select("feature", "label", "npmi", "support", "docs_other", "generic"))
 
-    def document(self, corpus_id: int, doc_idx: int) -> dict:
-        """One document with its active features (value, rel to the feature's max, span)."""
+    def document(self, corpus: str, doc_id: str, feature: int | None = None) -> dict:
+        """One document by the user's doc id: its active features (value, rel to the feature's max, label,
+        generic) and, with `feature`, the spans of every token where that feature fires."""
         # One connection for every read below, so the statistics and the rows agree.
         with self.open() as st:
             s = self._load(st)
-            doc = st.document_at(corpus_id, doc_idx)
+            doc = st.document_by_id(corpus, doc_id)
             if doc.is_empty():
-                raise NotFound(f"no document {doc_idx} in corpus {corpus_id}")
-            acts = st.document_activations(s.sae.sae_key, corpus_id, doc_idx)
-        acts = (acts.join(s.features.select("feature", "label", "max_value", "density"), on="feature", how="left")
-                .with_columns(rel=pl.col("value") / pl.col("max_value")))
-        return {"doc": doc.to_dicts()[0], "activations": acts}
+                known = s.corpora["corpus"].to_list()
+                raise NotFound(f"no document {doc_id!r} in corpus {corpus!r}" if corpus in known else
+                               f"no encoded corpus {corpus!r} (corpora: {', '.join(known) or 'none'})")
+            d = doc.to_dicts()[0]
+            acts = st.document_activations(s.sae.sae_key, d["corpus_id"], d["doc_idx"])
+            setup = st.encoding_setup(d["corpus_id"], s.sae.sae_key) if feature is not None else None
+            if setup is not None:  # stored token rows (encode --keep-tokens) spare recomputing the document
+                setup["token_spans"] = stored_spans(st, corpus, s.sae, d["doc_idx"], feature)
+        if feature is not None and not 0 <= feature < s.sae.d_sae:
+            raise NotFound(f"feature {feature} does not exist (this SAE has features 0..{s.sae.d_sae - 1})")
+        acts = (acts.join(s.features.select("feature", "label", "label_source", "max_value", "density", "generic"),
+                          on="feature", how="left")
+                .with_columns(rel=pl.col("value") / pl.col("max_value"), generic=pl.col("generic").fill_null(False))
+                .sort(["value", "feature"], descending=[True, False]))
+        out = {"doc": {k: d[k] for k in ("corpus", "doc_id", "text")}, "activations": acts, "feature": feature,
+               "spans": [], "spans_from": None, "note": None}
+        if feature is not None:
+            row = acts.filter(pl.col("feature") == feature)
+            if row.is_empty():
+                out["note"] = f"feature {feature} does not fire in this document"
+            else:
+                out["spans"], out["spans_from"], out["note"] = self.tokens.spans(setup, d["text"], feature,
+                                                                                 row.to_dicts()[0])
+        return out
+
+    def legacy_document(self, corpus_id: int, doc_idx: int) -> tuple[str, str]:
+        """(corpus name, doc id) of an old internal-number address."""
+        # the numbers are corpus_id and doc_idx, which the new addresses never show
+        with self.open() as st:
+            doc = st.document_at(corpus_id, doc_idx)
+        if doc.is_empty():
+            raise NotFound(f"no document {doc_idx} in corpus {corpus_id}")
+        d = doc.to_dicts()[0]
+        return d["corpus"], d["doc_id"]
 
 
-# --- HTML ------------------------------------------------------------------------------------------
-
-def _nav(q: str = "") -> str:
-    return (f'<form class="search" method="get" action="/"><input type="search" name="q" value="{esc(q)}" '
-            f'placeholder="label words or feature id" size="32"><button type="submit">search</button></form>')
-
-
-def _flink(feature, label=None) -> str:
-    return f'<a href="/feature/{int(feature)}">#{int(feature)}</a>' + (f" {esc(label)}" if label else "")
-
-
-def index_html(b: FeatureBrowser, params: dict) -> str:
-    s = b.stats()
-    q = params.get("q", "")
-    min_d = _float(params, "min_density")
-    max_d = _float(params, "max_density")
-    corpus = params.get("corpus") or None
-    order = params.get("order", "density")
-    offset = _int(params, "offset", 0)
-    rows, total = b.search(q, min_density=min_d, max_density=max_d, corpus=corpus, order=order, offset=offset)
-    opts = "".join(f'<option value="{esc(c)}"{" selected" if c == corpus else ""}>{esc(c)}</option>'
-                   for c in s.corpora["corpus"].to_list())
-    order_opts = "".join(f'<option value="{o}"{" selected" if o == order else ""}>{o}</option>'
-                         for o in ("density", "rare", "max", "feature"))
-    form = (
-        '<form class="search" method="get" action="/">'
-        f'<input type="search" name="q" value="{esc(q)}" placeholder="label words or feature id" size="30">'
-        f'<input type="number" step="any" min="0" max="1" name="min_density" value="{esc(params.get("min_density", ""))}" placeholder="min density">'
-        f'<input type="number" step="any" min="0" max="1" name="max_density" value="{esc(params.get("max_density", ""))}" placeholder="max density">'
-        f'<select name="corpus"><option value="">all corpora</option>{opts}</select>'
-        f'<select name="order">{order_opts}</select><button type="submit">search</button></form>'
-    )
-    out = []
-    for r in rows.to_dicts():
-        r["feature"] = _flink(r["feature"])
-        r["density"] = pct(r["density"])
-        out.append(r)
-    pager = ""
-    if total > offset + PAGE_SIZE:
-        nxt = dict(params, offset=str(offset + PAGE_SIZE))
-        pager = f'<p><a href="/?{esc(urlencode(nxt))}">next {PAGE_SIZE} →</a></p>'
-    corpora_rows = s.corpora.select("corpus", "n_docs").to_dicts()
-    summary = {"SAE": s.sae.sae_hash, "model": s.sae.model, "hook": s.sae.hook, "latents": s.sae.d_sae,
-               "documents": s.n_docs, "features that fire": s.features.height,
-               "labelled": s.features.filter(pl.col("label").is_not_null()).height}
-    sections = [
-        Section("Store", cards(summary) + table(corpora_rows), id="store"),
-        Section(f"Features ({total:,} match)", form + table(out, ["feature", "label", "docs", "density", "max_value",
-                                                                  "mean_value", "n_corpora"],
-                                                             raw={"feature"}, table_id="features") + pager,
-                note="density = share of all encoded documents where the feature fires.", id="features"),
-    ]
-    return page("saeembed feature browser", sections, None, subtitle=str(b.store_path))
-
-
-def feature_html(b: FeatureBrowser, feature: int) -> str:
-    d = b.feature(feature)
-    info = d["feature"]
-    per = d["corpora"]
-    figures = {"documents": info.get("docs", 0), "density": pct(info.get("density")),
-               "max activation": info.get("max_value"), "label source": info.get("label_source"),
-               "label score": info.get("score")}
-    sections = [Section("Summary", _nav() + cards({k: v for k, v in figures.items() if v is not None}), id="summary")]
-    if per.height:
-        sections.append(Section("Corpora", charts.bar_chart(per["corpus"].to_list(), per["density"].to_list(),
-                                                            value_label="share of the corpus's documents", percent=True)
-                                 + table(per.to_dicts()), id="corpora"))
-    ex = d["exemplars"]
-    if ex is not None and ex.height:
-        blocks = []
-        for (corpus,), part in ex.group_by("corpus", maintain_order=True):
-            items = "".join(
-                exemplar_block(highlight(r["text"], [Span(r["span_start"], r["span_end"], r["rel"], feature)]
-                                         if r["span_end"] > r["span_start"] else [], vmax=1.0),
-                               f"doc {r['doc_id']} · activation {fmt(r['value'])}")
-                + f'<a class="note" href="/doc/{int(r["corpus_id"])}/{int(r["doc_idx"])}">whole document →</a>'
-                for r in part.iter_rows(named=True))
-            blocks.append(f"<h3>{esc(corpus)}</h3>{items}")
-        sections.append(Section("Exemplars", "".join(blocks), id="exemplars",
-                                note="Strongest stored documents; the shaded token is where the feature peaks."))
-    co = d["correlated"]
-    if co is not None:
-        rows = co.to_dicts()
-        for r in rows:
-            r["feature"] = _flink(r["feature"])
-        sections.append(Section("Co-occurring features", table(rows, raw={"feature"}), id="correlated",
-                                note="NPMI of presence in the same documents (1 = always together, 0 = independent); "
-                                     "support = documents where both fire."))
-    title = f"Feature #{feature}" + (f": {info['label']}" if info.get("label") else "")
-    return page(title, sections, None, subtitle=str(b.store_path))
-
-
-def document_html(b: FeatureBrowser, corpus_id: int, doc_idx: int) -> str:
-    d = b.document(corpus_id, doc_idx)
-    doc, acts = d["doc"], d["activations"]
-    spans = [Span(r["span_start"], r["span_end"], r["rel"] or 0.0, r["feature"])
-             for r in acts.iter_rows(named=True) if r["span_start"] is not None and r["span_end"] is not None]
-    rows = acts.to_dicts()
-    for r in rows:
-        r["feature"] = _flink(r["feature"])
-    sections = [
-        Section("Text", exemplar_block(highlight(doc["text"], spans, vmax=1.0), f"{doc['corpus']} · doc {doc['doc_id']}"),
-                note="Each active feature's strongest token is shaded by its activation relative to the feature's max.",
-                id="text"),
-        Section("Active features", table(rows, ["feature", "label", "value", "rel", "active_tokens", "density"],
-                                         raw={"feature"}), id="features"),
-    ]
-    return page(f"Document {doc['doc_id']}", sections, None, subtitle=str(b.store_path))
-
-
-def _float(params: dict, name: str) -> float | None:
-    v = params.get(name)
-    if v in (None, ""):
-        return None
-    try:
-        out = float(v)
-    except ValueError:
-        raise BadRequest(f"{name} must be a number, got {v!r}") from None
-    if not math.isfinite(out):
-        raise BadRequest(f"{name} must be finite")
-    return out
-
-
-def _int(params: dict, name: str, default: int) -> int:
-    v = params.get(name)
-    if v in (None, ""):
-        return default
-    if not re.fullmatch(r"\d{1,9}", v):
-        raise BadRequest(f"{name} must be a non-negative integer, got {v!r}")
-    return int(v)
+def _mark_generic(st: Store, sae: SAEInfo, features: pl.DataFrame) -> pl.DataFrame:
+    """Adds generic / generic_reason by diff's rule (saeembed.stats.generic_rule with DiffConfig's thresholds)."""
+    cfg = DiffConfig()
+    ids = features["feature"].to_numpy().astype(np.int64)
+    share = random_share(st, sae, ids) if len(ids) else None
+    generic, reasons = generic_rule(features["density"].to_numpy(), share, cfg.generic_freq, cfg.random_freq)
+    return features.with_columns(pl.Series("generic", generic, pl.Boolean),
+                                 pl.Series("generic_reason", reasons.tolist(), pl.Utf8))
 
 
 def _json_frame(frame: pl.DataFrame | None) -> list:
@@ -365,6 +286,8 @@ class Handler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.NOT_FOUND, str(e), path)
         except SaeembedError as e:  # e.g. the store is being written by another command right now
             self._error(HTTPStatus.SERVICE_UNAVAILABLE, str(e), path)
+        except Exception as e:  # a page must never answer with a traceback or a dropped connection
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, f"unexpected error ({type(e).__name__}: {e})", path)
 
     def _error(self, status, message: str, path: str) -> None:
         if path.startswith("/api/"):
@@ -376,28 +299,53 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, path: str, params: dict) -> None:
         b = self.browser
         if path == "/":
-            self._send(HTTPStatus.OK, index_html(b, params))
+            self._send(HTTPStatus.OK, pages.index_html(b, params))
         elif m := re.fullmatch(r"/feature/(\d{1,9})", path):
-            self._send(HTTPStatus.OK, feature_html(b, int(m.group(1))))
-        elif m := re.fullmatch(r"/doc/(\d{1,9})/(\d{1,9})", path):
-            self._send(HTTPStatus.OK, document_html(b, int(m.group(1)), int(m.group(2))))
+            self._send(HTTPStatus.OK, pages.feature_html(b, int(m.group(1))))
+        elif path.startswith("/doc/") or path.startswith("/api/doc/"):
+            self._document(path, params)
         elif path == "/api/features":
-            rows, total = b.search(params.get("q", ""), min_density=_float(params, "min_density"),
-                                   max_density=_float(params, "max_density"), corpus=params.get("corpus") or None,
-                                   order=params.get("order", "density"), offset=_int(params, "offset", 0),
-                                   limit=min(_int(params, "limit", PAGE_SIZE), 1000))
-            self._send(HTTPStatus.OK, json.dumps({"total": total, "features": _json_frame(rows)}), "application/json")
+            rows, total, hidden = b.search(
+                params.get("q", ""), min_density=float_param(params, "min_density"),
+                max_density=float_param(params, "max_density"), corpus=params.get("corpus") or None,
+                order=params.get("order", "density"), offset=int_param(params, "offset", 0),
+                limit=min(int_param(params, "limit", PAGE_SIZE), 1000), generic=flag_param(params, "generic"))
+            body = {"total": total, "generic_hidden": hidden, "features": _json_frame(rows)}
+            self._send(HTTPStatus.OK, json.dumps(body), "application/json")
         elif m := re.fullmatch(r"/api/feature/(\d{1,9})", path):
             d = b.feature(int(m.group(1)))
             body = {"feature": d["feature"], "corpora": _json_frame(d["corpora"]),
                     "exemplars": _json_frame(d["exemplars"]), "correlated": _json_frame(d["correlated"])}
             self._send(HTTPStatus.OK, json.dumps(body, default=str), "application/json")
-        elif m := re.fullmatch(r"/api/doc/(\d{1,9})/(\d{1,9})", path):
-            d = b.document(int(m.group(1)), int(m.group(2)))
-            self._send(HTTPStatus.OK, json.dumps({"doc": d["doc"], "activations": _json_frame(d["activations"])}),
-                       "application/json")
         else:
             raise NotFound(f"no page at {path}")
+
+    def _document(self, path: str, params: dict) -> None:
+        """/doc/<corpus>/<doc_id> (and its /api twin); the old /doc/<corpus_id>/<doc_idx> redirects there."""
+        api = path.startswith("/api/")
+        rest = path.removeprefix("/api").removeprefix("/doc/")
+        feature = int_param(params, "feature", None)
+        generic = flag_param(params, "generic")
+        named = split_doc_path(rest)
+        if named is None:
+            raise NotFound(f"no page at {path}: a document's address is /doc/<corpus>/<doc id>")
+        try:
+            d = self.browser.document(*named, feature)
+        except NotFound:
+            old = legacy_doc(rest)
+            if old is None:
+                raise
+            corpus, doc_id = self.browser.legacy_document(*old)  # a corpus really named "3" was tried first
+            self._send(HTTPStatus.FOUND, "", "text/plain; charset=utf-8",
+                       {"Location": doc_url(corpus, doc_id, feature, api=api, generic=generic)})
+            return
+        if api:
+            spans = [{"start": sp.start, "end": sp.end, "value": sp.value} for sp in d["spans"]]
+            body = {"doc": d["doc"], "feature": feature, "spans": spans, "spans_from": d["spans_from"],
+                    "note": d["note"], "activations": _json_frame(d["activations"])}
+            self._send(HTTPStatus.OK, json.dumps(body), "application/json")
+        else:
+            self._send(HTTPStatus.OK, pages.document_html(b=self.browser, d=d, generic=generic))
 
 
 class _Server6(ThreadingHTTPServer):

@@ -56,21 +56,30 @@ def _stage(progress: Progress) -> Callable[[str], None]:
 
 
 def build_features_report(store, corpus: str | None = None, *, top: int = 30, by: str = "docs", exemplars: int = 3,
-                          sae: str | None = None, progress: Progress = None) -> Report:
+                          sae: str | None = None, keep_generic: bool = False, progress: Progress = None) -> Report:
     """Top features of a corpus (or of every corpus encoded with the store's SAE): document frequency,
-    labels, exemplars with the activating token shaded."""
+    labels, exemplars with the activating token shaded; generic features left out unless keep_generic
+    (saeembed.analysis.feature_list)."""
+    from saeembed.analysis.feature_list import list_features
+    from saeembed.config import FeaturesConfig
+
     stage = _stage(progress)
     with _opened(store, read_only=True) as st:
-        frame = st.feature_summary(corpus, sae=sae, top=top, order_by=by)
+        listed = list_features(st, corpus, sae=sae,
+                               config=FeaturesConfig(top=top, order_by=by, keep_generic=keep_generic))
+        frame = listed.frame
         info, corpora = st.features_scope(corpus, sae)
         stage("exemplars")
         ex = exemplar_windows(st, info.sae_key, frame["feature"].to_list(), corpus=corpus, per_feature=exemplars)
         prov = provenance(st, info, analysis="features", params={"corpus": corpus, "top": top, "by": by,
-                                                                  "exemplars": exemplars}, corpora=corpora)
+                                                                  "exemplars": exemplars, "keep_generic": keep_generic},
+                          corpora=corpora)
         stage("page")
         title = f"Top features of {corpus}" if corpus else "Top features"
-        html = features_page(frame, prov, exemplars=ex, title=title)
-    return Report("features", html, {"features": frame.height, "exemplars": ex.height})
+        html = features_page(frame, prov, exemplars=ex, title=title,
+                             generic_excluded=listed.summary["generic_excluded"])
+    return Report("features", html, {"features": frame.height, "exemplars": ex.height,
+                                     "generic_excluded": listed.summary["generic_excluded"]})
 
 
 def build_diff_report(store, a: str, b: str | None = None, *, where: str | None = None, vs: str | None = None,

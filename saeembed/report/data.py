@@ -88,6 +88,7 @@ def saved_clustering(store: Store, name: str):
     import numpy as np
 
     from saeembed.analysis.cluster import ClusterResult, cluster_table, describe_clusters
+    from saeembed.analysis.cluster_words import cluster_words
     from saeembed.analysis.selection import Selection
 
     saved = store.stored_clustering(name)
@@ -106,7 +107,8 @@ def saved_clustering(store: Store, name: str):
         hit = store.count_docs_with_any(info.corpus_id, sae.sae_key, chosen, a["doc_idx"].to_list())
         n_empty = int(a.height - hit)
     descriptions = describe_clusters(store, sel, labels, top=int(params.get("describe_top") or 5))
-    result = ClusterResult(name, int(cid), assignments, cluster_table(labels, descriptions), descriptions, features,
+    table = cluster_table(labels, descriptions, words=cluster_words(store, sel, labels))
+    result = ClusterResult(name, int(cid), assignments, table, descriptions, features,
                            params, n_noise=int((labels == -1).sum()), n_empty=n_empty)
     return sel, result
 

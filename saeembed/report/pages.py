@@ -10,6 +10,7 @@ import math
 
 import polars as pl
 
+from saeembed.analysis import names as naming
 from saeembed.report import charts
 from saeembed.report.highlight import Span, exemplar_block, highlight, marked
 from saeembed.report.html import Section, cards, esc, fmt, page, pct, table
@@ -18,9 +19,9 @@ from saeembed.report.html import Section, cards, esc, fmt, page, pct, table
 # --- shared pieces ----------------------------------------------------------------------------------
 
 def feature_name(feature, label=None) -> str:
-    """`#123 · mentions a refund`, or `#123` when unlabelled."""
-    label = (label or "").strip() if isinstance(label, str) else label
-    return f"#{feature} · {label}" if label else f"#{feature}"
+    """`#123 · mentions a refund`, or `#123` when unlabelled (the label without the atlas's note on how it
+    was found: tables beside the charts show it in full)."""
+    return naming.feature_name(feature, label, short=True)
 
 
 def _pick(frame: pl.DataFrame | None, *names: str) -> str | None:
@@ -85,9 +86,10 @@ def _marked_cell(snippet) -> str:
 # --- features -----------------------------------------------------------------------------------------
 
 def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exemplars: pl.DataFrame | None = None,
-                  title: str = "Top features") -> str:
-    """Top features of a corpus (Store.feature_summary): ranked bars of document frequency, the table,
-    and exemplars with the activating token shaded."""
+                  title: str = "Top features", generic_excluded: int = 0) -> str:
+    """Top features of a corpus (analysis.feature_list): ranked bars of document frequency, the table,
+    and exemplars with the activating token shaded. generic_excluded: how many generic features the
+    listing left out (said in the summary and under the chart)."""
     rows = frame.to_dicts()
     labels = {r["feature"]: _get(r, "label") for r in rows}
     names = [feature_name(r["feature"], _get(r, "label")) for r in rows]
@@ -98,16 +100,22 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
         figures["documents"] = n_docs
     if rows:
         figures["labelled"] = sum(1 for r in rows if _get(r, "label"))
+    if generic_excluded:
+        figures["generic left out"] = generic_excluded
     fallback = {r["feature"]: {"top": r.get("top_exemplar")} for r in rows}
     for r in rows:
         r["top_exemplar"] = _marked_cell(r.get("top_exemplar"))
     cols = [c for c in ("rank", "feature", "label", "docs", "freq", "mean_value", "max_value", "label_source",
                         "score", "top_exemplar") if c in frame.columns]
+    if "generic" in frame.columns and frame["generic"].any():  # kept with --keep-generic: say which
+        cols.append("generic_reason")
     sections = [
         Section("Summary", cards(figures), id="summary"),
         Section("Most frequent features", charts.bar_chart(names, [r["freq"] for r in rows], value_label="share of documents",
                                                            percent=True),
-                note="Share of documents where the feature fires (max activation over the document's tokens > 0).",
+                note="Share of documents where the feature fires (max activation over the document's tokens > 0)."
+                     + (f" {generic_excluded} generic features (firing on nearly every document or on random "
+                        "tokens) are left out; --keep-generic shows them." if generic_excluded else ""),
                 id="chart"),
         Section("Table", table(rows, cols, raw={"top_exemplar"}, table_id="features-table", filter_box=True), id="table"),
         Section("Exemplars", _exemplar_sections([r["feature"] for r in rows], labels, exemplars,
@@ -283,7 +291,8 @@ def cluster_page(docs: pl.DataFrame, descriptions: pl.DataFrame | None = None, p
     group_names = {}
     for c, size in sizes.items():
         head = top_desc.get(c, [])
-        what = feature_name(head[0]["feature"], head[0].get(lab_col) if lab_col else None) if head else ""
+        what = (naming.group_name([r.get(lab_col) for r in head] if lab_col else [])
+                or ", ".join(f"#{r['feature']}" for r in head[:2]))
         group_names[c] = f"noise ({size})" if c == -1 else f"cluster {c} ({size}){': ' + what if what else ''}"
     title_col = _pick(shown, "title", "snippet", "doc_id")
     titles = [f"{r.get('doc_id', '')} · cluster {r['cluster']}" + (f" · {r[title_col]}" if title_col and title_col != "doc_id" else "")

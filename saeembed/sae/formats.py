@@ -8,8 +8,9 @@ Formats read (see DESIGN.md "Formats to read"):
 - goodfire:   a .pth tensor dict (encoder_linear.*, decoder_linear.weight [d_in, d_sae])
 - llamascope: hyperparams.json + checkpoints/final.safetensors (encoder.*, decoder.*), dataset-wise norm
 
-A source is a local file or folder, or a Hugging Face hub id with an optional subfolder
-(`org/repo/sub/path` or `org/repo:sub/path`); local paths win when both could apply.
+A source is a local file or folder, a Hugging Face hub id with an optional subfolder
+(`org/repo/sub/path` or `org/repo:sub/path`; local paths win when both could apply), or a published
+release from the catalogue, `release:RELEASE/SAE_ID` (releases.py), read from the local hub cache.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,8 +26,10 @@ from safetensors.torch import save_file
 
 from saeembed.errors import SAEError
 from saeembed.hookpoints import try_parse_hook
-from saeembed.sae.loaders import LOADERS, listing, tl_hook_name, torch_files, try_json
+from saeembed.sae.files import listing, tl_hook_name, torch_files, try_json
+from saeembed.sae.loaders import LOADERS
 from saeembed.sae.model import SAE
+from saeembed.sae.releases import apply_release, is_release, resolve_release
 
 FORMATS = ("saelens", "sparsify", "gemmascope", "goodfire", "llamascope")
 
@@ -43,9 +47,13 @@ _HUB_ID = re.compile(r"^([\w.-]+/[\w.-]+)(?:[:/](.*))?$")
 def load_sae(source: str | os.PathLike, *, hookpoint: str | None = None, device: str = "cpu") -> SAE:
     """Load an SAE from a local file/folder or a hub id; `hookpoint` picks one SAE of several."""
     text = str(source)
-    path = Path(text).expanduser()
-    if not path.exists():
-        path = _download(text, hookpoint)
+    release = None
+    if is_release(text):  # release:RELEASE/SAE_ID, from the catalogue and the local hub cache
+        path, release = resolve_release(text)
+    else:
+        path = Path(text).expanduser()
+        if not path.exists():
+            path = _download(text, hookpoint)
     path, label = _pick(path, text, hookpoint)
     fmt = detect_format(path)
     if path.is_file() and fmt != "goodfire":
@@ -60,6 +68,8 @@ def load_sae(source: str | os.PathLike, *, hookpoint: str | None = None, device:
     check_finite(sae, label)
     sae.cfg.format = fmt
     sae.cfg.source = label
+    if release is not None:
+        apply_release(sae, release, label)
     wanted = try_parse_hook(hookpoint)
     if wanted and sae.cfg.hook and wanted.name != sae.cfg.hook:
         raise SAEError(f"SAE {label} reads hook point {sae.cfg.hook}, not the requested {hookpoint}")
@@ -92,38 +102,87 @@ def save_sae(
 ) -> Path:
     """Write `sae` as a SAELens folder (cfg.json + sae_weights.safetensors) and return the folder.
 
-    The full SAEConfig goes into cfg.json under "saeembed", so that saeembed reads back exactly
-    what it wrote (input/output scales included); SAELens itself ignores that key.
+    SAELens 6 reads it the same: input/output scales are folded into the weights (SAELens never applies
+    a stored scale when it loads from disk), and cfg.json says float32, the dtype SAELens computes in
+    (it casts every tensor to the config's dtype on load, so fp16 storage only rounds the weights).
+    The full SAEConfig also goes into cfg.json under "saeembed"; SAELens ignores that key.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sae = fold_scales(sae)
     c = sae.cfg
-    names = ["W_enc", "b_enc", "W_dec", "b_dec"] + (["threshold"] if sae.threshold is not None else [])
-    tensors = {n: getattr(sae, n).detach().to("cpu", dtype).contiguous() for n in names}
+    names = ["W_enc", "b_enc", "W_dec", "b_dec"] + [n for n in ("threshold", "r_mag", "b_mag") if getattr(sae, n) is not None]
+    tensors = {("b_gate" if n == "b_enc" and c.architecture == "gated" else n): getattr(sae, n).detach().to("cpu", dtype).contiguous()
+               for n in names}
     hook = try_parse_hook(c.hook)
     cfg = {
-        "architecture": "standard" if c.architecture == "relu" else c.architecture,
+        "architecture": _saelens_architecture(c),
         "d_in": c.d_in,
         "d_sae": c.d_sae,
-        "dtype": str(dtype).removeprefix("torch."),
+        "dtype": "float32",
         "device": "cpu",
         "apply_b_dec_to_input": c.apply_b_dec_to_input,
-        "normalize_activations": "none",
+        "normalize_activations": c.normalize,
         "hook_name": tl_hook_name(hook) if hook else c.hook,
         "hook_layer": hook.layer if hook else None,
         "model_name": c.model,
     }
+    if c.transcoder:
+        out_hook = try_parse_hook(c.hook_out)
+        cfg |= {"d_out": c.d_out or c.d_in, "hook_name_out": tl_hook_name(out_hook) if out_hook else c.hook_out,
+                "hook_layer_out": out_hook.layer if out_hook else None}
+    if hook is not None and hook.position in ("attn_z", "attn_z_folded"):
+        cfg["reshape_activations"] = "hook_z"
+    # TransformerLens folds norm weights and value biases by default; say when this SAE read them unfolded
+    unfolded = {"ln2": {"fold_ln": False}, "attn_z": {"fold_value_biases": False}}
+    if hook is not None and hook.position in unfolded:
+        cfg["model_from_pretrained_kwargs"] = unfolded[hook.position]
+    if c.prepend_bos is not None:
+        cfg["prepend_bos"] = c.prepend_bos
+    if c.context_size is not None:
+        cfg["context_size"] = c.context_size
     if c.k is not None:
         cfg["k"] = c.k
         cfg["activation_fn_kwargs"] = {"k": c.k}  # where SAELens < 6 looks for it
-    if c.input_scale != 1.0:
-        # Say truthfully that inputs need scaling; a plain "none" would make other readers wrong.
-        cfg["normalize_activations"] = "expected_average_only_in"
-        cfg["norm_scaling_factor"] = c.input_scale
     cfg["saeembed"] = {"config": c.to_dict(), "model_card": model_card}
     save_file(tensors, str(out / "sae_weights.safetensors"))
     (out / "cfg.json").write_text(json.dumps(cfg, indent=2, default=str))
     return out
+
+
+def fold_scales(sae: SAE) -> SAE:
+    """The same SAE with its input and output scales folded into the weights (same latents, same
+    reconstruction), or `sae` itself when it has none."""
+    c = sae.cfg
+    s = float(c.input_scale)
+    o = float(c.output_scale) if c.output_scale is not None else 1.0 / s
+    if s == 1.0 and o == 1.0:
+        return sae
+    W_enc, b_enc, W_dec, b_dec = (getattr(sae, n).detach().double() for n in ("W_enc", "b_enc", "W_dec", "b_dec"))
+    gated = {"r_mag": sae.r_mag, "b_mag": sae.b_mag.detach().double()} if c.architecture == "gated" else {}
+    apply_b_dec = c.apply_b_dec_to_input
+    if apply_b_dec and abs(s * o - 1.0) > 1e-12:
+        # the input needs b_dec / s but the output b_dec * o: move the input's share into b_enc
+        shift = b_dec @ W_enc
+        b_enc = b_enc - shift
+        if gated:  # the magnitude path reads the same input through W_enc e^r_mag
+            gated["b_mag"] = gated["b_mag"] - shift * sae.r_mag.double().exp()
+        apply_b_dec = False
+    # with o = 1 / s: (x - b_dec o)(s W) = (s x - b_dec) W, SAELens's own fold_activation_norm_scaling_factor
+    folded = SAE(
+        replace(c, input_scale=1.0, output_scale=None, apply_b_dec_to_input=apply_b_dec, extra=dict(c.extra)),
+        W_enc * s, b_enc, W_dec * o, b_dec * o, sae.threshold, **gated,
+    )
+    return folded
+
+
+def _saelens_architecture(c) -> str:
+    """SAELens's architecture name for an SAE; a TopK transcoder has none, so it is refused."""
+    if c.transcoder:
+        if c.architecture not in ("relu", "jumprelu"):
+            raise SAEError(f"SAELens has no {c.architecture} transcoder; this SAE cannot be written in its format")
+        return "transcoder" if c.architecture == "relu" else "jumprelu_transcoder"
+    return "standard" if c.architecture == "relu" else c.architecture
 
 
 # --- finding the SAE --------------------------------------------------------------------------

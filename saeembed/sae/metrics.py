@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from saeembed.errors import InputError
+from saeembed.errors import InputError, SAEError
 from saeembed.sae.model import SAE
 
 # Dense latents materialised at once while evaluating (tokens x d_sae elements).
@@ -85,6 +85,9 @@ def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor]) -> SAEQuality:
 
     Memory stays bounded by one chunk of dense latents, whatever the number of tokens.
     """
+    if sae.cfg.transcoder:  # its decoder predicts another hook: a reconstruction of the input means nothing
+        raise SAEError(f"this SAE is a transcoder (reads {sae.cfg.hook}, writes {sae.cfg.hook_out}); "
+                       "explained variance of its input is not defined")
     d_in, d_sae = sae.d_in, sae.d_sae
     device = sae.W_enc.device
     chunk = max(1, _MAX_DENSE_ELEMENTS // d_sae)

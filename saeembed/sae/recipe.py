@@ -12,6 +12,8 @@ from dataclasses import asdict
 from typing import Callable
 
 from saeembed.encode.activations import iter_activations
+from saeembed.encode.capture import hook_width
+from saeembed.encode.tokens import adds_bos
 from saeembed.encode.models import LoadedModel
 from saeembed.errors import InputError
 from saeembed.hookpoints import parse_hook
@@ -65,9 +67,12 @@ def train_for_model(
     train_texts = [t for t in texts if not is_heldout(t)]
     eval_texts = [t for t in texts if is_heldout(t)] or texts[: max(1, len(texts) // 20)]
     stream = iter_activations(loaded, hook, train_texts, max_tokens=cfg.max_tokens)
-    sae, stats = train_sae(stream, loaded.hidden_size, cfg, progress=progress)
+    sae, stats = train_sae(stream, hook_width(loaded, hook), cfg, progress=progress)
     sae.cfg.model = loaded.name
     sae.cfg.hook = hook
+    # the training setup, so that encoders (and SAELens) feed it the same: BOS as the tokenizer does, windows
+    sae.cfg.prepend_bos = adds_bos(loaded.tokenizer)
+    sae.cfg.context_size = loaded.max_window
     quality = evaluate_on_texts(sae, loaded, hook, eval_texts, max_tokens=eval_tokens)
     card = {
         "model": loaded.name,
@@ -89,7 +94,11 @@ def train_for_model(
 
 
 def evaluate_on_texts(sae: SAE, loaded: LoadedModel, hook: str, texts: list[str], *, max_tokens: int | None = 200_000) -> SAEQuality:
-    from saeembed.encode.pipeline import check_width
+    from saeembed.encode.pipeline import check_width, encode_window
+    from saeembed.encode.tokens import bos_rule
 
-    check_width(sae, loaded)
-    return evaluate_sae(sae, iter_activations(loaded, hook, texts, max_tokens=max_tokens))
+    check_width(sae, loaded, hook)
+    # measured as the SAE was trained and as encode feeds it: its BOS rule and context size
+    bos = bos_rule(loaded.tokenizer, sae.cfg.prepend_bos)
+    window = encode_window(None, loaded.max_window, sae.cfg.context_size, bos.extra_tokens, [])
+    return evaluate_sae(sae, iter_activations(loaded, hook, texts, max_tokens=max_tokens, window=window, bos=bos))

@@ -3,6 +3,8 @@ document's activations, exemplar rows with their spans, saved clusterings read b
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import polars as pl
@@ -64,6 +66,23 @@ class BrowseMixin:
         """doc_id, text, corpus of one document (no rows when there is none)."""
         return self.query("SELECT d.doc_id, d.text, c.name AS corpus FROM documents d JOIN corpora c USING (corpus_id) "
                           "WHERE d.corpus_id = ? AND d.doc_idx = ?", [corpus_id, doc_idx])
+
+    def document_by_id(self, corpus: str, doc_id: str) -> pl.DataFrame:
+        """corpus_id, doc_idx, doc_id, text, corpus of the document the user calls `doc_id` in corpus `corpus`
+        (no rows when there is none)."""
+        return self.query("SELECT d.corpus_id, d.doc_idx, d.doc_id, d.text, c.name AS corpus FROM documents d "
+                          "JOIN corpora c USING (corpus_id) WHERE c.name = ? AND d.doc_id = ? ORDER BY d.doc_idx "
+                          "LIMIT 1", [corpus, doc_id])
+
+    def encoding_setup(self, corpus_id: int, sae_key: int) -> dict | None:
+        """How a corpus was encoded with an SAE (model, hook, pooling params, the SAE's source), enough to
+        recompute one document's token activations; None when it is not encoded."""
+        rows = self._all("SELECT e.model, e.hook, e.params, s.source FROM encodings e JOIN saes s USING (sae_key) "
+                         "WHERE e.corpus_id = ? AND e.sae_key = ?", [corpus_id, sae_key])
+        if not rows:
+            return None
+        model, hook, params, source = rows[0]
+        return {"model": model, "hook": hook, "params": json.loads(params or "{}"), "sae_source": source}
 
     def document_activations(self, sae_key: int, corpus_id: int, doc_idx: int) -> pl.DataFrame:
         """feature, value, active_tokens, span_start, span_end of one document, strongest first."""

@@ -11,7 +11,7 @@ from saeembed.errors import StoreError
 from saeembed.store.records import CorpusInfo, SAEInfo
 
 # Encode parameters that change the stored numbers: a resumed encode must use the same ones.
-POOLING_PARAMS = ("pooling", "exclude_special", "chat_template", "window", "prompt_column")
+POOLING_PARAMS = ("pooling", "exclude_special", "chat_template", "window", "prompt_column", "messages_column", "roles")
 
 
 class EncodingsMixin:
@@ -37,13 +37,17 @@ class EncodingsMixin:
         return self.sae_info(key)
 
     def sae_info(self, sae_key: int) -> SAEInfo:
+        info = self.find_sae(sae_key)
+        if info is None:
+            raise StoreError(f"no SAE with key {sae_key} in the store")
+        return info
+
+    def find_sae(self, sae_key: int) -> SAEInfo | None:
         row = self._all(
             "SELECT sae_key, sae_hash, model, hook, architecture, k, d_in, d_sae, source FROM saes WHERE sae_key = ?",
             [sae_key],
         )
-        if not row:
-            raise StoreError(f"no SAE with key {sae_key} in the store")
-        return SAEInfo(*row[0])
+        return SAEInfo(*row[0]) if row else None
 
     def saes(self) -> pl.DataFrame:
         return self.query(

@@ -54,12 +54,7 @@ class FeaturesMixin:
                batch_rows: int = 1_000_000) -> int:
         """Write the sparse embeddings to .parquet, .csv or .jsonl, streaming batches of `batch_rows` (the
         corpus is never held in memory); returns the row count. with_metadata: see _activation_query."""
-        out = Path(out)
-        fmt = out.suffix.lower().lstrip(".")
-        if fmt not in ("parquet", "csv", "jsonl", "ndjson"):
-            raise InputError(f"cannot export to {out.name}: use a .parquet, .csv or .jsonl file name")
-        if not out.parent.is_dir():
-            raise InputError(f"cannot export to {out}: folder {out.parent} does not exist")
+        out, fmt = export_target(out)
         info = self.corpus(corpus)
         sql, params = self._activation_query(info, self.encoded_sae(info, sae), with_metadata=with_metadata)
         reader = self.con.sql(sql, params=params).to_arrow_reader(batch_rows)
@@ -77,30 +72,48 @@ class FeaturesMixin:
                 tmp.unlink()
         return n
 
-    def feature_summary(
-        self, corpus: str | None = None, *, sae: str | None = None, top: int = 20, order_by: str = "docs"
-    ) -> pl.DataFrame:
-        """Features ranked by how many documents they fire on (or by max/mean activation), with labels and
-        the top exemplar's snippet. Without a corpus, over every corpus encoded with the SAE."""
-        order = {"docs": "docs DESC", "max": "max_value DESC", "mean": "mean_value DESC"}.get(order_by)
-        if order is None:
-            raise InputError(f"unknown order {order_by!r}; use docs, max or mean")
+    def _summary_scope(self, corpus: str | None, sae: str | None) -> tuple[SAEInfo, str, list, int]:
+        """(SAE, WHERE over activations a, its parameters, documents) of a corpus, or of every corpus encoded
+        with the store's only SAE."""
         if corpus is not None:
             info = self.corpus(corpus)
             s = self.encoded_sae(info, sae)
-            where, params, n_docs = "a.corpus_id = ? AND a.sae_key = ?", [info.corpus_id, s.sae_key], info.n_docs
-        else:
-            s = self._only_sae(sae)
-            where, params = "a.sae_key = ?", [s.sae_key]
-            n_docs = self._one("SELECT coalesce(sum(n_docs), 0) FROM encodings WHERE sae_key = ?", [s.sae_key])
+            return s, "a.corpus_id = ? AND a.sae_key = ?", [info.corpus_id, s.sae_key], info.n_docs
+        s = self._only_sae(sae)
+        n_docs = self._one("SELECT coalesce(sum(n_docs), 0) FROM encodings WHERE sae_key = ?", [s.sae_key])
+        return s, "a.sae_key = ?", [s.sae_key], n_docs
+
+    def feature_doc_frequencies(self, corpus: str | None = None, *, sae: str | None = None
+                                ) -> tuple[SAEInfo, pl.DataFrame, int]:
+        """(SAE, frame of feature, docs, freq for every feature that fires, documents in scope), over a
+        corpus or (without one) every corpus encoded with the SAE."""
+        s, where, params, n_docs = self._summary_scope(corpus, sae)
+        frame = self.query(
+            f"SELECT a.feature, count(*) AS docs, count(*) / ?::DOUBLE AS freq FROM activations a WHERE {where} "
+            "GROUP BY a.feature ORDER BY a.feature",
+            [max(n_docs, 1)] + params,
+        )
+        return s, frame, n_docs
+
+    def feature_summary(
+        self, corpus: str | None = None, *, sae: str | None = None, top: int = 20, order_by: str = "docs",
+        exclude: list[int] | None = None,
+    ) -> pl.DataFrame:
+        """Features ranked by how many documents they fire on (or by max/mean activation), with labels and
+        the top exemplar's snippet. Without a corpus, over every corpus encoded with the SAE. Features in
+        `exclude` (e.g. generic ones) are left out."""
+        order = {"docs": "docs DESC", "max": "max_value DESC", "mean": "mean_value DESC"}.get(order_by)
+        if order is None:
+            raise InputError(f"unknown order {order_by!r}; use docs, max or mean")
+        s, where, params, n_docs = self._summary_scope(corpus, sae)
         stats = self.query(
             f"""
             SELECT a.feature, count(*) AS docs, count(*) / ?::DOUBLE AS freq,
                    avg(a.value) AS mean_value, max(a.value) AS max_value
-            FROM activations a WHERE {where}
+            FROM activations a WHERE {where} AND a.feature NOT IN (SELECT unnest(?::INTEGER[]))
             GROUP BY a.feature ORDER BY {order}, a.feature LIMIT ?
             """,
-            [max(n_docs, 1)] + params + [top],
+            [max(n_docs, 1)] + params + [list(exclude or []), top],
         )
         labels = self.labels(s.sae_key, stats["feature"].to_list())
         snippets = self.exemplar_snippets(s.sae_key, stats["feature"].to_list(), corpus=corpus, per_feature=1)
@@ -152,6 +165,17 @@ def pa_nested(dtype) -> bool:
     import pyarrow.types as pat
 
     return pat.is_nested(dtype)
+
+
+def export_target(out) -> tuple[Path, str]:
+    """(path, format) of an export file: .parquet, .csv or .jsonl in a folder that exists."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("parquet", "csv", "jsonl", "ndjson"):
+        raise InputError(f"cannot export to {out.name}: use a .parquet, .csv or .jsonl file name")
+    if not out.parent.is_dir():
+        raise InputError(f"cannot export to {out}: folder {out.parent} does not exist")
+    return out, fmt
 
 
 def _write_batches(reader, path: Path, fmt: str) -> int:

@@ -19,14 +19,17 @@ class LabelsMixin:
     # --- feature labels ---------------------------------------------------------------------------
 
     def labels(self, sae_key: int, features: list[int] | None = None, *, descriptions: bool = False,
-               atlas: bool = True) -> pl.DataFrame:
+               atlas: bool = True, corpus: str | None = None) -> pl.DataFrame:
         """The newest label of each feature: feature, label, label_source, score, weak (the label scored near
         chance or was copied from an instruction in its examples: see saeembed.interp.labels), and with
         `descriptions`, description: the LLM's longer explanation, '' when there is none.
 
         Where the SAE carries an atlas (saeembed.atlas_format), features the user has not labelled get the
-        atlas label (label_source "atlas"; description: the atlas description). User labels win."""
-        user = self._user_labels(sae_key, features, descriptions)
+        atlas label (label_source "atlas"; description: the atlas description). User labels win.
+
+        With `corpus`, a label learned on that corpus ends with the metadata values its documents
+        over-represent there, e.g. "(stdlib=false 83% vs 48%)"; other corpora never see them."""
+        user = self._user_labels(sae_key, features, descriptions, corpus)
         book = self.sae_atlas(sae_key) if atlas else None
         if book is None:
             return user
@@ -37,21 +40,28 @@ class LabelsMixin:
         """The atlas (saeembed.atlas_format.Atlas) of a stored SAE, or None when it carries none."""
         from saeembed.atlas_format import find_atlas
 
-        info = self.sae_info(sae_key)
-        return find_atlas(info.sae_hash, info.source)
+        info = self.find_sae(sae_key)  # labels may outlive their SAE's row: then there is no atlas
+        return find_atlas(info.sae_hash, info.source) if info is not None else None
 
-    def _user_labels(self, sae_key: int, features: list[int] | None, descriptions: bool) -> pl.DataFrame:
+    def _user_labels(self, sae_key: int, features: list[int] | None, descriptions: bool,
+                     corpus: str | None = None) -> pl.DataFrame:
         description = ", coalesce(json_extract_string(details, '$.description'), '') AS description" if descriptions else ""
-        return self.query(
+        frame = self.query(
             f"""
             SELECT feature, label, source AS label_source, score,
-                   coalesce(json_extract_string(details, '$.weak') IS NOT NULL, false) AS weak{description}
+                   coalesce(json_extract_string(details, '$.weak') IS NOT NULL, false) AS weak{description},
+                   coalesce(json_extract_string(details, '$.metadata'), '[]') AS _metadata
             FROM feature_labels
             WHERE sae_key = ? AND (? OR feature IN (SELECT unnest(?)))
             QUALIFY row_number() OVER (PARTITION BY feature ORDER BY created_at DESC) = 1
             """,
             [sae_key, features is None, features or []],
         )
+        if corpus is not None and not frame.is_empty():
+            frame = frame.with_columns(pl.Series("label", [
+                label + metadata_context(meta, corpus)
+                for label, meta in zip(frame["label"].to_list(), frame["_metadata"].to_list())], dtype=pl.Utf8))
+        return frame.drop("_metadata")
 
     def save_labels(self, sae_key: int, model: str, labels: list[tuple[int, str, str, float | None, dict]]) -> None:
         """Add labels, each (feature, label, source, score, details), in one transaction; older labels stay."""
@@ -321,6 +331,19 @@ class LabelsMixin:
 def text_hash(text: str) -> str:
     """The key a description vector is cached under (the same hash saeembed.interp.match computes)."""
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def metadata_context(metadata_json: str, corpus: str) -> str:
+    """' (col=value 83% vs 48%; …)' for the metadata values a label's documents over-represent in `corpus`
+    (at most two, strongest first), '' when there are none."""
+    try:
+        meta = json.loads(metadata_json or "[]")
+    except ValueError:
+        return ""
+    here = [m for m in meta if isinstance(m, dict) and m.get("corpus") == corpus and m.get("column") != "corpus"][:2]
+    if not here:
+        return ""
+    return " (" + "; ".join(f"{m['column']}={m['value']} {m['share']:.0%} vs {m['base_share']:.0%}" for m in here) + ")"
 
 
 def _atlas_frame(book, features: list[int] | None, skip: set[int], descriptions: bool) -> pl.DataFrame:

@@ -5,7 +5,7 @@ This module and store.py are the only places that write SQL DDL.
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each statement is idempotent so that creating a fresh store and completing a migration share it.
 TABLES = [
@@ -52,6 +52,7 @@ TABLES = [
         n_tokens BIGINT DEFAULT 0,
         n_split_docs INTEGER DEFAULT 0,
         started_at TIMESTAMP DEFAULT current_timestamp,
+        keep_tokens BOOLEAN DEFAULT false,
         finished_at TIMESTAMP,
         PRIMARY KEY (corpus_id, sae_key))""",
     # Which documents an encoding has stored: written in the same transaction as their activations,
@@ -179,6 +180,19 @@ TABLES = [
         doc_min INTEGER,
         doc_max INTEGER,
         created_at TIMESTAMP DEFAULT current_timestamp)""",
+    # --- added in version 3: token-level rows ---------------------------------------------------
+    # Parquet shards of per-token activations (doc_idx, token_index, start, end, feature, value) of an
+    # encoding made with keep_tokens (encodings.keep_tokens); registered with their documents' rows.
+    """CREATE TABLE IF NOT EXISTS token_shards (
+        shard_id INTEGER PRIMARY KEY,
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        path VARCHAR UNIQUE NOT NULL,
+        n_rows BIGINT NOT NULL,
+        n_docs INTEGER NOT NULL,
+        doc_min INTEGER,
+        doc_max INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp)""",
 ]
 
 # Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.
@@ -190,4 +204,6 @@ LAZY_TABLES = ("activation_shards",)  # added without a version bump: created on
 # transaction); TABLES then runs so that new tables exist.
 MIGRATIONS: dict[int, list[str]] = {
     1: [],  # version 2 only adds tables (created by TABLES after the steps run)
+    # version 3: encodings say whether they kept token rows (older ones did not); token_shards via TABLES
+    2: ["ALTER TABLE encodings ADD COLUMN IF NOT EXISTS keep_tokens BOOLEAN DEFAULT false"],
 }

@@ -28,3 +28,17 @@ class SearchMixin:
             """,
             [_EXEMPLAR_PAD] * 5 + [corpus_id, sae_key, per_feature],
         )
+
+    def docs_with_word(self, corpus_id: int, pattern: str, doc_idx: list[int] | None = None) -> pl.DataFrame:
+        """doc_idx, n_chars of the corpus's documents whose lower-cased text matches the regular expression
+        `pattern` (built by the caller from query words, never from raw user text), optionally among
+        `doc_idx` only."""
+        return self.query(
+            """
+            SELECT doc_idx, length(text) AS n_chars FROM documents
+            WHERE corpus_id = ? AND (? OR doc_idx IN (SELECT unnest(?))) AND regexp_matches(lower(text), ?)
+            ORDER BY doc_idx
+            """,
+            [corpus_id, doc_idx is None, doc_idx or [], pattern],
+        )
+

@@ -104,9 +104,16 @@ class ShardingMixin:
         return path
 
     def _refresh_activation_view(self) -> None:
+        if getattr(self, "_pool", None) is not None:  # re-pooled values (store/tokens.py) stay on
+            self._pool_view()
+            return
         if not self._shard_files:
             self.con.execute("DROP VIEW IF EXISTS temp.main.activations")
             return
+        self.con.execute("CREATE OR REPLACE TEMP VIEW activations AS " + self._activation_source())
+
+    def _activation_source(self) -> str:
+        """The stored activation rows as one SELECT: the base table plus every good shard."""
         cols = ", ".join(sh.COLUMNS)
         parts = [f"SELECT corpus_id, sae_key, {cols} FROM {self.activations_table}"]
         for (cid, sae_key), paths in sorted(self._shard_files.items()):
@@ -115,7 +122,7 @@ class ShardingMixin:
                 f"SELECT {int(cid)}::INTEGER AS corpus_id, {int(sae_key)}::INTEGER AS sae_key, {cols} "
                 f"FROM read_parquet({files})"
             )
-        self.con.execute("CREATE OR REPLACE TEMP VIEW activations AS " + "\nUNION ALL ".join(parts))
+        return "\nUNION ALL ".join(parts)
 
     def check_encoding(self, corpus_id: int, sae_key: int) -> None:
         """StoreError naming the file when a shard of this encoding is missing, damaged or foreign."""
@@ -154,6 +161,7 @@ class ShardingMixin:
 
     def _drop_shards(self, corpus_id: int, sae_key: int | None = None) -> None:
         """Inside the caller's transaction: unregister shards; their files go once it commits."""
+        self._drop_token_shards(corpus_id, sae_key)
         if not self._has_shard_table():
             return
         rows = self._all(
@@ -315,6 +323,7 @@ class ShardingMixin:
         if self.read_only or not root.is_dir():
             return 0
         known = {str(self._confined(r[0])) for r in self._all("SELECT path FROM activation_shards")}
+        known |= {str(self._confined(r[0])) for r in self._all("SELECT path FROM token_shards")}
         gone = 0
         for folder in root.iterdir():
             if not folder.is_dir() or not folder.name.startswith("c"):

@@ -38,6 +38,15 @@ SCHEMA = pa.schema([
 ])
 _KEY = b"saeembed"  # footer key-value metadata prefix
 
+# Token shards (encode --keep-tokens): one row per (document, content token, active feature). token_index
+# is the token's position among its document's content tokens; start/end its character span.
+TOKEN_COLUMNS = ("doc_idx", "token_index", "start", "end", "feature", "value")
+TOKEN_SCHEMA = pa.schema([
+    ("doc_idx", pa.int32()), ("token_index", pa.int32()), ("start", pa.int32()), ("end", pa.int32()),
+    ("feature", pa.int32()), ("value", pa.float32()),
+])
+_KINDS = {"activations": (COLUMNS, SCHEMA), "tokens": (TOKEN_COLUMNS, TOKEN_SCHEMA)}
+
 
 @dataclass(frozen=True)
 class ShardMeta:
@@ -58,36 +67,40 @@ def encoding_dir(root: Path, corpus_id: int, sae_key: int) -> Path:
     return root / f"c{int(corpus_id)}-s{int(sae_key)}"
 
 
-def _schema_with_meta(sae_hash: str, corpus: str) -> pa.Schema:
-    return SCHEMA.with_metadata({
+def _schema_with_meta(sae_hash: str, corpus: str, kind: str = "activations") -> pa.Schema:
+    extra = {_KEY + b".kind": kind.encode()} if kind != "activations" else {}
+    return _KINDS[kind][1].with_metadata(extra | {
         _KEY + b".format": FORMAT_VERSION.encode(),
         _KEY + b".sae_hash": sae_hash.encode(),
         _KEY + b".corpus": corpus.encode("utf-8"),
     })
 
 
-def write_shard(folder: Path, table, *, sae_hash: str, corpus: str) -> tuple[Path, int]:
+def write_shard(folder: Path, table, *, sae_hash: str, corpus: str, kind: str = "activations") -> tuple[Path, int]:
     """Write sparse rows (arrow/polars table with COLUMNS) as a new shard file in `folder`, atomically.
 
     Returns (final path, row count). The file appears under its final name only once complete.
     """
     if hasattr(table, "to_arrow"):
         table = table.to_arrow()
-    table = table.select(list(COLUMNS)).cast(SCHEMA)
-    return write_shard_batches(folder, table.to_batches(), sae_hash=sae_hash, corpus=corpus)
+    columns, schema = _KINDS[kind]
+    table = table.select(list(columns)).cast(schema)
+    return write_shard_batches(folder, table.to_batches(), sae_hash=sae_hash, corpus=corpus, kind=kind)
 
 
-def write_shard_batches(folder: Path, batches, *, sae_hash: str, corpus: str) -> tuple[Path, int]:
+def write_shard_batches(folder: Path, batches, *, sae_hash: str, corpus: str,
+                        kind: str = "activations") -> tuple[Path, int]:
     """Stream record batches (COLUMNS, in order) into a new shard file; atomic like write_shard."""
-    schema = _schema_with_meta(sae_hash, corpus)
+    columns, plain = _KINDS[kind]
+    schema = _schema_with_meta(sae_hash, corpus, kind)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{uuid.uuid4().hex}.parquet"
+    final = folder / f"{'t-' if kind == 'tokens' else ''}{uuid.uuid4().hex}.parquet"
     tmp = folder / f".{final.name}.tmp"
     n = 0
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
             for batch in batches:
-                batch = pa.Table.from_batches([batch]).select(list(COLUMNS)).cast(SCHEMA)
+                batch = pa.Table.from_batches([batch]).select(list(columns)).cast(plain)
                 w.write_table(batch, row_group_size=1 << 20)
                 n += batch.num_rows
         with open(tmp, "rb+") as f:  # on disk before it is registered
@@ -99,26 +112,28 @@ def write_shard_batches(folder: Path, batches, *, sae_hash: str, corpus: str) ->
     return final, n
 
 
-def read_meta(path: Path) -> ShardMeta:
+def read_meta(path: Path, kind: str = "activations") -> ShardMeta:
     """The footer of a shard; StoreError naming the file when it is missing, truncated or foreign."""
+    what = "token shard" if kind == "tokens" else "activation shard"
     if not path.exists():
-        raise StoreError(f"activation shard {path} is missing")
+        raise StoreError(f"{what} {path} is missing")
     try:
         md = pq.read_metadata(path)
     except Exception as e:  # pyarrow raises several types for a damaged footer
-        raise StoreError(f"activation shard {path} is damaged or truncated ({_short(e)})") from None
+        raise StoreError(f"{what} {path} is damaged or truncated ({_short(e)})") from None
     kv = md.metadata or {}
     if kv.get(_KEY + b".format") is None:
         raise StoreError(f"{path} is a Parquet file but not a saeembed activation shard")
     names = [md.schema.column(i).name for i in range(md.num_columns)]
-    if tuple(names) != COLUMNS:
-        raise StoreError(f"activation shard {path} has columns {names}, expected {list(COLUMNS)}")
+    found = kv.get(_KEY + b".kind", b"activations").decode()
+    if found != kind or tuple(names) != _KINDS[kind][0]:
+        raise StoreError(f"{kind} shard {path} has columns {names} ({found}), expected {list(_KINDS[kind][0])}")
     return ShardMeta(kv[_KEY + b".sae_hash"].decode(), kv[_KEY + b".corpus"].decode("utf-8"), md.num_rows)
 
 
-def check_shard(path: Path, *, sae_hash: str, n_rows: int, corpus: str) -> None:
+def check_shard(path: Path, *, sae_hash: str, n_rows: int, corpus: str, kind: str = "activations") -> None:
     """Raise StoreError (naming the file) unless the shard is readable and belongs to this encoding."""
-    meta = read_meta(path)
+    meta = read_meta(path, kind)
     if meta.sae_hash != sae_hash:
         raise StoreError(
             f"activation shard {path} holds activations of SAE {meta.sae_hash[:12]} (corpus {meta.corpus!r}), "

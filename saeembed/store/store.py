@@ -1,7 +1,7 @@
 """The DuckDB store: one file per project holding corpora, SAEs, sparse activations and exemplars.
 
 `Store` is assembled from one module per job (base: connection and schema; corpora; encodings;
-sharding; dense; features). It is the only code that holds SQL text or touches the connection.
+sharding; tokens; dense; features). It is the only code that holds SQL text or touches the connection.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ from saeembed.store.scan import ScanMixin
 from saeembed.store.search import SearchMixin
 from saeembed.store.selection import SelectionMixin
 from saeembed.store.tables import TablesMixin
+from saeembed.store.tokens import TokensMixin
 
 __all__ = ["DEFAULT_STORE", "INTERNAL_COLUMNS", "POOLING_PARAMS", "CorpusInfo", "SAEInfo", "Store", "open_store",
            "quote_ident"]
 
 
 class Store(StoreBase, ShardingMixin, CorporaMixin, EncodingsMixin, DenseMixin, FeaturesMixin, TablesMixin,
-            SelectionMixin, ScanMixin, ResultsMixin, LabelsMixin, BrowseMixin, SearchMixin):
+            SelectionMixin, ScanMixin, ResultsMixin, LabelsMixin, BrowseMixin, SearchMixin, TokensMixin):
     """A saeembed project file. Open with `Store(path)` or `open_store(path)`; close when done."""
 
 

@@ -25,10 +25,12 @@ def test_label_offline_then_features_show_and_find_it(capsys, monkeypatch, plant
     rows = {r["feature"]: r for r in json.loads(out)}
     assert "covid" in rows[3]["label"] or "pandemic" in rows[3]["label"]
     assert rows[3]["label_source"] == "offline" and rows[3]["score"] > 0.7 and rows[5]["label"].startswith("years (")
-    code, out, _ = run(capsys, monkeypatch, "features", "--top", "20", "--store", planted_path, "--json")
+    code, out, _ = run(capsys, monkeypatch, "features", "--top", "20", "--keep-generic", "--store", planted_path, "--json")
     feats = {r["feature"]: r for r in json.loads(out)}
     assert {"feature", "label", "label_source", "score"} <= set(feats[3])
-    assert feats[3]["label"] == rows[3]["label"] and feats[3]["score"] == pytest.approx(rows[3]["score"])
+    # store-wide listings show the phrase; the labelled corpus's metadata context stays with that corpus
+    assert rows[3]["label"] == feats[3]["label"] + " (topic=health 100% vs 25%)"
+    assert feats[3]["score"] == pytest.approx(rows[3]["score"])
     assert feats[0]["label"] is None
     code, out, err = run(capsys, monkeypatch, "features", "--search", "covid", "--store", planted_path, "--json")
     assert code == 0, err

@@ -2,6 +2,8 @@
 
 import json
 
+import polars as pl
+
 import pytest
 
 from saeembed.interp.examples import ExampleSampler, SampleConfig, window
@@ -44,12 +46,17 @@ def test_offline_labels_name_the_planted_words(store):
     run = label_features(store, [3, 5, 7], config=LabelConfig(), scorer=EmbeddingScorer(bag_of_words_embed))
     rows = {r["feature"]: r for r in run.frame.to_dicts()}
     assert rows[3]["label"].startswith(('"pandemic" and "covid"', '"covid" and "pandemic"'))
-    assert "topic=health" in rows[3]["label"]  # the metadata value it over-represents (100% vs 25%)
+    assert "topic=health 100% vs 25%" in rows[3]["label"]  # the run shows what it over-represents in its corpus
     assert rows[5]["label"].startswith("years (") and "topic=" not in rows[5]["label"]  # a kind, not one year
     assert rows[7]["status"] == "never fires" and rows[7]["label"] is None
     assert rows[3]["score"] > 0.9  # the bag-of-words scorer sees the planted words in held-out windows
     stored = store.labels(1, [3, 5, 7])
     assert sorted(stored["feature"].to_list()) == [3, 5] and set(stored["label_source"]) == {"offline"}
+    # the metadata is a fact about the labelled corpus: shown for it, never for another or store-wide
+    assert "topic=" not in stored.filter(pl.col("feature") == 3)["label"][0]
+    here = store.labels(1, [3], corpus="planted")["label"][0]
+    assert here.endswith("(topic=health 100% vs 25%)") and here.startswith(stored.filter(pl.col("feature") == 3)["label"][0])
+    assert "topic=" not in store.labels(1, [3], corpus="elsewhere")["label"][0]
     details = json.loads(store.query("SELECT details FROM feature_labels WHERE feature = 3")["details"][0])
     explain = {tuple(k) for k in details["explain_examples"] + details["explain_negatives"]}
     score = {tuple(k) for k in details["score_examples"] + details["score_negatives"]}

@@ -107,10 +107,18 @@ def test_pages_in_browser_escape_document_text(server, load, tmp_path):
     marks = feat.texts("#exemplars mark.act")
     assert marks.count("refund") == 4 and len(marks) == 6
     doc = load(base + "/doc/1/0", screenshot=tmp_path / "browse_doc.png")  # alpha 0 holds a <script> tag
+    assert doc.page.url == base + "/doc/alpha/alpha0"  # the old internal address redirects to the doc id
     assert doc.errors() == [] and doc.dialogs == []
     assert HOSTILE in doc.page.inner_text("#text") and doc.count("#text script") == 0
+    assert doc.count("#text mark") == 0  # nothing shaded until a feature is picked
     # alpha 0 fires features 1 (1.0), 4 (0.5), 3 (0.3): strongest first.
     assert doc.texts("#features tbody td:first-child a") == ["#1", "#4", "#3"]
+    doc.page.click("#features tbody td:first-child a >> text=#4")
+    doc.page.wait_for_load_state("load")
+    assert doc.page.url == base + "/doc/alpha/alpha0?feature=4"
+    # the planted store keeps only each feature's strongest span (the whole text for feature 4)
+    assert doc.page.locator("#text mark.act").evaluate_all("ms => ms.map(m => m.dataset.feature)") == ["4"]
+    assert "unavailable" in doc.page.inner_text("#text")
 
 
 def test_clear_errors(tmp_path):

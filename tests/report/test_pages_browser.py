@@ -35,8 +35,13 @@ def open_report(load, path, tmp_path):
 
 def test_report_features_cli(capsys, monkeypatch, planted_file, tmp_path, load):
     out = tmp_path / "features.html"
+    # feature 1 fires on all of alpha: generic, so left out by default (see tests/report/test_report_names.py)
     code, stdout, err = run(capsys, monkeypatch, "report", "features", "--corpus", "alpha", "--top", "3",
                             "--store", planted_file, "--out", out, "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["generic_excluded"] == 1
+    code, stdout, err = run(capsys, monkeypatch, "report", "features", "--corpus", "alpha", "--top", "3",
+                            "--keep-generic", "--store", planted_file, "--out", out, "--json")
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["out"] == str(out.resolve()) and summary["features"] == 3 and summary["bytes"] == out.stat().st_size
@@ -98,7 +103,8 @@ def test_cluster_page(tmp_path, load):
     assert page.count("svg.scatter circle.pt") == 30
     assert page.count("circle.pt[data-group='-1']") == 8
     legend = page.page.inner_text(".legend")
-    assert "cluster 0 (12): #1 · refunds" in legend and "noise (8)" in legend
+    assert "cluster 0 (12): refunds" in legend and "noise (8)" in legend  # named from its labelled features
+    assert "cluster 1 (10): praise" in legend
     assert "26.7%" in page.page.inner_text("#summary")  # 8 of 30 are noise
 
 

@@ -36,7 +36,7 @@ def test_report_cluster_cli(capsys, monkeypatch, planted_file, tmp_path, load):
     assert page.count("svg.scatter circle.pt") == 10  # one point per document
     assert page.count("circle.pt[data-group='-1']") == 4
     legend = page.page.inner_text(".legend")
-    assert "noise (4)" in legend and "(5): #3 · " + HOSTILE in legend and "(1): #4" in legend
+    assert "noise (4)" in legend and "(5): " + HOSTILE in legend and "(1): #4" in legend  # named by label, else id
     assert "40.0%" in page.page.inner_text("#summary")
     # The 5-document cluster is described by features 3 (all of it, none outside) and 4.
     big = page.page.locator("#clusters .feature-block").first
@@ -64,7 +64,7 @@ def test_report_cluster_cli(capsys, monkeypatch, planted_file, tmp_path, load):
                                                                                    "noise": 4}
     page = open_report(load, out2, tmp_path)
     assert page.count("svg.scatter circle.pt") == 10 and page.count("circle.pt[data-group='-1']") == 4
-    assert "(5): #3 · " + HOSTILE in page.page.inner_text(".legend")
+    assert "(5): " + HOSTILE in page.page.inner_text(".legend")
     assert "without any chosen feature (noise)" in page.page.inner_text("#summary")
 
 

@@ -142,7 +142,9 @@ def test_d_in_mismatch():
 
 
 def test_config_validation():
-    with pytest.raises(SAEError, match="unknown SAE architecture 'gated'"):
-        SAEConfig(D_IN, D_SAE, "gated")
+    with pytest.raises(SAEError, match="unknown SAE architecture 'matryoshka'"):
+        SAEConfig(D_IN, D_SAE, "matryoshka")
+    with pytest.raises(SAEError, match="unknown input normalisation 'rms'"):
+        SAEConfig(D_IN, D_SAE, normalize="rms")
     with pytest.raises(SAEError, match="needs k >= 1"):
         SAEConfig(D_IN, D_SAE, "topk")
