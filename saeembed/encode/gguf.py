@@ -56,8 +56,10 @@ def split_gguf(source: str) -> tuple[str, str | None]:
 def need_gguf() -> None:
     import importlib.util
 
-    if importlib.util.find_spec("gguf") is None:
-        raise ModelError("reading GGUF models needs the gguf package: pip install gguf")
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:  # transformers reads GGUF through gguf, and refuses without accelerate
+        raise ModelError(f"reading GGUF models needs the {' and '.join(missing)} package"
+                         f"{'s' if len(missing) > 1 else ''}: pip install {' '.join(missing)}")
 
 
 @contextmanager

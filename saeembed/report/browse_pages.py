@@ -141,7 +141,7 @@ def document_html(b, d: dict, generic: bool = False) -> str:
         caption = f"{corpus} · doc {doc_id} · feature #{feature}" + (f" {c['label']}" if c["label"] else "")
         note = (f"Every token where feature #{feature} fires ({len(d['spans'])} token{'s' if len(d['spans']) != 1 else ''}), "
                 "shaded by its activation relative to its peak in this document; hover for values."
-                if d["spans_from"] == "tokens" else f"Feature #{feature}'s strongest token in this document.")
+                if d["spans_from"] in ("tokens", "stored tokens") else f"Feature #{feature}'s strongest token in this document.")
     else:
         body, caption = esc(doc["text"]), f"{corpus} · doc {doc_id}"
         note = "Pick a feature below to shade every token where it fires."

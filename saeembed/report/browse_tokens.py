@@ -52,12 +52,13 @@ class TokenHighlighter:
             return self._loaded[key]
 
     def spans(self, setup: dict | None, text: str, feature: int, stored: dict) -> tuple[list[Span], str, str | None]:
-        """(spans of every token where `feature` fires, 'tokens', a warning or None); or, when the model cannot
+        """(spans of every token where `feature` fires, 'tokens' (recomputed) or 'stored tokens' (the encoding's
+        token rows), a warning or None); or, when the model cannot
         run, ([the stored strongest-token span], 'strongest token', why). `stored` is the document's stored
         row for the feature (value, span_start, span_end). With setup["token_spans"] (see stored_spans) the
         stored token rows are shown as they are, nothing is recomputed."""
         if setup is not None and setup.get("token_spans") is not None:
-            return [Span(s, e, float(v), feature) for s, e, v in setup["token_spans"]], "tokens", None
+            return [Span(s, e, float(v), feature) for s, e, v in setup["token_spans"]], "stored tokens", None
         scorer = self._scorer(setup)
         if isinstance(scorer, str):
             start, end = stored.get("span_start"), stored.get("span_end")

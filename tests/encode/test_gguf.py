@@ -148,6 +148,11 @@ def test_missing_gguf_package_is_one_line(tiny_llama, monkeypatch):
     with pytest.raises(ModelError) as e:
         load_model(str(tiny_llama[1]), device="cpu")
     assert "pip install gguf" in str(e.value) and "\n" not in str(e.value)
+    # transformers also needs accelerate for GGUF: said before it fails deep inside
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "accelerate" else real(name, *a))
+    with pytest.raises(ModelError) as e:
+        load_model(str(tiny_llama[1]), device="cpu")
+    assert str(e.value).endswith("needs the accelerate package: pip install accelerate")
 
 
 def test_missing_gguf_file(tmp_path):

@@ -249,3 +249,36 @@ def test_stored_span_fallback_says_so(with_generic):
     assert [text[sp["start"]:sp["end"]] for sp in d["spans"]] == ["refund"]
     body = get(port, "/doc/alpha/alpha3?feature=1")[2]
     assert [m[2] for m in MARK.findall(body)] == ["refund"] and "unavailable" in body
+
+
+def test_stored_token_rows_are_shown_without_recomputing(tmp_path, tiny_bert_dir, monkeypatch):
+    """An encoding made with --keep-tokens: the page highlights from its token rows and never loads the model."""
+    from saeembed.encode import doc_tokens
+    from saeembed.encode.pipeline import EncodeConfig, encode_corpus
+    from saeembed.sae.formats import load_sae, save_sae
+
+    save_sae(make_sae(32, 64, architecture="topk", k=8, hook="layers.1"), tmp_path / "sae")
+    sae = load_sae(tmp_path / "sae")
+    path = tmp_path / "tok.duckdb"
+    with Store(path) as st:
+        st.add_corpus("c", Documents(pl.DataFrame({"doc_id": IDS, "text": TEXTS}), "text", "id", [], "mem", 0))
+        encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae, config=EncodeConfig(device="cpu", keep_tokens=True))
+    spans, lat = token_activations(tiny_bert_dir, sae, TEXTS[1])
+    fired = (lat > 0).sum(0)
+    feature = max((f for f in range(lat.shape[1]) if fired[f] >= 2), key=lambda f: (int(fired[f]), -f))
+    expected = [(s, e, float(v)) for (s, e), v in zip(spans, lat[:, feature].tolist()) if v > 0]
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded although token rows are stored")
+
+    monkeypatch.setattr(doc_tokens.DocTokens, "__init__", no_model)
+    srv, thread = serve(path)
+    try:
+        api = json.loads(get(srv.server_address[1], f"/api/doc/c/plain-1?feature={feature}")[2])
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+    assert api["spans_from"] == "stored tokens" and api["note"] is None
+    assert [(sp["start"], sp["end"]) for sp in api["spans"]] == [(s, e) for s, e, _ in expected]
+    assert [sp["value"] for sp in api["spans"]] == pytest.approx([v for *_, v in expected], rel=1e-3)
