@@ -103,14 +103,25 @@ def named(frame: pl.DataFrame, *pairs: tuple[str, str], width: int | None = None
     return named_columns(frame, pairs or (("feature", "label"),), width=width)
 
 
-def _plain_cell(value) -> str:
+def _format_cell(value, text, item) -> str:
+    """A table cell: '' for None, floats to 4 significant digits, lists' items through `item` joined with
+    commas, anything else through `text` (escaped markup for rich tables, visible control characters for
+    plain ones)."""
     if value is None:
         return ""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):
-        return ", ".join(_plain_cell(v) for v in value)
+        return ", ".join(item(v) for v in value)
+    return text(value)
+
+
+def _plain_text(value) -> str:
     return _CONTROL.sub(_visible, str(value).replace("\r\n", "\n"))
+
+
+def _plain_cell(value) -> str:
+    return _format_cell(value, _plain_text, _plain_cell)
 
 
 def plain_table(frame: pl.DataFrame, title: str | None = None) -> str:
@@ -137,13 +148,7 @@ def emit_json(obj) -> None:
 
 def cell(value) -> str:
     """A table cell as escaped markup (see `safe`): floats to 4 significant digits, lists joined with commas."""
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list):
-        return ", ".join(safe(v) for v in value)
-    return safe(value)
+    return _format_cell(value, safe, safe)
 
 
 def table(title: str | None = None, **kw) -> Table:

@@ -57,8 +57,17 @@ def planted_store(store: Store, n: int = 160, seed: int = 0):
         for f in rng.sample(range(8, 16), 3):
             rows.append((f, rng.random(), *_span(text, rng.choice(words))))
         acts += [(i, f, v, 1, s, e) for f, v, s, e in rows]
-    frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "text": texts, "topic": topics})
-    info = store.add_corpus("planted", Documents(frame, "text", "id", ["topic"], "synthetic", 0))
+    write_planted(store, sae, "planted", texts, acts, {"topic": topics})
+    return sae
+
+
+def write_planted(store: Store, sae, name: str, texts: list[str], acts: list[tuple], meta: dict | None = None):
+    """Store a corpus of `texts` as encoded by `sae` with the given activation rows
+    (doc_idx, feature, value, active_tokens, span_start, span_end); every document 20 tokens, one window."""
+    n = len(texts)
+    meta = meta or {}
+    frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "text": texts, **meta})
+    info = store.add_corpus(name, Documents(frame, "text", "id", list(meta), "synthetic", 0))
     store.begin_encoding(info, sae, "synthetic-model", "layers.1", {})
     store.write_encoded(
         info, sae,
@@ -69,7 +78,6 @@ def planted_store(store: Store, n: int = 160, seed: int = 0):
                      schema={"doc_idx": pl.Int32, "n_tokens": pl.Int32, "n_windows": pl.Int32}),
     )
     store.finish_encoding(info, sae)
-    return sae
 
 
 def bag_of_words_embed(texts):

@@ -7,18 +7,16 @@ import json
 import random
 
 import numpy as np
-import polars as pl
 import pytest
 
 from saeembed import atlas_format
 from saeembed.atlas_format import find_atlas, read_atlas, write_atlas
-from saeembed.documents import Documents
 from saeembed.errors import SAEError
 from saeembed.interp.atlas import import_labels, parse_label_file
 from saeembed.interp.atlas_build import CHECKPOINT, atlas_from_records, label_pass, read_checkpoint
 from saeembed.interp.scoring import EmbeddingScorer
 from saeembed.store import Store
-from tests.interp.planted import FILLERS, bag_of_words_embed
+from tests.interp.planted import FILLERS, bag_of_words_embed, write_planted
 from tests.synthetic import make_sae
 
 PRICES = ["$18.75", "$49", "$120", "$5.99", "$1,200", "$3.50", "$75", "$240"]
@@ -59,18 +57,7 @@ def currency_store(store: Store, n: int = 200, seed: int = 1):
             rows.append((f, rng.random(), text.index(w), text.index(w) + len(w)))
         texts.append(text)
         acts += [(i, f, v, 1, s, e) for f, v, s, e in rows]
-    frame = pl.DataFrame({"doc_id": [f"d{i}" for i in range(n)], "text": texts})
-    info = store.add_corpus("shop", Documents(frame, "text", "id", [], "synthetic", 0))
-    store.begin_encoding(info, sae, "synthetic-model", "layers.1", {})
-    store.write_encoded(
-        info, sae,
-        pl.DataFrame(acts, schema={"doc_idx": pl.Int32, "feature": pl.Int32, "value": pl.Float32,
-                                   "active_tokens": pl.Int32, "span_start": pl.Int32, "span_end": pl.Int32},
-                     orient="row"),
-        pl.DataFrame({"doc_idx": list(range(n)), "n_tokens": [20] * n, "n_windows": [1] * n},
-                     schema={"doc_idx": pl.Int32, "n_tokens": pl.Int32, "n_windows": pl.Int32}),
-    )
-    store.finish_encoding(info, sae)
+    write_planted(store, sae, "shop", texts, acts)
     return sae
 
 
