@@ -148,6 +148,7 @@ def encode(
     shard_docs: int = opt(EncodeConfig, "shard_docs", "--shard-docs"),
     chunk_docs: int = opt(EncodeConfig, "chunk_docs", "--chunk-docs"),
     keep_tokens: bool = opt(EncodeConfig, "keep_tokens", "--keep-tokens"),
+    skip_tokens: Optional[str] = opt(EncodeConfig, "skip_tokens", "--skip-tokens", metavar="function|none"),
 ):
     """Encode a corpus into sparse SAE embeddings (resumable: re-running skips stored documents)."""
     from saeembed.encode.gguf import with_gguf
@@ -163,7 +164,7 @@ def encode(
                        exclude_special=not keep_special, replace=replace,
                        trust_remote_code=trust_remote_code, backend=backend, ray_address=address, workers=workers,
                        gpus_per_worker=gpus_per_worker, shards=shards, shard_docs=shard_docs, chunk_docs=chunk_docs,
-                       keep_tokens=keep_tokens)
+                       keep_tokens=keep_tokens, skip_tokens=skip_tokens)
     with open_store(store) as st, render.encode_progress(f"encode {corpus}", enabled=not (quiet or as_json)) as bar:
         result = encode_corpus(st, corpus, model=with_gguf(model, gguf), sae=sae, hook=hook, config=cfg, progress=bar,
                                force_hook=force_hook)
@@ -184,6 +185,9 @@ def encode(
     )
     if result.token_rows:
         render.note(f"  {result.token_rows:,} token-level rows kept (--keep-tokens)")
+    if result.skip_tokens != "none":
+        why = "as the SAE recommends; --skip-tokens none pools every token" if result.skip_tokens_from == "sae" else "--skip-tokens"
+        render.note(f"  pooled without function tokens (stop words, punctuation): {why}")
     if result.split_docs:
         render.note(f"  {result.split_docs} long documents were split into windows and pooled across them (none truncated)")
     if result.docs_already:

@@ -26,6 +26,7 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the SAE to (SAELens format + model card)."),
     latents: int = opt(TrainConfig, "d_sae", "--latents", help="Number of SAE latents (d_sae)."),
     k: int = opt(TrainConfig, "k", "--k"),
+    architecture: str = opt(TrainConfig, "architecture", "--architecture"),
     max_tokens: Optional[int] = opt(TrainConfig, "max_tokens", "--max-tokens"),
     batch_size: int = opt(TrainConfig, "batch_size", "--batch-size"),
     lr: Optional[float] = opt(TrainConfig, "lr", "--lr"),
@@ -39,7 +40,7 @@ def train(
     store: str = ReadStoreOpt,
     as_json: bool = json_opt("Print the model card as JSON."),
 ):
-    """Train a TopK SAE on a model's activations and save it in SAELens format with a model card."""
+    """Train a TopK (or BatchTopK) SAE on a model's activations and save it in SAELens format with a model card."""
     import torch
 
     from saeembed.encode.gguf import with_gguf
@@ -50,7 +51,7 @@ def train(
     texts, names = _texts(data, store, text_column)
     loaded = load_model(with_gguf(model, gguf), device=device)
     # A short run (--max-tokens) gets a warm-up and dead-latent window scaled to it (TrainConfig does that).
-    cfg = TrainConfig(d_sae=latents, k=k, max_tokens=max_tokens, batch_size=batch_size, lr=lr, seed=seed,
+    cfg = TrainConfig(d_sae=latents, k=k, architecture=architecture, max_tokens=max_tokens, batch_size=batch_size, lr=lr, seed=seed,
                       device=str(pick_device(device)),
                       checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, checkpoint_every=checkpoint_every)
     with render.train_progress(max_tokens, enabled=not as_json) as bar:
@@ -62,7 +63,7 @@ def train(
         return
     h = card["heldout"]
     render.note(
-        f"[green]✓[/green] SAE {render.safe(sae.identity)} ({sae.d_sae} latents, k={sae.cfg.k}) for "
+        f"[green]✓[/green] SAE {render.safe(sae.identity)} ({sae.d_sae} latents, {'k' if architecture == 'topk' else 'batch k'}={k}) for "
         f"{render.safe(loaded.name)} at {render.safe(card['hook'])} → {render.safe(path)}\n  held-out: explained variance {h['explained_variance']:.3f}, L0 {h['l0']:.1f}, "
         f"dead {h['dead_fraction']:.1%} ({h['n_tokens']:,} tokens)"
     )

@@ -52,6 +52,10 @@ class EncodeConfig:
     keep_tokens: bool = setting(
         False, "Also store every content token's active features (Parquet shards beside the store): export "
                "--tokens, --pool mean/sum, show and triggers then read them instead of re-running the model.")
+    skip_tokens: str | None = setting(
+        None, "Pool without function tokens: 'function' leaves whole-word English stop words and punctuation/symbol-only "
+              "tokens out of each document's max-pool (pieces of longer words always count; a document with nothing "
+              "else keeps every token); 'none' pools every content token. Default: what the SAE recommends, else none.")
 
     def use_shards(self, to_do: int) -> bool:
         if self.shards not in ("on", "off", "auto"):
@@ -59,14 +63,17 @@ class EncodeConfig:
         return self.backend == "ray" or self.shards == "on" or (self.shards == "auto" and to_do >= SHARD_AUTO_DOCS)
 
     def pooling_params(self, window: int) -> dict:
+        # skip_tokens is written only when tokens are skipped: absent reads as "none", so stores encoded
+        # before it existed resume unchanged
+        skip = {"skip_tokens": self.skip_tokens} if self.skip_tokens not in (None, "none") else {}
         return {
             "pooling": "max",
             "exclude_special": self.exclude_special,
             "chat_template": self.chat_template,
             "window": window,
             "prompt_column": self.prompt_column,
-        } | ({"chat_template": True, "messages_column": self.messages_column, "roles": list(parse_roles(self.roles))}
-             if self.messages_column else {})
+        } | skip | ({"chat_template": True, "messages_column": self.messages_column, "roles": list(parse_roles(self.roles))}
+                    if self.messages_column else {})
 
 
 def parse_roles(roles) -> tuple[str, ...]:
@@ -84,7 +91,10 @@ class TrainConfig:
 
     d_sae: int = setting(8192, "Number of SAE latents (d_sae); ignored when expansion_factor is set.")
     expansion_factor: int | None = setting(None, "If set, d_sae = expansion_factor * d_in.")
-    k: int = setting(32, "Latents kept per token (TopK).")
+    k: int = setting(32, "Latents kept per token (TopK), or on average per token (BatchTopK).")
+    architecture: str = setting(
+        "topk", "topk (k latents on every token) or batchtopk (the batch's k x tokens largest, so a token can take "
+                "more or fewer than k; saved as JumpReLU with the learned threshold).")
     lr: float | None = setting(None, "Learning rate (default: 2e-4 / sqrt(d_sae / 16384), sparsify's rule).")
     # A short run (max_tokens) scales the two schedule lengths below to itself when they are left at None:
     # otherwise warm-up and the dead-latent rule would never finish within the run.
@@ -128,6 +138,7 @@ class TrainConfig:
         checks = [
             (cfg.d_sae >= 1, f"d_sae must be >= 1, got {cfg.d_sae}"),
             (1 <= cfg.k <= cfg.d_sae, f"k must be between 1 and d_sae={cfg.d_sae}, got {cfg.k}"),
+            (cfg.architecture in ("topk", "batchtopk"), f"architecture must be topk or batchtopk, not {cfg.architecture!r}"),
             (cfg.lr > 0, f"lr must be > 0, got {cfg.lr}"),
             (cfg.warmup_steps >= 0, "warmup_steps must be >= 0"),
             (cfg.batch_size >= 2, f"batch_size must be >= 2, got {cfg.batch_size}"),

@@ -3,9 +3,10 @@
 `layers.N` is the output of block N (0-indexed), i.e. HF `hidden_states[N+1]`; `layers.N.pre` is the
 input of block N (`hidden_states[N]`). Inside a block: `layers.N.mid` (residual after attention, before
 the MLP), `layers.N.mlp_out` (the MLP's output, before it is added to the residual), `layers.N.attn_z`
-(per-head attention outputs before the output projection, heads concatenated), `layers.N.ln2` (output of
-the pre-MLP norm). TransformerLens loads models with norm weights and value biases folded into the next
-layer by default, which changes two of these: `layers.N.ln2.folded` is the norm without its weight and
+(per-head attention outputs before the output projection, heads concatenated; `.headH` after it keeps
+head H's slice alone, as SAELens's hook_head_index), `layers.N.ln2` (output of the pre-MLP norm).
+TransformerLens loads models with norm weights and value biases folded into the next layer by default,
+which changes two of these: `layers.N.ln2.folded` is the norm without its weight and
 bias, `layers.N.attn_z.folded` is z without the value bias (attention rows sum to 1, so TransformerLens
 moves it into the output bias).
 
@@ -43,6 +44,7 @@ _PATTERNS = (
     (re.compile(r"^(?:bert\.)?encoder\.layer\.(\d+)$"), "post"),
     (re.compile(r"^(?:model\.|transformer\.)?(?:layers|h)\.(\d+)\.mlp$"), "mlp_out"),
 )
+_HEAD = re.compile(r"^(.+)\.head(\d+)$")  # one head of an attention z hook: layers.3.attn_z.head5
 
 SUPPORTED = (
     "layers.N (output of block N), layers.N.pre (its input), or the TransformerLens names "
@@ -55,10 +57,11 @@ SUPPORTED = (
 class HookPoint:
     layer: int
     position: str = "post"  # one of _SUFFIX: "post" output of the block, "pre" its input, ...
+    head: int | None = None  # attn_z only: that head's slice of z alone
 
     @property
     def name(self) -> str:
-        return f"layers.{self.layer}{_SUFFIX[self.position]}"
+        return f"layers.{self.layer}{_SUFFIX[self.position]}" + (f".head{self.head}" if self.head is not None else "")
 
     @property
     def tl_name(self) -> str:
@@ -82,6 +85,13 @@ class HookPoint:
 def parse_hook(name: str) -> HookPoint:
     """Parse a hook name in any accepted spelling; raise ModelError naming the accepted forms."""
     text = str(name).strip()
+    head = _HEAD.match(text)
+    if head:
+        base = parse_hook(head.group(1))
+        if base.position not in ("attn_z", "attn_z_folded") or base.head is not None:
+            raise ModelError(f"hook point {name!r}: only attention z (layers.N.attn_z, blocks.N.attn.hook_z) "
+                             "can be read one head at a time")
+        return HookPoint(base.layer, base.position, int(head.group(2)))
     for pattern, position in _PATTERNS:
         m = pattern.match(text)
         if m:

@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, nargs="+", default=[3, 4])
     ap.add_argument("--max-docs", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--start-doc", type=int, default=0,
+                    help="resume: skip the first N train documents (a stopped run's last 'train: N/...' line) "
+                         "and number new shards from the stopped run's shard count; eval is skipped")
     args = ap.parse_args()
 
     from saeembed.encode.capture import ActivationCapture
@@ -47,6 +50,11 @@ def main() -> None:
     random.Random(0).shuffle(tagged)
     tagged = [(t, s) for t, s in tagged if t.strip()][: args.max_docs]
     splits = {"train": [p for p in tagged if not is_heldout(p[0])], "eval": [p for p in tagged if is_heldout(p[0])]}
+    first_shard = 0
+    if args.start_doc:
+        # Same seed, same order: the first start_doc train documents are already in the stopped run's shards.
+        first_shard = json.loads((Path(args.out) / "stats.json").read_text())["train"]["shards"]
+        splits = {"train": splits["train"][args.start_doc :]}
     loaded = load_model(None, device="auto")
     layers = sorted(args.layers)
     out = Path(args.out)
@@ -57,13 +65,15 @@ def main() -> None:
         for n in layers[:-1]
     ]
     stats = {}
+    if args.start_doc:
+        stopped = json.loads((Path(args.out) / "stats.json").read_text())["train"]
     try:
         for split, pairs in splits.items():
             docs = [t for t, _ in pairs]
             doc_source = np.array([s for _, s in pairs], dtype=np.int8)
             buffers = {n: [] for n in layers}
             src_buffer = []
-            shard = 0
+            shard = first_shard if split == "train" else 0
             n_tokens = 0
             t0 = time.perf_counter()
             with ActivationCapture(loaded, f"layers.{layers[-1]}") as cap:
@@ -91,6 +101,8 @@ def main() -> None:
                         print(f"{split}: {min(start + 256, len(docs))}/{len(docs)} docs, {n_tokens:,} tokens, "
                               f"{n_tokens / (time.perf_counter() - t0):,.0f} tok/s", flush=True)
             stats[split] = {"docs": len(docs), "tokens": n_tokens, "shards": shard}
+            if args.start_doc and split == "train":
+                stats[split] = {"docs": len(docs) + args.start_doc, "tokens": n_tokens + stopped["tokens"], "shards": shard}
     finally:
         for h in handles:
             h.remove()

@@ -45,9 +45,33 @@ def load_set(acts: Path, name: str, layer: int) -> dict:
     }
 
 
+def pooled_tokens(data: dict, skip: str) -> np.ndarray | None:
+    """Per content token: whether the document's max-pool takes it under `saeembed encode --skip-tokens
+    SKIP` (the product's own rule, saeembed.encode.token_kinds; None: every token, skip "none")."""
+    if skip == "none":
+        return None
+    from saeembed.encode.token_kinds import function_tokens as is_function
+
+    keep = np.ones(len(data["doc"]), dtype=bool)
+    order, starts = _doc_order(data)
+    for d, row in enumerate(data["rows"]):
+        rows = order[starts[d] : starts[d + 1]]
+        mask = ~is_function(row["text"], data["span"][rows])
+        keep[rows] = mask if mask.any() else True  # a document with no token left pools all of them
+    return keep
+
+
+def _doc_order(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows sorted by (document, position) -- the cache holds them in batch order -- and where each
+    document's run starts in that order."""
+    order = np.lexsort((data["span"][:, 0], data["doc"]))
+    return order, np.searchsorted(data["doc"][order], np.arange(len(data["rows"]) + 1))
+
+
 @torch.inference_mode()
-def encode_set(sae, data: dict, name: str) -> SetCodes:
-    """SAE forward over every content token of a set; pooled exactly as encode pools."""
+def encode_set(sae, data: dict, name: str, pooled_mask: np.ndarray | None = None) -> SetCodes:
+    """SAE forward over every content token of a set; pooled exactly as encode pools (over the tokens of
+    pooled_mask when given, see pooled_tokens; explained variance always counts every token)."""
     from saeembed.encode.pooling import TokenLatents, pool_max
 
     x_all, doc, span = data["x"], torch.from_numpy(data["doc"]).long(), torch.from_numpy(data["span"]).long()
@@ -66,7 +90,11 @@ def encode_set(sae, data: dict, name: str) -> SetCodes:
         s_x += xd.sum(0).numpy()
         s_x2 += xd.pow(2).sum(0).numpy()
         idx = torch.arange(start, start + x.shape[0])
-        latents.add(doc[idx], span[idx], r, f, v)
+        if pooled_mask is None:
+            latents.add(doc[idx], span[idx], r, f, v)
+        else:
+            take = torch.from_numpy(pooled_mask[start : start + x.shape[0]])[r]
+            latents.add(doc[idx], span[idx], r[take], f[take], v[take])
         rows.append((r + start).numpy().astype(np.int32))
         feats.append(f.numpy().astype(np.int32))
         vals.append(v.numpy().astype(np.float32))
@@ -96,6 +124,28 @@ def generic_share(c: SetCodes, d_sae: int) -> dict:
     live = int((df > 0).sum())
     generic = int((df > GENERIC_DF).sum())
     return {"generic": generic, "live": live, "share": generic / max(live, 1)}
+
+
+def generic_share_windows(c: SetCodes, data: dict, d_sae: int, window: int = 64,
+                          pooled_mask: np.ndarray | None = None) -> dict:
+    """generic_share at a fixed length: every document cut into runs of `window` content tokens (a shorter
+    document, or a document's last run, is one unit), so long answers and short tweets are judged alike.
+    Of the features live on the set, the share firing in > GENERIC_DF of those units."""
+    order, starts = _doc_order(data)
+    unit_of_token = np.zeros(len(order), dtype=np.int64)
+    n_units = 0
+    for d in range(c.n_docs):
+        a, b = starts[d], starts[d + 1]
+        unit_of_token[order[a:b]] = n_units + np.arange(b - a) // window
+        n_units += max(1, -(-(b - a) // window))
+    rows, feats, _ = c.entries
+    if pooled_mask is not None:
+        keep = pooled_mask[rows]
+        rows, feats = rows[keep], feats[keep]
+    pairs = np.unique(unit_of_token[rows] * d_sae + feats)
+    df = np.bincount(pairs % d_sae, minlength=d_sae) / n_units
+    live, generic = int((df > 0).sum()), int((df > GENERIC_DF).sum())
+    return {"generic": generic, "live": live, "share": generic / max(live, 1), "units": n_units}
 
 
 def function_tokens(tokenizer, data: dict) -> np.ndarray:

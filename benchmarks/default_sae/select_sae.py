@@ -3,7 +3,7 @@
     python benchmarks/default_sae/eval_sets.py --out /tmp/sae_select/acts           # once: MiniLM activations
     python benchmarks/default_sae/select_sae.py --acts /tmp/sae_select/acts \
         --candidate today=saeembed/default_sae --candidate l5_4k_k32=/tmp/sae_select/candidates/l5_4k_k32 ... \
-        [--skip-store] [--out benchmarks/results/default_sae_selection]
+        [--skip-store] [--skip-tokens function] [--out benchmarks/results/default_sae_selection]
 
 Scoring a candidate is only SAE forward passes over cached activations (plus the analyses). Measures:
   ev / dead          token level, content tokens, on every held-out set (eval_sets.HELDOUT_SETS) pooled;
@@ -11,7 +11,8 @@ Scoring a candidate is only SAE forward passes over cached activations (plus the
                      of latents that fire on none of those tokens. Per group too (social, answers, persona,
                      syngoalex).
   generic            per set: share of live features (fire in >= 1 document, max-pooled as encode pools)
-                     that fire in > 50 % of its documents; the worst set is reported.
+                     that fire in > 50 % of its documents; the worst set is reported. "per 64 tokens": the
+                     same with every document cut into runs of 64 content tokens (length-matched).
   function           share of live features whose 20 strongest token activations (over all held-out sets)
                      are mostly (> 10 of 20) function tokens: an English stop word (sklearn's list), a token
                      without letters or digits, or a piece of a word WordPiece split (##-continuation, or a
@@ -52,19 +53,20 @@ def load(path: str):
     return load_sae(path)
 
 
-def score(name: str, path: str, acts: Path, loaded, store_dir: Path | None, persona_match: str = "auto") -> dict:
+def score(name: str, path: str, acts: Path, loaded, store_dir: Path | None, persona_match: str = "auto",
+          skip: str = "none") -> dict:
     sae = load(path).eval()
     layer = int(sae.cfg.hook.split(".")[1])
     hook = f"layers.{layer}"
     t0 = time.perf_counter()
     sets = ["tw_off_train"] + HELDOUT_SETS
     data = {s: M.load_set(acts, s, layer) for s in sets}
-    codes = {s: M.encode_set(sae, data[s], s) for s in sets}
+    codes = {s: M.encode_set(sae, data[s], s, M.pooled_tokens(data[s], skip)) for s in sets}
     held = [codes[s] for s in HELDOUT_SETS]
     fires = M.fire_counts(held, sae.d_sae)
     res: dict = {
         "candidate": name, "path": path, "hook": hook, "d_sae": sae.d_sae, "k": sae.cfg.k,
-        "architecture": sae.cfg.architecture,
+        "architecture": sae.cfg.architecture, "skip_tokens": skip,
         "card": _card(path),
         "heldout_tokens": int(sum(c.sums["n"] for c in held)),
         "ev": M.explained_variance(held),
@@ -84,6 +86,10 @@ def score(name: str, path: str, acts: Path, loaded, store_dir: Path | None, pers
     gen["answers"] = M.generic_share(answers, sae.d_sae)
     res["generic_by_set"] = gen
     res["generic_worst"] = max(g["share"] for g in gen.values())
+    gw = {s: M.generic_share_windows(codes[s], data[s], sae.d_sae, pooled_mask=M.pooled_tokens(data[s], skip))
+          for s in ["davidson", "tw_off_test", "persona", "syngoalex"] + GROUPS["answers"]}
+    res["generic_64_by_set"] = gw
+    res["generic_64_worst"] = max(g["share"] for g in gw.values())
     flags = [M.function_tokens(loaded.tokenizer, data[s]) for s in HELDOUT_SETS]
     res["function"] = M.function_feature_share(held, flags, sae.d_sae)
     res["seconds_token_measures"] = round(time.perf_counter() - t0, 1)
@@ -104,7 +110,7 @@ def score(name: str, path: str, acts: Path, loaded, store_dir: Path | None, pers
 
         t2 = time.perf_counter()
         keep = {s: codes[s] for s in ["persona", "syngoalex"] + GROUPS["answers"]}
-        store = S.build_store(store_dir / f"{name}.duckdb", sae, loaded, hook, keep, acts)
+        store = S.build_store(store_dir / f"{name}.duckdb", sae, loaded, hook, keep, acts, skip)
         try:
             res["diff"] = S.diff_separability(store, PAIRS)
             res["diff_worst_share"] = min(d["share"] for d in res["diff"].values())
@@ -124,7 +130,7 @@ def _card(path: str) -> dict:
         return {}
     card = json.loads(p.read_text())
     return {"tokens_seen": card.get("tokens_seen"), "epochs": card.get("epochs"), "data": card.get("data"),
-            "lr": (card.get("train_config") or {}).get("lr")}
+            "lr": (card.get("train_config") or {}).get("lr"), "k": card.get("k")}
 
 
 def machine() -> dict:
@@ -141,7 +147,7 @@ def table(results: list[dict]) -> str:
         return "n/a" if v is None else fmt.format(v)
 
     head = ["candidate", "hook", "latents", "k", "train tokens", "EV held-out", "EV social", "EV answers",
-            "EV persona", "EV syngoalex", "dead", "generic (worst set)", "function feats", "stop", "piece",
+            "EV persona", "EV syngoalex", "dead", "generic (worst set)", "generic per 64 tokens (worst set)", "function feats", "stop", "piece",
             "probe dv→tw (SAE/dense)", "probe tw→dv (SAE/dense)", "worst probe gap", "diff top-10/all worst",
             "diff per pair", "persona MAP", "ARI topic / style"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -150,10 +156,11 @@ def table(results: list[dict]) -> str:
         a, b = p["davidson->tw_off_test"], p["tw_off_train->davidson"]
         diff = r.get("diff")
         lines.append("| " + " | ".join([
-            r["candidate"], r["hook"], str(r["d_sae"]), str(r["k"]),
+            r["candidate"] + (f" (pool skips {r['skip_tokens']} tokens)" if r.get("skip_tokens", "none") != "none" else ""),
+            r["hook"], str(r["d_sae"]), str(r["k"] or (r["card"].get("k") and f"{r['card']['k']} (batch)")),
             f"{r['card'].get('tokens_seen'):,}" if r["card"].get("tokens_seen") else "?",
             f(r["ev"]), *(f(r["ev_by_group"][g]) for g in GROUPS),
-            f(r["dead"], "{:.1%}"), f(r["generic_worst"], "{:.1%}"),
+            f(r["dead"], "{:.1%}"), f(r["generic_worst"], "{:.1%}"), f(r.get("generic_64_worst"), "{:.1%}"),
             f(r["function"]["function_share"], "{:.1%}"), f(r["function"]["stop_share"], "{:.1%}"),
             f(r["function"]["piece_share"], "{:.1%}"),
             f"{a['sae']:.3f} / {a['dense']:.3f}", f"{b['sae']:.3f} / {b['dense']:.3f}", f"{r['probe_worst_gap']:+.3f}",
@@ -188,6 +195,8 @@ def main() -> None:
                     help="OUT.json and OUT.md; results of candidates already in OUT.json are kept")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--persona-match", default="auto", help="feature matcher of the persona search (auto, prf, ...)")
+    ap.add_argument("--skip-tokens", default="none", choices=["none", "function"],
+                    help="pool documents as `saeembed encode --skip-tokens` would (EV still counts every token)")
     args = ap.parse_args()
     import torch
 
@@ -205,7 +214,7 @@ def main() -> None:
     for spec in args.candidate:
         name, path = spec.split("=", 1)
         results[name] = score(name, path, Path(args.acts), loaded, None if args.skip_store else Path(args.stores),
-                              args.persona_match)
+                              args.persona_match, args.skip_tokens)
         _write(out, results, args)
     print(table(list(results.values())))
 

@@ -21,8 +21,8 @@ import polars as pl
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ (search_persona helpers)
 
 
-def build_store(path: Path, sae, loaded, hook: str, codes: dict, acts: Path):
-    """A store holding every set of `codes` (name -> SetCodes) encoded with `sae`."""
+def build_store(path: Path, sae, loaded, hook: str, codes: dict, acts: Path, skip: str = "none"):
+    """A store holding every set of `codes` (name -> SetCodes) encoded with `sae` (pooled with --skip-tokens skip)."""
     from saeembed.config import EncodeConfig
     from saeembed.documents import ingest
     from saeembed.encode.capture import ActivationCapture
@@ -34,7 +34,7 @@ def build_store(path: Path, sae, loaded, hook: str, codes: dict, acts: Path):
     for p in (path, Path(str(path) + ".wal")):
         p.unlink(missing_ok=True)
     store = Store(path)
-    cfg = EncodeConfig()
+    cfg = EncodeConfig(skip_tokens=skip)
     window = loaded.max_window
     sae_info = store.register_sae(sae)
     tmp = Path(tempfile.mkdtemp(prefix="sae_select_"))

@@ -1,7 +1,7 @@
-"""Step 2 of training the embedded default SAE: train TopK SAEs on cached activations and measure them.
+"""Step 2 of training the embedded default SAE: train TopK / BatchTopK SAEs on cached activations and measure them.
 
     python benchmarks/default_sae/train_default.py --acts /tmp/saeembed_acts --layer 3 --latents 4096 \
-        [--k 32] [--epochs 2] [--max-tokens N] [--save saeembed/default_sae]
+        [--k 32] [--architecture topk|batchtopk] [--epochs 2] [--max-tokens N] [--save saeembed/default_sae]
         [--max-shards N] [--exclude-source tweets] [--threads 1]
 
 Streams the fp16 shards written by cache_activations.py (train split, shard order shuffled per epoch,
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--layer", type=int, default=3)
     ap.add_argument("--latents", type=int, default=4096)
     ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--architecture", default="topk", choices=["topk", "batchtopk"])
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=2048)
@@ -78,7 +79,7 @@ def main() -> None:
     total = min(available, args.max_tokens or available)
     steps = total // args.batch_size
     cfg = TrainConfig(
-        d_sae=args.latents, k=args.k, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        d_sae=args.latents, k=args.k, architecture=args.architecture, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         max_tokens=args.max_tokens, warmup_steps=min(1000, max(1, steps // 10)),
         dead_tokens_threshold=min(10_000_000, max(args.batch_size, total // 10)),
         log_every=max(1, steps // 20),
@@ -98,7 +99,7 @@ def main() -> None:
     if drop is not None:  # the left-out source: its train and eval documents were never trained on
         unseen = evaluate_sae(sae, shard_stream(train_files + eval_files, 1, 0, only_source=drop))
     result = {
-        "layer": args.layer, "latents": args.latents, "k": args.k, "epochs": args.epochs,
+        "layer": args.layer, "latents": args.latents, "k": args.k, "architecture": args.architecture, "epochs": args.epochs,
         "excluded_source": args.exclude_source,
         "tokens_seen": train_stats.get("tokens_seen"), "train_seconds": round(time.perf_counter() - t0),
         "heldout": {k: v for k, v in quality.to_dict().items() if k != "density_histogram"} if quality else None,
@@ -114,10 +115,10 @@ def main() -> None:
         card = {
             "model": sae.cfg.model,
             "hook": sae.cfg.hook,
-            "architecture": "topk",
+            "architecture": args.architecture,  # BatchTopK is saved as JumpReLU with its learned threshold
             "d_in": sae.d_in,
             "d_sae": sae.d_sae,
-            "k": sae.cfg.k,
+            "k": args.k,
             "data": [x for x in ["wikitext2", "bbc_news", "ag_news", "assistant_responses", "tweets"]
                      if x != args.exclude_source],
             "data_note": "../shared/data/sae-train (WikiText-2, BBC News, AG News, AlpacaEval answers, TweetEval)",
@@ -127,7 +128,7 @@ def main() -> None:
             "epochs": args.epochs,
             "train_config": {k: v for k, v in cfg.resolved(384).__dict__.items()},
             "heldout": quality.to_dict() if quality else None,
-            "trained_with": "benchmarks/default_sae/train_default.py (saeembed's TopK trainer)",
+            "trained_with": "benchmarks/default_sae/train_default.py (saeembed's trainer)",
         }
         sae.cfg.extra["model_card"] = card
         path = save_sae(sae, args.save, model_card=card, dtype=torch.float16)

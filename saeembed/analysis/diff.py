@@ -25,7 +25,8 @@ import numpy as np
 import polars as pl
 
 from saeembed.analysis.diff_exemplars import annotate
-from saeembed.analysis.diff_length import Sides, length_finding, length_summary, side_table, strata, token_lengths
+from saeembed.analysis.diff_length import (Sides, length_finding, length_summary, lengths_overlap, side_table, strata,
+                                           token_lengths)
 from saeembed.analysis.diff_rank import rank, top_features
 from saeembed.analysis.diff_scan import Scan, fits, mean_values, scan_activations, side_counts
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select, select_many, select_table
@@ -182,6 +183,14 @@ def _diff_scanned(store: Store, a: Selection, b: Selection, sides: Sides, scan: 
     lengths = length_summary(sides)
     use_length = cfg.length_control == "on" or (cfg.length_control == "auto" and lengths["differ"] and not paired_on)
     counts, n = side_counts(scan, sides, codes_a, codes_b, stratified=use_length)
+    if use_length and (not lengths_overlap(sides) or not ((n[0] > 0) & (n[1] > 0)).any()):
+        # Every document of one side is longer than all of the other's: within-bin comparisons would
+        # only compare the tails of the two ranges, so no ranking is offered as controlling for length.
+        use_length = False
+        lengths["no_shared_bin"] = True
+        lengths["note"] += ("; the two sides' lengths do not overlap, so no ranking can control for length and the "
+                            "raw ranking (length included) is the only one")
+        counts, n = side_counts(scan, sides, codes_a, codes_b, stratified=False)
     ca, cb = counts[0].sum(0), counts[1].sum(0)
     na, nb = int(n[0].sum()), int(n[1].sum())
     observed = np.flatnonzero(ca + cb >= max(cfg.min_docs, 1))

@@ -62,6 +62,13 @@ def side_table(store: Store, a: Selection, b: Selection, bins: int) -> Sides:
     return Sides(la, lb, stratum[: len(la)], stratum[len(la):], int(stratum.max()) + 1)
 
 
+def lengths_overlap(sides: Sides) -> bool:
+    """Whether some document of one side is as long as some document of the other (the ranges meet)."""
+    if not len(sides.la) or not len(sides.lb):
+        return False
+    return bool(sides.la.min() <= sides.lb.max() and sides.lb.min() <= sides.la.max())
+
+
 def length_summary(sides: Sides) -> dict:
     """Whether the sides' lengths differ clearly (Mann–Whitney p < 0.01 and medians more than 1.2×
     apart), a sentence saying so, and the numbers."""
@@ -91,5 +98,8 @@ def length_finding(lengths: dict, separability: dict | None) -> str | None:
     auroc = (separability or {}).get("auroc_length")
     if auroc is not None:
         text += f"; length alone tells the sides apart with AUROC {max(auroc, 1 - auroc):.2f}"
+    if lengths.get("no_shared_bin"):  # no length bin holds both sides: nothing can be compared within one
+        return text + "; every document of one side is longer than every document of the other, so what differs " \
+                      "cannot be told apart from length"
     return text + ("; the raw ranking shows what differs, length included; the length-controlled ranking what "
                    "differs beyond length")

@@ -73,7 +73,9 @@ def embedding_matrix(
 ) -> sp.csr_matrix:
     """CSR [selection.n_docs, d_sae]: max activation per (document, feature); 1.0 where active if
     binary. Rows follow selection.doc_idx; only `features` are read when given."""
-    rows = store.activation_rows(selection.corpus, selection.sae, features)
+    # A small part of a corpus (a sample, a filter) is read alone rather than filtered after reading it all.
+    part = selection.doc_idx if selection.n_docs < selection.corpus.n_docs // 4 else None
+    rows = store.activation_rows(selection.corpus, selection.sae, features, part)
     doc, feat, val = rows["doc_idx"], rows["feature"], rows["value"]
     order = np.argsort(selection.doc_idx, kind="stable")  # rows may be in any order (e.g. paired)
     ordered = selection.doc_idx[order]

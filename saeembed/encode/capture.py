@@ -7,6 +7,9 @@ BERT); anything else is refused with one line rather than substituted.
 
 When the SAE was trained with a BOS token the tokenizer does not add (GPT-2), the capture puts it in
 front of each window and drops its position from the output, so callers see their own windows.
+
+An attention z hook that names a head (`layers.N.attn_z.headH`, an SAE trained on one head's z as
+SAELens's hook_head_index) keeps that head's d_head slice of the concatenated heads.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class ActivationCapture:
                 f"valid hooks are layers.0 … layers.{n - 1} (outputs) and layers.0.pre … layers.{n - 1}.pre (inputs)"
             )
         self._out: torch.Tensor | None = None
+        self._head: slice | None = None  # one head's part of attention z
         block = loaded.blocks[self.hook.layer]
         pos = self.hook.position
         self.width = loaded.hidden_size
@@ -58,6 +62,14 @@ class ActivationCapture:
             self._handle = block.register_forward_pre_hook(self._on_input, with_kwargs=True)
         else:
             module = find_module(loaded, self.hook)
+            # what can be refused is checked before the hook is registered, so a refusal leaves none behind
+            if pos in ("attn_z", "attn_z_folded"):
+                self.width = _in_features(module)
+            if pos == "attn_z_folded":
+                self._value_bias = value_bias(loaded, self.hook, self.width)
+            if getattr(self.hook, "head", None) is not None:
+                self._head = head_slice(loaded, self.hook, self.width)
+                self.width = self._head.stop - self._head.start
             if pos in ("mlp_out", "ln2"):
                 self._handle = module.register_forward_hook(self._on_output)
             elif pos == "ln2_folded":
@@ -65,10 +77,6 @@ class ActivationCapture:
                 self._handle = module.register_forward_pre_hook(self._on_norm_input, with_kwargs=True)
             else:  # mid, attn_z: the input of a module
                 self._handle = module.register_forward_pre_hook(self._on_input, with_kwargs=True)
-            if pos in ("attn_z", "attn_z_folded"):
-                self.width = _in_features(module)
-            if pos == "attn_z_folded":
-                self._value_bias = value_bias(loaded, self.hook, self.width)
 
     def _on_output(self, module, args, output):
         self._out = output[0] if isinstance(output, (tuple, list)) else output
@@ -103,6 +111,8 @@ class ActivationCapture:
         out = out.float()
         if self.hook.position == "attn_z_folded":
             out = out - self._value_bias.to(out.device)
+        if self._head is not None:
+            out = out[..., self._head]
         return self.bos.undo(out, shift, input_ids.shape[1])
 
     def close(self) -> None:
@@ -159,7 +169,27 @@ def hook_width(loaded: LoadedModel, hook: str | HookPoint) -> int:
         if not hp.residual and hp.layer < loaded.n_layers:
             find_module(loaded, hp)  # refuse an uncapturable hook before any work
         return loaded.hidden_size
-    return _in_features(find_module(loaded, hp)) if hp.layer < loaded.n_layers else loaded.hidden_size
+    if hp.layer >= loaded.n_layers:
+        return loaded.hidden_size  # the capture says the layer is out of range
+    width = _in_features(find_module(loaded, hp))
+    if getattr(hp, "head", None) is None:
+        return width
+    one = head_slice(loaded, hp, width)
+    return one.stop - one.start
+
+
+def head_slice(loaded: LoadedModel, hook: HookPoint, width: int) -> slice:
+    """Where head `hook.head` lies in z (heads concatenated, each d_head wide), or ModelError."""
+    cfg = loaded.model.config
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n_heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 0)
+    if n_heads < 1 or width % n_heads:
+        raise ModelError(f"hook {hook.name}: cannot split {loaded.name}'s attention z ({width} wide) into heads")
+    if not 0 <= hook.head < n_heads:
+        raise ModelError(f"hook {hook.name}: {loaded.name} has {n_heads} attention heads per block "
+                         f"(head 0 … {n_heads - 1}), no head {hook.head}")
+    d_head = width // n_heads
+    return slice(hook.head * d_head, (hook.head + 1) * d_head)
 
 
 def folded_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from saeembed.encode.capture import ActivationCapture
 from saeembed.encode.models import LoadedModel
 from saeembed.encode.pooling import TokenLatents, pool_max
+from saeembed.encode.token_kinds import pooled_masks
 from saeembed.encode.token_rows import padded_index, window_bases
 from saeembed.encode.tokens import batches, pad_token_id, tokenize
 from saeembed.errors import InputError
@@ -23,7 +24,8 @@ def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, text
                  window: int, prompts: list | None = None, tokens=None):
     """Encode a list of texts with an EncodeConfig. Returns (sparse rows with doc_idx = position in `texts`,
     per-doc stats). prompts: what chat_inputs gives (user turns, or conversations with --messages-column).
-    tokens: a token_rows.TokenRows that also receives every content token's rows (--keep-tokens)."""
+    tokens: a token_rows.TokenRows that also receives every content token's rows (--keep-tokens), each
+    marked pooled or not. cfg.skip_tokens "function" leaves function tokens out of the max-pool."""
     chats = prompts if cfg.messages_column else None
     windows = tokenize(
         loaded.tokenizer, texts, window=window, exclude_special=cfg.exclude_special,
@@ -34,6 +36,7 @@ def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, text
     latents = TokenLatents()
     pad = pad_token_id(loaded.tokenizer)
     bases = window_bases(windows) if tokens is not None else None
+    keep = pooled_masks(texts, windows, cfg.skip_tokens or "none")  # None: every content token is pooled
     for batch in batches(windows, pad_id=pad, max_windows=cfg.batch_size, max_tokens=cfg.max_batch_tokens):
         hidden = capture(batch.input_ids, batch.attention_mask)
         content = batch.content.to(hidden.device)
@@ -41,24 +44,33 @@ def encode_chunk(loaded: LoadedModel, capture: ActivationCapture, sae: SAE, text
         if x.shape[0] == 0:
             continue
         rows_in_batch = content.nonzero(as_tuple=True)
-        docs_of_rows = torch.tensor([w.doc for w in batch.windows], dtype=torch.long)[rows_in_batch[0].cpu()]
-        offsets = torch.from_numpy(np.stack([_padded_offsets(w, content.shape[1]) for w in batch.windows]))
-        spans = offsets[rows_in_batch[0].cpu(), rows_in_batch[1].cpu()]
+        at = (rows_in_batch[0].cpu(), rows_in_batch[1].cpu())
+        docs_of_rows = torch.tensor([w.doc for w in batch.windows], dtype=torch.long)[at[0]]
+        offsets = torch.from_numpy(np.stack([_padded(w.offsets, content.shape[1]) for w in batch.windows]))
+        spans = offsets[at]
         np.add.at(n_tokens, docs_of_rows.numpy(), 1)
         with torch.inference_mode():
             r, f, v = sae.encode_coo(x)
-        latents.add(docs_of_rows, spans, r.cpu(), f.cpu(), v.cpu())
+        r, f, v = r.cpu(), f.cpu(), v.cpu()
+        pooled = None
+        if keep is not None:  # the SAE still sees every token (token rows keep them); the max-pool does not
+            pooled = torch.from_numpy(np.stack([_padded(keep[id(w)], content.shape[1]) for w in batch.windows]))[at]
+            taken = pooled[r]
+            latents.add(docs_of_rows, spans, r[taken], f[taken], v[taken])
+        else:
+            latents.add(docs_of_rows, spans, r, f, v)
         if tokens is not None:
             index = torch.from_numpy(np.stack([padded_index(w, bases[id(w)], content.shape[1]) for w in batch.windows]))
-            tokens.add(docs_of_rows, index[rows_in_batch[0].cpu(), rows_in_batch[1].cpu()], spans, r, f, v)
+            tokens.add(docs_of_rows, index[at], spans, r, f, v, pooled=pooled)
     docs = pl.DataFrame({"doc_idx": np.arange(len(texts), dtype=np.int32), "n_tokens": n_tokens.astype(np.int32),
                          "n_windows": n_windows})
     return pool_max(latents, sae.d_sae), docs
 
 
-def _padded_offsets(w, T: int) -> np.ndarray:
-    out = np.zeros((T, 2), dtype=np.int64)
-    out[: len(w.offsets)] = w.offsets
+def _padded(a: np.ndarray, T: int) -> np.ndarray:
+    """A window's per-token array (offsets [n, 2], a mask [n]) zero-padded to T tokens."""
+    out = np.zeros((T, *a.shape[1:]), dtype=a.dtype)
+    out[: len(a)] = a
     return out
 
 

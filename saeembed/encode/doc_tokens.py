@@ -3,6 +3,8 @@
 The store keeps one row per (document, feature): the max over tokens and the strongest token's span.
 To show every token where a feature fires, the document is run again through the same model, hook,
 windows, special-token rules and SAE as its encoding. The model and SAE are loaded once and kept.
+Every token where a feature fires is returned; `pooled` says whether the encoding's max-pool took it
+(not when it skipped function tokens), so a check against the stored value compares like with like.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import NamedTuple
 import torch
 
 from saeembed.encode.capture import ActivationCapture
+from saeembed.encode.token_kinds import pooled_masks
 from saeembed.encode.tokens import batches, bos_rule, pad_token_id, tokenize
 from saeembed.errors import InputError
 
@@ -21,6 +24,7 @@ class TokenValue(NamedTuple):
     start: int  # character span of the token in the document's text
     end: int
     value: float
+    pooled: bool = True  # the encoding's max-pool took this token
 
 
 class DocTokens:
@@ -39,13 +43,16 @@ class DocTokens:
         self.hook = hook
         self.window = min(int(params.get("window") or self.loaded.max_window), self.loaded.max_window)
         self.exclude_special = bool(params.get("exclude_special", True))
+        self.skip_tokens = params.get("skip_tokens") or "none"
         self._lock = threading.Lock()
 
     def feature_tokens(self, text: str, feature: int) -> list[TokenValue]:
-        """Every content token of `text` where `feature` fires (value > 0), in text order."""
+        """Every content token of `text` where `feature` fires (value > 0), in text order; the stored value
+        is the max over those with `pooled`."""
         if not 0 <= feature < self.sae.d_sae:
             raise InputError(f"feature {feature} does not exist (the SAE has {self.sae.d_sae} latents)")
         windows = tokenize(self.loaded.tokenizer, [text], window=self.window, exclude_special=self.exclude_special)
+        keep = pooled_masks([text], windows, self.skip_tokens)
         out: list[TokenValue] = []
         bos = bos_rule(self.loaded.tokenizer, self.sae.cfg.prepend_bos)  # as the encoding fed the model
         with self._lock, torch.inference_mode(), ActivationCapture(self.loaded, self.hook, bos=bos) as capture:
@@ -60,6 +67,7 @@ class DocTokens:
                 hit = f == feature
                 for row, value in zip(r[hit].tolist(), v[hit].tolist()):
                     w = batch.windows[int(rows[row])]
-                    start, end = (int(o) for o in w.offsets[int(cols[row])])
-                    out.append(TokenValue(start, end, float(value)))
+                    col = int(cols[row])
+                    start, end = (int(o) for o in w.offsets[col])
+                    out.append(TokenValue(start, end, float(value), keep is None or bool(keep[id(w)][col])))
         return sorted(out)

@@ -11,7 +11,7 @@ prompt column) are checked, so a typo is said at once, not after seconds of load
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -60,6 +60,8 @@ class EncodeResult:
     seconds: float
     warnings: list[str] = field(default_factory=list)
     token_rows: int = 0  # token-level rows written by this run (--keep-tokens)
+    skip_tokens: str = "none"  # "function": stop-word and symbol-only tokens left out of the max-pool
+    skip_tokens_from: str = "default"  # option (--skip-tokens), sae (its recommendation) or default
 
     @property
     def docs_per_s(self) -> float:
@@ -94,7 +96,8 @@ def encode_corpus(
     sae: path, hub id, or an SAE; None = the embedded default SAE.
     hook: layers.N / blocks.N.hook_resid_post …; None = the hook the SAE was trained on. A hook other
     than the SAE's is refused unless `force_hook`.
-    The SAE's training setup is honoured: its BOS token (`prepend_bos`) and context size cap the windows.
+    The SAE's training setup is honoured: its BOS token (`prepend_bos`) and context size cap the windows,
+    and its pooling recommendation (skip_tokens) applies unless config.skip_tokens says otherwise.
     """
     cfg = config or EncodeConfig()
     info = check_arguments(store, corpus, hook, cfg)  # before anything loads: a typo is said at once
@@ -105,12 +108,15 @@ def encode_corpus(
     from saeembed.encode.capture import ActivationCapture
     from saeembed.encode.chunk import chat_inputs, encode_chunk
     from saeembed.encode.models import LoadedModel, load_model
+    from saeembed.encode.token_kinds import resolve_skip
     from saeembed.encode.token_rows import TokenRows, save_token_rows
     from saeembed.encode.tokens import bos_rule
 
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
     hook_name = resolve_hook(hook, sae_obj, warnings, force=force_hook)
+    skip, skip_from = resolve_skip(cfg.skip_tokens, sae_obj.cfg, warnings)
+    cfg = replace(cfg, skip_tokens=skip)  # what every chunk (and Ray actor) pools by
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model if model is not None else sae_model_name(sae_obj),
         # with Ray the driver's copy only checks widths and windows; the actors hold the working ones
@@ -146,7 +152,10 @@ def encode_corpus(
         if not store.has_probe(sae_info, PROBE):
             with ActivationCapture(loaded, hook_name, bos=bos) as capture:
                 _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name)
-        return _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings)
+        result = _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings)
+        result.skip_tokens, result.skip_tokens_from = skip, skip_from
+        result.token_rows = stats.token_rows
+        return result
     capture = ActivationCapture(loaded, hook_name, bos=bos)
     pending: list[tuple] = []  # chunks not yet written (sharding only): acts, docs, their token shard files
     token_rows = 0
@@ -192,6 +201,7 @@ def encode_corpus(
     result = _finish(store, info, sae_info, loaded, hook_name, cfg, already,
                      (done_docs, done_tokens, split_docs, rows), started, warnings)
     result.token_rows = token_rows
+    result.skip_tokens, result.skip_tokens_from = skip, skip_from
     return result
 
 
@@ -205,8 +215,10 @@ def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConf
         raise InputError(f"--window {cfg.window} is too small")
     if hook is not None:
         parse_hook(hook)
-    if cfg.keep_tokens and cfg.backend == "ray":
-        raise InputError("--keep-tokens works with the local backend only; drop --backend ray")
+    if cfg.skip_tokens is not None:
+        from saeembed.encode.token_kinds import check_skip
+
+        check_skip(cfg.skip_tokens)
     if cfg.messages_column:
         from saeembed.encode.chat import check_messages
 
@@ -219,7 +231,8 @@ def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConf
 
 def _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name) -> None:
     """Once per SAE: which features fire on random-token text (flags generic features in analyses)."""
-    stats = run_random_probe(loaded, capture, sae_obj, cfg, window, n_docs=RANDOM_PROBE_DOCS)
+    # kept once per SAE, whichever encoding runs first: so always over every token
+    stats = run_random_probe(loaded, capture, sae_obj, replace(cfg, skip_tokens="none"), window, n_docs=RANDOM_PROBE_DOCS)
     store.set_probe(sae_info, PROBE, stats, RANDOM_PROBE_DOCS, {"model": loaded.name, "hook": hook_name})
 
 

@@ -3,8 +3,9 @@
 Ray Data streams the documents not yet encoded through an actor pool: each actor loads the model and
 the SAE once, encodes batches of `chunk_docs` documents exactly as the local pipeline does
 (`encode_chunk`), and writes each batch's sparse rows as a Parquet shard straight into the store's
-shard folder, in parallel. Only per-document counts and the shard's path travel back; the driver
-registers each shard together with its documents' `encoded_docs` rows in one transaction, so a run
+shard folder, in parallel (with --keep-tokens its token rows too, as the same token shard a local encode
+writes). Only per-document counts and the shards' paths travel back; the driver registers each shard
+together with its documents' `encoded_docs` rows in one transaction, so a run
 killed at any moment resumes like a local one (files written but never registered are swept by
 `saeembed compact`).
 
@@ -46,14 +47,18 @@ class _EncodeActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from saeembed.encode.chunk import encode_chunk
+        from saeembed.encode.token_rows import TokenRows
         from saeembed.store.shards import write_shard
 
         doc_idx = np.asarray(batch.column("doc_idx").to_numpy(), dtype=np.int32)
         texts = batch.column("text").to_pylist()
         prompts = [self.prompts.get(int(i)) for i in doc_idx] if self.prompts is not None else None
-        acts, docs = encode_chunk(self.loaded, self.capture, self.sae, texts, self.cfg, self.window, prompts)
+        tok = TokenRows() if self.cfg.keep_tokens else None
+        acts, docs = encode_chunk(self.loaded, self.capture, self.sae, texts, self.cfg, self.window, prompts,
+                                  tokens=tok)
         acts = acts.with_columns(pl.Series("doc_idx", doc_idx[acts["doc_idx"].to_numpy()]))
         path, n_rows = write_shard(self.folder, acts, sae_hash=self.sae_hash, corpus=self.corpus)
+        token_path, token_rows = self._token_shard(tok, doc_idx)
         n = len(doc_idx)
         return pa.table({
             "doc_idx": pa.array(doc_idx, pa.int32()),
@@ -61,7 +66,21 @@ class _EncodeActor:
             "n_windows": pa.array(docs["n_windows"].to_numpy(), pa.int32()),
             "shard": pa.array([str(path)] * n, pa.string()),
             "shard_rows": pa.array([n_rows] * n, pa.int64()),
+            "token_shard": pa.array([token_path] * n, pa.string()),
+            "token_rows": pa.array([token_rows] * n, pa.int64()),
         })
+
+    def _token_shard(self, tok, doc_idx: np.ndarray) -> tuple[str | None, int]:
+        """The batch's token rows (--keep-tokens) as a token shard, as the local pipeline writes them
+        (store.write_token_shard); (None, 0) when none are kept or no feature fired."""
+        from saeembed.store.shards import write_shard
+
+        rows = tok.frame() if tok is not None else None
+        if rows is None or rows.is_empty():
+            return None, 0
+        rows = rows.with_columns(pl.Series("doc_idx", doc_idx[rows["doc_idx"].to_numpy()]))
+        path, n = write_shard(self.folder, rows, sae_hash=self.sae_hash, corpus=self.corpus, kind="tokens")
+        return str(path), int(n)
 
 
 def _ray():
@@ -73,10 +92,10 @@ def _ray():
 
 
 def encode_on_ray(store, info, sae_info, sae, model_name: str, hook: str, cfg, window: int, to_do: int, progress):
-    """Encode the corpus's unencoded documents on Ray; returns (docs, tokens, split_docs, rows) done."""
+    """Encode the corpus's unencoded documents on Ray; returns a RayDone (docs, tokens, split_docs, rows)."""
     ray = _ray()
     if to_do == 0:
-        return 0, 0, 0, 0
+        return RayDone(0, 0, 0, 0)
     if cfg.workers < 1:
         raise InputError("--workers must be at least 1")
     started_here = not ray.is_initialized()
@@ -126,19 +145,22 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
         num_cpus=1,
         zero_copy_batch=True,
     )
-    done_docs = done_tokens = split_docs = rows = 0
+    done_docs = done_tokens = split_docs = rows = token_rows = 0
     try:
         for block in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             frame = pl.from_arrow(block)
-            for (shard, n_rows), part in frame.group_by(["shard", "shard_rows"], maintain_order=True):
-                path = Path(shard)
-                if not path.exists():
-                    raise StoreError(
-                        f"a Ray worker wrote shard {path}, which the driver cannot see; on a multi-node cluster "
-                        "the store's shard folder must be on a filesystem every node mounts at the same path"
-                    )
+            keys = ["shard", "shard_rows", "token_shard", "token_rows"]
+            for (shard, n_rows, token_shard, n_token_rows), part in frame.group_by(keys, maintain_order=True):
+                path = _visible(shard)
                 stats = part.select("doc_idx", "n_tokens", "n_windows")
-                store.write_encoded(info, sae_info, None, stats, shard_file=(path, int(n_rows)))
+                if cfg.keep_tokens:  # the batch's token shard registers with its documents, as a local encode's
+                    idx = stats["doc_idx"]
+                    files = [(_visible(token_shard), int(n_token_rows), stats.height, int(idx.min()), int(idx.max()))
+                             ] if token_shard is not None else []
+                    store.write_encoded_tokens(info, sae_info, None, stats, files, shard_file=(path, int(n_rows)))
+                    token_rows += int(n_token_rows or 0)
+                else:
+                    store.write_encoded(info, sae_info, None, stats, shard_file=(path, int(n_rows)))
                 done_docs += stats.height
                 done_tokens += int(stats["n_tokens"].sum())
                 split_docs += int((stats["n_windows"] > 1).sum())
@@ -157,4 +179,24 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
             f"the Ray encode failed after {done_docs} documents were stored ({type(cause).__name__}: "
             f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}); re-run to resume"
         ) from e
-    return done_docs, done_tokens, split_docs, rows
+    return RayDone(done_docs, done_tokens, split_docs, rows, token_rows=token_rows)
+
+
+class RayDone(tuple):
+    """(docs, tokens, split_docs, rows) done, as a local encode counts them; token_rows: token-level rows
+    written (--keep-tokens)."""
+
+    def __new__(cls, *counts: int, token_rows: int = 0):
+        done = super().__new__(cls, counts)
+        done.token_rows = token_rows
+        return done
+
+
+def _visible(shard: str) -> Path:
+    path = Path(shard)
+    if not path.exists():
+        raise StoreError(
+            f"a Ray worker wrote shard {path}, which the driver cannot see; on a multi-node cluster "
+            "the store's shard folder must be on a filesystem every node mounts at the same path"
+        )
+    return path

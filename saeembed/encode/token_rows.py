@@ -3,8 +3,8 @@ taken from the one window that holds it (windows split a document into consecuti
 runs of tokens, the same tokens the document pooling sees).
 
 token_index is the token's position among its document's content tokens, counted across windows, so
-max over a (document, feature)'s token rows is the stored document value and their count its
-active_tokens.
+max over a (document, feature)'s pooled token rows is the stored document value and their count its
+active_tokens (every token is pooled unless function tokens are skipped).
 """
 
 from __future__ import annotations
@@ -34,28 +34,32 @@ def padded_index(w, base: int, T: int) -> np.ndarray:
 
 
 class TokenRows:
-    """Collects (doc, token_index, start, end, feature, value) of a chunk's tokens."""
+    """Collects (doc, token_index, start, end, feature, value, pooled) of a chunk's tokens; pooled: whether
+    the token is one the document's max-pool takes (all of them unless function tokens are skipped)."""
 
     def __init__(self) -> None:
         self.parts: list[tuple] = []
 
-    def add(self, token_doc: torch.Tensor, token_index: torch.Tensor, token_span: torch.Tensor, rows, feats, vals):
-        """rows index into token_doc/token_index/token_span (the tokens this chunk of latents belongs to)."""
+    def add(self, token_doc: torch.Tensor, token_index: torch.Tensor, token_span: torch.Tensor, rows, feats, vals,
+            pooled: torch.Tensor | None = None):
+        """rows index into token_doc/token_index/token_span/pooled (the tokens this chunk of latents belongs to);
+        pooled None: every token is pooled."""
         rows = rows.cpu()
+        flag = np.ones(len(rows), dtype=bool) if pooled is None else pooled[rows].numpy()
         self.parts.append((token_doc[rows].numpy(), token_index[rows].numpy(), token_span[rows].numpy(),
-                           feats.cpu().numpy(), vals.float().cpu().numpy()))
+                           feats.cpu().numpy(), vals.float().cpu().numpy(), flag))
 
     def frame(self) -> pl.DataFrame:
         """The rows, ordered by document, token, feature (doc_idx = position in the chunk's texts)."""
         if not self.parts:
             z = np.zeros(0, dtype=np.int32)
             return pl.DataFrame({"doc_idx": z, "token_index": z, "start": z, "end": z, "feature": z,
-                                 "value": np.zeros(0, np.float32)})
-        doc, idx, span, feat, val = (np.concatenate(p) for p in zip(*self.parts))
+                                 "value": np.zeros(0, np.float32), "pooled": np.zeros(0, bool)})
+        doc, idx, span, feat, val, flag = (np.concatenate(p) for p in zip(*self.parts))
         return pl.DataFrame({
             "doc_idx": doc.astype(np.int32), "token_index": idx.astype(np.int32),
             "start": span[:, 0].astype(np.int32), "end": span[:, 1].astype(np.int32),
-            "feature": feat.astype(np.int32), "value": val.astype(np.float32),
+            "feature": feat.astype(np.int32), "value": val.astype(np.float32), "pooled": flag.astype(bool),
         }).sort(["doc_idx", "token_index", "feature"])
 
 

@@ -71,7 +71,7 @@ class TokenHighlighter:
             found = [Span(start, end, stored["value"], feature)] if start is not None and end is not None else []
             return found, "strongest token", f"token-level activations failed ({str(e).splitlines()[0][:200]})"
         warning = None
-        peak = max((t.value for t in tokens), default=0.0)
+        peak = max((t.value for t in tokens if t.pooled), default=0.0)  # the tokens the stored max-pool took
         if abs(peak - stored["value"]) > 1e-3 * max(1.0, abs(stored["value"])):
             warning = (f"recomputed peak {peak:.4g} differs from the stored {stored['value']:.4g}: the model or SAE "
                        "may have changed since encoding")

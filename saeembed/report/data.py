@@ -33,7 +33,7 @@ def provenance(store: Store, sae: SAEInfo | None, *, analysis: str, params: dict
             if enc:
                 entry |= {"model": enc["model"], "hook": enc["hook"], "status": enc["status"],
                           "pooling": {k: v for k, v in enc["params"].items()
-                                      if k in ("pooling", "exclude_special", "chat_template", "window")}}
+                                      if k in ("pooling", "exclude_special", "chat_template", "window", "skip_tokens")}}
                 out["model"] = out.get("model") or enc["model"]
         out.setdefault("corpora", {})[name] = entry
     out["store"] = str(store.path)

@@ -131,7 +131,9 @@ def save_sae(
         out_hook = try_parse_hook(c.hook_out)
         cfg |= {"d_out": c.d_out or c.d_in, "hook_name_out": tl_hook_name(out_hook) if out_hook else c.hook_out,
                 "hook_layer_out": out_hook.layer if out_hook else None}
-    if hook is not None and hook.position in ("attn_z", "attn_z_folded"):
+    if hook is not None and getattr(hook, "head", None) is not None:
+        cfg["hook_head_index"] = hook.head  # SAELens feeds it hook_z[:, :, head], already d_head wide
+    elif hook is not None and hook.position in ("attn_z", "attn_z_folded"):
         cfg["reshape_activations"] = "hook_z"
     # TransformerLens folds norm weights and value biases by default; say when this SAE read them unfolded
     unfolded = {"ln2": {"fold_ln": False}, "attn_z": {"fold_value_biases": False}}

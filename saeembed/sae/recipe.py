@@ -59,7 +59,7 @@ def train_for_model(
     eval_tokens: int = 200_000,
     progress: Callable[[dict], None] | None = None,
 ) -> tuple[SAE, dict]:
-    """Train a TopK SAE on `texts` (minus a hashed 1-in-20 held-out split) and measure it on the held-out part.
+    """Train a TopK or BatchTopK SAE on `texts` (minus a hashed 1-in-20 held-out split) and measure it on the held-out part.
 
     Returns the SAE (model and hook recorded in its config) and a model card dict.
     """
@@ -77,10 +77,10 @@ def train_for_model(
     card = {
         "model": loaded.name,
         "hook": hook,
-        "architecture": "topk",
+        "architecture": cfg.architecture,  # a BatchTopK SAE is saved (and read) as JumpReLU
         "d_in": sae.d_in,
         "d_sae": sae.d_sae,
-        "k": sae.cfg.k,
+        "k": cfg.k,
         "data": data_names or [],
         "train_documents": len(train_texts),
         "tokens_seen": stats.get("tokens_seen"),

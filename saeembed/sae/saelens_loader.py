@@ -5,7 +5,8 @@ Architectures: standard (ReLU), topk, jumprelu, batchtopk (runs as jumprelu), ga
 b_enc), and the transcoders transcoder / skip_transcoder / jumprelu_transcoder (encoder reads `hook_name`,
 decoder writes `hook_name_out`; b_dec is never subtracted from the input; W_skip only adds to the output, so
 the latents ignore it). normalize_activations: none, expected_average_only_in (a dataset-wide factor),
-constant_norm_rescale and layer_norm (per token, see model.normalize_input).
+constant_norm_rescale and layer_norm (per token, see model.normalize_input). hook_head_index on
+attn.hook_z: the SAE reads that one head's z (hook `layers.N.attn_z.folded.headH`).
 """
 
 from __future__ import annotations
@@ -93,9 +94,11 @@ def _saelens_hook(get, label: str) -> str | None:
     if not isinstance(name, str) or not name:
         return None
     head = get("hook_head_index", get("hook_point_head_index"))
-    if head is not None:
-        return f"{name} (head {head} only)"  # one head of hook_z/q/k/v: not captured, refused at encode
     hook = try_parse_hook(name)
+    if head is not None and (hook is None or hook.position not in ("attn_z", "attn_z_folded")
+                             or getattr(hook, "head", None) is not None
+                             or isinstance(head, bool) or not isinstance(head, int) or head < 0):
+        return f"{name} (head {head} only)"  # one head of hook_q/k/v or the like: refused at encode by name
     if hook is None:
         return name
     # TransformerLens folds norm weights and value biases into the next layer by default (SAELens keeps
@@ -106,7 +109,8 @@ def _saelens_hook(get, label: str) -> str | None:
     unfolded = {"ln2_folded": ("fold_ln", "ln2"), "attn_z_folded": ("fold_value_biases", "attn_z")}
     if hook.position in unfolded and kwargs.get(unfolded[hook.position][0]) is False:
         hook = HookPoint(hook.layer, unfolded[hook.position][1])
-    return hook.name
+    # SAELens feeds such an SAE hook_z[:, :, head] (d_in = d_head): that head's slice of z
+    return hook.name + (f".head{head}" if head is not None else "")
 
 
 def _saelens_rule(raw: dict, label: str) -> tuple[str, int | None]:

@@ -1,8 +1,12 @@
-"""Train a TopK sparse autoencoder on a stream of activations.
+"""Train a TopK or BatchTopK sparse autoencoder on a stream of activations.
 
 The recipe follows EleutherAI's sparsify and OpenAI's TopK SAEs (Gao et al. 2024):
 
 * latents = top-k of ReLU(W_enc^T (x - b_dec) + b_enc); reconstruction = latents @ W_dec + b_dec;
+* BatchTopK (Bussmann et al. 2024) keeps the batch's k x n_tokens largest latents instead, so a token
+  with more to say takes more than k and a token with less takes fewer (each token's candidates are its
+  own top 4k, which bounds any one token); inference then uses one threshold, the recent batches'
+  average smallest kept value, and the SAE is saved as JumpReLU with it (as dictionary_learning does);
 * loss = FVU (squared error over the batch's variance about its mean) + auxk_alpha * AuxK, where AuxK
   asks the top-`auxk_k` *dead* latents (by pre-activation) to reconstruct the residual error, normalised
   by the same batch variance and scaled down by min(n_dead / auxk_k, 1) when few latents are dead
@@ -58,7 +62,7 @@ _CHECKPOINT_VERSION = 1
 
 # Fields that define a run: a checkpoint written under other values cannot be resumed.
 _RUN_FIELDS = (
-    "d_sae", "k", "lr", "warmup_steps", "batch_size", "auxk_alpha", "auxk_k",
+    "d_sae", "k", "architecture", "lr", "warmup_steps", "batch_size", "auxk_alpha", "auxk_k",
     "dead_tokens_threshold", "shuffle_buffer", "seed",
 )
 
@@ -109,6 +113,10 @@ class _Trainer:
         self.since_fired = torch.zeros(d_sae, dtype=torch.long, device=self.device)
         self.step = 0
         self.tokens_seen = 0
+        self.batch_topk = cfg.architecture == "batchtopk"
+        # BatchTopK: a token's candidates are its own top 4k (the cap keeps the sparse backward small)
+        self.k_row = min(cfg.d_sae, 4 * cfg.k) if self.batch_topk else cfg.k
+        self.threshold: float | None = None  # BatchTopK's inference threshold, a running average
         self._pre_buf: torch.Tensor | None = None
         self.window = {"n": 0, "loss": 0.0, "fvu": 0.0, "l0": 0.0}
         self.last_record: dict | None = None
@@ -133,13 +141,14 @@ class _Trainer:
     def train_step(self, x: torch.Tensor) -> dict:
         cfg = self.cfg
         n = x.shape[0]
-        k = cfg.k
+        k = self.k_row
         with torch.no_grad():
             xc = x - self.b_dec
             pre = self._dense_pre(xc)
             top_vals, top_idx = pre.topk(k, dim=1, sorted=False)
             top_idx, order = top_idx.sort(dim=1)  # the sparse decoder wants sorted rows
             top_vals = top_vals.gather(1, order)
+            kept = self._batch_keep(top_vals) if self.batch_topk else None
             dead = self.since_fired >= cfg.dead_tokens_threshold
             n_dead = int(dead.sum())
             use_aux = cfg.auxk_alpha > 0 and n_dead > 0
@@ -152,7 +161,8 @@ class _Trainer:
                 all_idx = top_idx
 
         vals = SelectedPreActs.apply(pre, all_idx, xc, self.W_encT, self.b_enc, self.b_dec)
-        recon = SparseDecode.apply(vals[:, :k], top_idx, self.W_dec) + self.b_dec
+        codes = vals[:, :k] if kept is None else vals[:, :k] * kept  # dropped latents get no gradient
+        recon = SparseDecode.apply(codes, top_idx, self.W_dec) + self.b_dec
         err = x - recon
         total_var = (x - x.mean(0)).pow(2).sum().clamp_min(1e-30)
         fvu = err.pow(2).sum() / total_var
@@ -181,7 +191,7 @@ class _Trainer:
             self.opt.zero_grad(set_to_none=True)
             W /= W.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-            fired = top_vals > 0
+            fired = top_vals > 0 if kept is None else kept.bool()
             self.since_fired += n
             self.since_fired[top_idx[fired]] = 0
             l0 = float(fired.sum()) / n
@@ -193,6 +203,18 @@ class _Trainer:
         w["fvu"] += fvu.detach().item()
         w["l0"] += l0
         return w
+
+    def _batch_keep(self, top_vals: torch.Tensor) -> torch.Tensor:
+        """0/1 mask of the batch's cfg.k x n_tokens largest positive values; updates the threshold."""
+        flat = top_vals.flatten()
+        n_keep = min(flat.numel(), self.cfg.k * top_vals.shape[0])
+        cut = flat.topk(n_keep, sorted=False).values.min()
+        kept = (top_vals >= cut) & (top_vals > 0)
+        smallest = float(top_vals[kept].min()) if kept.any() else 0.0
+        # Averaged over the last ~10 batches: the one threshold inference uses instead of the batch. The cut
+        # falls as training goes on, so a longer average would lag behind the final weights.
+        self.threshold = smallest if self.threshold is None else 0.9 * self.threshold + 0.1 * smallest
+        return kept.to(top_vals.dtype)
 
     def dead_fraction(self) -> float:
         """Share of latents silent over the last min(dead_tokens_threshold, tokens_seen) tokens."""
@@ -236,6 +258,7 @@ class _Trainer:
             "batch_checksum": checksum,
             "window": dict(self.window),
             "last_record": self.last_record,
+            "threshold": self.threshold,
         }
 
     def load(self, state: dict) -> None:
@@ -248,6 +271,7 @@ class _Trainer:
         self.tokens_seen = int(state["tokens_seen"])
         self.window = dict(state["window"])
         self.last_record = state["last_record"]
+        self.threshold = state.get("threshold")
         self.b_dec_initialised = True
         self.b_dec_init = state["b_dec_init"]
 
@@ -255,17 +279,19 @@ class _Trainer:
         cfg = SAEConfig(
             d_in=self.d_in,
             d_sae=self.cfg.d_sae,
-            architecture="topk",
-            k=self.cfg.k,
+            architecture="jumprelu" if self.batch_topk else "topk",
+            k=None if self.batch_topk else self.cfg.k,
             apply_b_dec_to_input=True,
             extra=extra,
         )
+        threshold = torch.full((self.cfg.d_sae,), float(self.threshold or 0.0)) if self.batch_topk else None
         return SAE(
             cfg,
             W_enc=self.W_encT.detach().cpu().T.contiguous(),
             b_enc=self.b_enc.detach().cpu(),
             W_dec=self.W_dec.detach().cpu(),
             b_dec=self.b_dec.detach().cpu(),
+            threshold=threshold,
         )
 
 
@@ -308,7 +334,7 @@ def train_sae(
     resume: bool = True,
     init_sae: SAE | None = None,
 ) -> tuple[SAE, dict]:
-    """Train a TopK SAE on a stream of activation tensors [n_tokens, d_in] (any chunk sizes).
+    """Train a TopK or BatchTopK SAE on a stream of activation tensors [n_tokens, d_in] (any chunk sizes).
 
     progress: called every `log_every` steps, and once after the last step, with
         {step, tokens, loss, fvu, l0, dead_fraction} (loss/fvu/l0 averaged over the steps since the
@@ -323,7 +349,7 @@ def train_sae(
     init_sae: start from these weights (same d_in/d_sae) instead of a fresh initialisation; its b_dec
         is kept. Ignored when resuming from a checkpoint.
 
-    Returns the SAE (architecture "topk", apply_b_dec_to_input=True; the stats are also kept in its
+    Returns the SAE (architecture "topk", or "jumprelu" for BatchTopK; apply_b_dec_to_input=True; the stats are also kept in its
     cfg.extra["training"]) and a stats dict: tokens_seen, steps, fvu / l0 / dead_fraction (of the
     last progress window), lr, resumed_from_step, seconds, b_dec_init, config (resolved).
     """

@@ -47,7 +47,9 @@ class CorporaMixin:
             SELECT c.name AS corpus, c.n_docs, c.source,
                    list_sort(json_keys(c.metadata_columns)) AS metadata_columns,
                    count(e.sae_key) AS encodings,
-                   string_agg(s.sae_hash || ' (' || e.status || ', ' || e.n_docs || ' docs)', '; ') AS saes,
+                   string_agg(s.sae_hash || ' (' || e.status || ', ' || e.n_docs || ' docs'
+                              || CASE WHEN json_extract_string(e.params, '$.skip_tokens') = 'function'
+                                      THEN ', skips function tokens' ELSE '' END || ')', '; ') AS saes,
                    c.created_at
             FROM corpora c
             LEFT JOIN encodings e USING (corpus_id)

@@ -11,7 +11,8 @@ from saeembed.errors import StoreError
 from saeembed.store.records import CorpusInfo, SAEInfo
 
 # Encode parameters that change the stored numbers: a resumed encode must use the same ones.
-POOLING_PARAMS = ("pooling", "exclude_special", "chat_template", "window", "prompt_column", "messages_column", "roles")
+POOLING_PARAMS = ("pooling", "exclude_special", "chat_template", "window", "prompt_column", "messages_column", "roles",
+                  "skip_tokens")
 
 
 class EncodingsMixin:

@@ -37,13 +37,16 @@ class SelectionMixin:
         # the text, read only for a filter that tests it, is not kept unless asked for
         return out if "text" in columns else [t.drop("text", strict=False) for t in out]
 
-    def activation_rows(self, info: CorpusInfo, sae: SAEInfo, features: list[int] | None = None) -> dict:
-        """Arrays doc_idx, feature, value of the stored activations (only `features` when given), in no
-        particular order: the inputs of a sparse documents × features matrix."""
+    def activation_rows(self, info: CorpusInfo, sae: SAEInfo, features: list[int] | None = None,
+                        docs=None) -> dict:
+        """Arrays doc_idx, feature, value of the stored activations (only `features` when given, only the
+        documents `docs` when given), in no particular order: the inputs of a sparse documents × features
+        matrix."""
         return self.con.sql(
             "SELECT doc_idx, feature, value FROM activations WHERE corpus_id = ? AND sae_key = ? "
-            "AND (? OR feature IN (SELECT unnest(?)))",
-            params=[info.corpus_id, sae.sae_key, features is None, list(features or [])],
+            "AND (? OR feature IN (SELECT unnest(?))) AND (? OR doc_idx IN (SELECT unnest(?)))",
+            params=[info.corpus_id, sae.sae_key, features is None, list(features or []),
+                    docs is None, [] if docs is None else [int(d) for d in docs]],
         ).fetchnumpy()
 
     def n_encoded_docs(self, info: CorpusInfo, sae: SAEInfo) -> int:

@@ -39,11 +39,12 @@ SCHEMA = pa.schema([
 _KEY = b"saeembed"  # footer key-value metadata prefix
 
 # Token shards (encode --keep-tokens): one row per (document, content token, active feature). token_index
-# is the token's position among its document's content tokens; start/end its character span.
-TOKEN_COLUMNS = ("doc_idx", "token_index", "start", "end", "feature", "value")
+# is the token's position among its document's content tokens; start/end its character span; pooled
+# whether the document's max-pool took the token (encode --skip-tokens; shards written before lack it).
+TOKEN_COLUMNS = ("doc_idx", "token_index", "start", "end", "feature", "value", "pooled")
 TOKEN_SCHEMA = pa.schema([
     ("doc_idx", pa.int32()), ("token_index", pa.int32()), ("start", pa.int32()), ("end", pa.int32()),
-    ("feature", pa.int32()), ("value", pa.float32()),
+    ("feature", pa.int32()), ("value", pa.float32()), ("pooled", pa.bool_()),
 ])
 _KINDS = {"activations": (COLUMNS, SCHEMA), "tokens": (TOKEN_COLUMNS, TOKEN_SCHEMA)}
 

@@ -9,10 +9,15 @@ documents), confined to the shard folder, and checked (footer, SAE, row count) b
 Re-pooling swaps this connection's `activations` view for one whose values are pooled another way,
 so every analysis that reads `activations` sees them without knowing: mean and sum come from the token
 rows, count and binary from the document rows (count = active_tokens, the token rows' count).
+
+An encoding that skipped function tokens in its max-pool (params skip_tokens = "function") keeps every
+token's rows with a `pooled` flag; re-pooling takes the pooled tokens only, as the document rows did.
+Without that param every token was pooled (older token shards have no flag).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,7 +31,7 @@ from saeembed.store.records import CorpusInfo, SAEInfo
 POOLS = ("max", "mean", "sum", "count", "binary")
 NEEDS_TOKENS = ("mean", "sum")
 _VALUE = {"binary": "1.0", "count": "a.active_tokens", "sum": "p.total",
-          "mean": "p.total / greatest(e.n_tokens, 1)"}
+          "mean": "p.total / greatest(coalesce(p.n_pooled, e.n_tokens), 1)"}
 
 
 class TokensMixin:
@@ -49,16 +54,18 @@ class TokensMixin:
                              [keep, info.corpus_id, sae.sae_key])
 
     def write_token_shard(self, info: CorpusInfo, sae: SAEInfo, rows) -> tuple[Path, int]:
-        """Write token rows (doc_idx, token_index, start, end, feature, value) as a new, not yet registered
-        token shard; register it with `write_encoded_tokens`."""
+        """Write token rows (doc_idx, token_index, start, end, feature, value, pooled) as a new, not yet
+        registered token shard; register it with `write_encoded_tokens`. Rows without `pooled` were all pooled."""
+        if "pooled" not in rows.columns:
+            rows = rows.with_columns(pl.lit(True).alias("pooled"))
         folder = sh.encoding_dir(self.shard_root, info.corpus_id, sae.sae_key)
         return sh.write_shard(folder, rows, sae_hash=sae.sae_hash, corpus=info.name, kind="tokens")
 
     def write_encoded_tokens(self, info: CorpusInfo, sae: SAEInfo, activations, docs, token_files: list[tuple],
-                             *, shard: bool = False) -> None:
-        """The documents' rows (see write_encoded) and their token shards, in one transaction.
-        token_files: (path, n_rows, n_docs, doc_min, doc_max) from write_token_shard. On failure the
-        token files are removed (they were never registered)."""
+                             *, shard: bool = False, shard_file: tuple | None = None) -> None:
+        """The documents' rows (see write_encoded; shard_file: an activation shard already written, e.g. by
+        a Ray worker) and their token shards, in one transaction. token_files: (path, n_rows, n_docs,
+        doc_min, doc_max) from write_token_shard. On failure the token files are removed (never registered)."""
         try:
             with self.transaction():
                 for path, n_rows, n_docs, dmin, dmax in token_files:
@@ -69,7 +76,7 @@ class TokensMixin:
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [shard_id, info.corpus_id, sae.sae_key, str(Path(path).relative_to(self.shard_root)),
                          n_rows, n_docs, dmin, dmax])
-                self.write_encoded(info, sae, activations, docs, shard=shard)
+                self.write_encoded(info, sae, activations, docs, shard=shard, shard_file=shard_file)
         except BaseException:
             for path, *_ in token_files:
                 Path(path).unlink(missing_ok=True)
@@ -127,6 +134,16 @@ class TokensMixin:
             cache[key] = files
         return cache[key]
 
+    def skips_tokens(self, info: CorpusInfo, sae: SAEInfo) -> bool:
+        """Whether this encoding's max-pool skipped function tokens (its token rows then say which were pooled)."""
+        params = self._one("SELECT params FROM encodings WHERE corpus_id = ? AND sae_key = ?",
+                           [info.corpus_id, sae.sae_key])
+        return json.loads(params or "{}").get("skip_tokens", "none") != "none"
+
+    def _pooled(self, info: CorpusInfo, sae: SAEInfo) -> str:
+        """SQL for a token row's pooled flag."""
+        return "t.pooled" if self.skips_tokens(info, sae) else "TRUE"
+
     def _token_source(self, info: CorpusInfo, sae: SAEInfo) -> str | None:
         files = self.token_files(info, sae)
         if not files:
@@ -137,16 +154,16 @@ class TokensMixin:
                      tail: str = "") -> pl.DataFrame:
         src = self._token_source(info, sae)
         if src is None:
-            src = "(SELECT * FROM (VALUES (0, 0, 0, 0, 0, 0.0::REAL)) v(doc_idx, token_index, start, \"end\", " \
-                  "feature, value) WHERE FALSE)"
+            src = "(SELECT * FROM (VALUES (0, 0, 0, 0, 0, 0.0::REAL, TRUE)) v(doc_idx, token_index, start, \"end\", " \
+                  "feature, value, pooled) WHERE FALSE)"
         return self.query(f"SELECT {select} FROM {src} t WHERE {where} {tail}", list(params))
 
     def token_rows(self, info: CorpusInfo, sae: SAEInfo, *, features: list[int] | None = None,
                    doc_idx: list[int] | None = None) -> pl.DataFrame:
-        """doc_idx, token_index, start, end, feature, value (only these features / documents when given),
-        ordered by document, token, feature."""
+        """doc_idx, token_index, start, end, feature, value, pooled (only these features / documents when
+        given), ordered by document, token, feature. pooled: the document's max-pool took this token."""
         return self._token_query(
-            info, sae, 't.doc_idx, t.token_index, t.start, t."end", t.feature, t.value',
+            info, sae, f't.doc_idx, t.token_index, t.start, t."end", t.feature, t.value, {self._pooled(info, sae)} AS pooled',
             "(? OR t.feature IN (SELECT unnest(?::INTEGER[]))) AND (? OR t.doc_idx IN (SELECT unnest(?::INTEGER[])))",
             [features is None, list(features or []), doc_idx is None, list(doc_idx or [])],
             "ORDER BY t.doc_idx, t.token_index, t.feature")
@@ -176,8 +193,8 @@ class TokensMixin:
 
     def export_tokens(self, corpus: str, out: str | os.PathLike, *, sae: str | None = None,
                       features: list[int] | None = None, batch_rows: int = 1_000_000) -> int:
-        """Write token rows (doc_id, token_index, token, start, end, feature, value) to .parquet, .csv or
-        .jsonl, streamed; returns the row count."""
+        """Write token rows (doc_id, token_index, token, start, end, feature, value, and pooled when the
+        encoding skipped function tokens) to .parquet, .csv or .jsonl, streamed; returns the row count."""
         from saeembed.store.features import _write_batches, export_target
 
         out, fmt = export_target(out)
@@ -189,7 +206,7 @@ class TokensMixin:
         src = self._token_source(info, s) or "(SELECT NULL::INTEGER AS doc_idx WHERE FALSE)"
         sql = (
             "SELECT d.doc_id, t.token_index, substring(d.text, t.start + 1, t.\"end\" - t.start) AS token, "
-            f"t.start, t.\"end\", t.feature, t.value FROM {src} t "
+            f"t.start, t.\"end\", t.feature, t.value{', t.pooled' if self.skips_tokens(info, s) else ''} FROM {src} t "
             "JOIN documents d ON d.corpus_id = ? AND d.doc_idx = t.doc_idx "
             "WHERE (? OR t.feature IN (SELECT unnest(?::INTEGER[]))) ORDER BY t.doc_idx, t.token_index, t.feature")
         tmp = out.with_name(out.name + ".partial")
@@ -224,16 +241,27 @@ class TokensMixin:
                 self.require_token_rows(info, s, f"--pool {pool}")
                 src = self._token_source(info, s)
                 if src:
-                    parts.append(f"SELECT {int(info.corpus_id)} AS corpus_id, {int(s.sae_key)} AS sae_key, doc_idx, "
-                                 f"feature, sum(value::DOUBLE) AS total FROM {src} GROUP BY doc_idx, feature")
+                    parts.append(self._token_sums(info, s, src))
             body = "\nUNION ALL ".join(parts) or ("SELECT 0 AS corpus_id, 0 AS sae_key, 0 AS doc_idx, 0 AS feature, "
-                                                  "0.0::DOUBLE AS total WHERE FALSE")
+                                                  "0.0::DOUBLE AS total, NULL::BIGINT AS n_pooled WHERE FALSE")
             try:
                 self.con.execute("CREATE OR REPLACE TEMP TABLE token_pool_sums AS " + body)
             except DAMAGE_ERRORS as e:
                 raise self._damaged(e) from None
         self._pool = (pool, keys)
         self._pool_view()
+
+    def _token_sums(self, info: CorpusInfo, s: SAEInfo, src: str) -> str:
+        """Per (document, feature): the sum of its pooled tokens' values, and (when function tokens were
+        skipped) the document's pooled tokens, the mean's divisor (else NULL: encoded_docs.n_tokens)."""
+        head = f"SELECT {int(info.corpus_id)} AS corpus_id, {int(s.sae_key)} AS sae_key, t.doc_idx, t.feature, " \
+               "sum(t.value::DOUBLE) AS total"
+        if not self.skips_tokens(info, s):
+            return f"{head}, NULL::BIGINT AS n_pooled FROM {src} t GROUP BY t.doc_idx, t.feature"
+        # a pooled token where no feature fires leaves no row; TopK SAEs fire on every token
+        return (f"{head}, any_value(n.n_pooled) AS n_pooled FROM {src} t JOIN (SELECT doc_idx, "
+                f"count(DISTINCT token_index) AS n_pooled FROM {src} WHERE pooled GROUP BY doc_idx) n "
+                "ON n.doc_idx = t.doc_idx WHERE t.pooled GROUP BY t.doc_idx, t.feature")
 
     def _pool_view(self) -> None:
         pool, keys = self._pool

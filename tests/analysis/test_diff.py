@@ -163,6 +163,24 @@ def test_raw_ranking_lists_length_driven_features_controlled_ranking_the_indepen
     assert diff_corpora(store, "A", "B", config=top).frame["ranking"].to_list() == ["raw"] * 2 + ["length_controlled"] * 2
 
 
+def test_sides_with_no_length_in_common_say_length_cannot_be_controlled(store):
+    rng = np.random.default_rng(3)
+    sae = register_sae(store)
+    docs = lambda p4: [[f for f in range(1, 8) if rng.random() < 0.3] + ([4] if rng.random() < p4 else [])  # noqa: E731
+                       for _ in range(200)]
+    write_corpus(store, sae, "A", docs(0.6), n_tokens=list(rng.integers(300, 400, 200)))
+    write_corpus(store, sae, "B", docs(0.1), n_tokens=list(rng.integers(10, 20, 200)))
+    r = diff_corpora(store, "A", "B", config=DiffConfig(top=None, length_control="on"))
+    assert r.summary["rankings"] == ["raw"] and not r.summary["length_controlled"]
+    assert "lengths do not overlap" in r.summary["length_note"]
+    assert "cannot be told apart from length" in r.summary["length_finding"]
+    assert r.frame["feature"][0] == 4 and set(r.frame["ranking"]) == {"raw"}
+    # one shared bin is enough for the controlled ranking
+    write_corpus(store, sae, "C", docs(0.1), n_tokens=list(rng.integers(10, 20, 150)) + list(rng.integers(300, 400, 50)))
+    mixed = diff_corpora(store, "A", "C", config=DiffConfig(top=None, length_control="on"))
+    assert mixed.summary["rankings"] == ["raw", "length_controlled"]
+
+
 def test_paired_or_comparable_lengths_give_one_ranking(store):
     _length_planted(store)
     paired = diff_corpora(store, "A", "B", paired_on="prompt", config=DiffConfig(top=None))

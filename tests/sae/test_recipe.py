@@ -49,3 +49,23 @@ def test_heldout_split_is_stable_and_small():
     held = [t for t in texts if is_heldout(t)]
     assert held == [t for t in texts if is_heldout(t)]
     assert 60 < len(held) < 140  # about 1 in 20
+
+
+def test_train_batch_topk_through_the_cli(tmp_path, capsys, monkeypatch, tiny_bert_dir):
+    data = tmp_path / "texts.jsonl"
+    _write_texts(data)
+    out = tmp_path / "sae"
+    code, stdout, err = run(capsys, monkeypatch, "sae", "train", "--model", tiny_bert_dir, "--hook", "layers.1",
+                            "--data", data, "--out", out, "--latents", "128", "--k", "8", "--architecture",
+                            "batchtopk", "--batch-size", "256", "--max-tokens", "20000", "--device", "cpu", "--json")
+    assert code == 0, err
+    card = json.loads(stdout)
+    assert card["architecture"] == "batchtopk" and card["k"] == 8
+    sae = load_sae(out)
+    assert sae.cfg.architecture == "jumprelu" and float(sae.threshold.min()) > 0
+    # the threshold keeps about k latents per token on unseen text of the same kind (not exactly k)
+    assert 3 < card["heldout"]["l0"] < 16, card["heldout"]["l0"]
+    assert card["heldout"]["explained_variance"] > 0.3
+    code, _, err = run(capsys, monkeypatch, "sae", "train", "--model", tiny_bert_dir, "--hook", "layers.1",
+                       "--data", data, "--out", tmp_path / "x", "--architecture", "gated", "--device", "cpu")
+    assert code != 0 and "batchtopk" in err

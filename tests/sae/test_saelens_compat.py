@@ -135,7 +135,7 @@ def test_prepend_bos_and_context_size(tmp_path, cfg, bos, ctx):
     ({"hook_name": "blocks.3.ln2.hook_normalized"}, "layers.3.ln2.folded"),
     ({"hook_name": "blocks.3.ln2.hook_normalized", "model_from_pretrained_kwargs": {"fold_ln": False}}, "layers.3.ln2"),
     ({"hook_name": "blocks.3.hook_attn_out"}, "blocks.3.hook_attn_out"),  # kept as written: encode refuses it
-    ({"hook_name": "blocks.3.attn.hook_z", "hook_head_index": 2}, "blocks.3.attn.hook_z (head 2 only)"),
+    ({"hook_name": "blocks.3.attn.hook_z", "hook_head_index": 2}, "layers.3.attn_z.folded.head2"),
 ])
 def test_hook_names(tmp_path, cfg, hook):
     assert _write(tmp_path / "s", cfg).cfg.hook == hook
