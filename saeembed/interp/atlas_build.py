@@ -19,12 +19,14 @@ import numpy as np
 from saeembed.atlas_format import Atlas
 from saeembed.errors import SAEError
 from saeembed.interp.examples import ExampleSampler, FeatureExamples, SampleConfig, window
-from saeembed.interp.offline import TermStats, metadata_overrep, offline_label
+from saeembed.interp.choose import choose
+from saeembed.interp.generic import generic_label, generic_phrase
+from saeembed.interp.offline import Background, OfflineLabel, metadata_overrep, offline_label
 from saeembed.interp.scoring import EmbeddingScorer, weak_reason
 from saeembed.store import SAEInfo, Store
 
 CHECKPOINT = "atlas.partial.jsonl"
-GENERIC_DENSITY = 0.5  # share of documents above which a feature is named by its top activations only
+GENERIC_DENSITY = 0.5  # share of documents from which a feature is labelled "generic: <kind of token>"
 ATLAS_SAMPLE = SampleConfig(n_top=10, n_quantile=20, n_score=20, n_random=20, n_hard=10)
 
 
@@ -90,7 +92,8 @@ def label_pass(
     if not todo:
         return LabelPass(len(live), len(live), True)
     sampler = ExampleSampler(store, sae, corpus_ids, sample or ATLAS_SAMPLE)
-    bg = TermStats.of(e.text for e in sampler.background(background))
+    bg_windows = sampler.background(background)
+    bg = Background.of(bg_windows, sampler.texts([e.key for e in bg_windows]))
     scorer = scorer or EmbeddingScorer()
     n_docs = max(int(store.encoded_doc_counts(sae.sae_key, corpus_ids)["n"].sum()), 1)
     made = 0
@@ -100,8 +103,12 @@ def label_pass(
         feats = todo[start : start + chunk][: None if stop_after is None else stop_after - made]
         examples = sampler.sample(feats)
         meta = metadata_overrep(store, sae.sae_key, corpus_ids, feats) if len(corpus_ids) > 1 else {}
-        scorer.prefetch([e for fe in examples.values() for e in fe.score + fe.score_negatives])
-        records = [feature_record(examples[f], meta.get(f, []), bg, scorer, n_docs, exemplars) for f in feats]
+        scorer.prefetch([e for fe in examples.values()
+                         for e in fe.explain + fe.explain_negatives + fe.score + fe.score_negatives])
+        records = [feature_record(examples[f], meta.get(f, []), bg, scorer, n_docs, exemplars,
+                                  docs=sampler.texts(list(dict.fromkeys(e.key for e in examples[f].explain
+                                                                        + examples[f].explain_negatives))))
+                   for f in feats]
         _append(path, sae.sae_hash, [r for r in records if r is not None])
         scorer.forget()
         made += len(feats)
@@ -111,20 +118,27 @@ def label_pass(
     return LabelPass(len(live) - len(todo) + made, len(live), finished)
 
 
-def feature_record(fe: FeatureExamples, meta: list[dict], background: TermStats, scorer: EmbeddingScorer,
-                   n_docs: int, n_exemplars: int) -> dict | None:
-    """One feature's atlas record: phrase label, both scores, density, exemplars, description text."""
+def feature_record(fe: FeatureExamples, meta: list[dict], background: Background, scorer: EmbeddingScorer,
+                   n_docs: int, n_exemplars: int, docs: dict | None = None) -> dict | None:
+    """One feature's atlas record: phrase label, both scores, density, exemplars, description text.
+    docs: the texts of its explain documents ({key: text}), for naming a broad feature by its topic."""
     if fe.n_active == 0 or not fe.explain:
         return None
-    # only which corpus dominates travels with the SAE: other metadata belongs to the build corpus
     density = fe.n_active / n_docs
-    # a feature firing on most texts is named by its strongest activations: a random sample of where it
-    # fires is just text in general
-    generic = density >= GENERIC_DENSITY
-    explain = [e for e in fe.explain if e.kind == "top"] if generic else fe.explain
-    lab = offline_label(explain or fe.explain, background, [m for m in meta if m["column"] == "corpus"])
-    if generic:
-        lab.label = f"{lab.label} (strongest; fires on {density:.0%} of texts)"
+    similar = [e for e in fe.explain_negatives if e.kind == "hard"]
+    if density >= GENERIC_DENSITY:
+        # a feature firing on most texts: say so, the kind of token it peaks on (judged from its top and
+        # its typical windows), then what its top windows show when they agree on one thing
+        top = offline_label([e for e in fe.explain if e.kind == "top"], background.windows)
+        phrase = generic_label(generic_phrase(fe.explain, background.examples), (top.what, top.kind))
+        lab = OfflineLabel(f"generic: {phrase}", [], [], [], phrase.replace('"', ""), "generic")
+    else:
+        # only which corpus dominates travels with the SAE: other metadata belongs to the build corpus
+        lab = offline_label(fe.explain, background.windows, [m for m in meta if m["column"] == "corpus"],
+                            similar=similar, docs=[docs[e.key] for e in fe.explain if e.key in docs] if docs else None,
+                            doc_background=background.docs,
+                            similar_docs=[docs[e.key] for e in similar if e.key in docs] if docs else None)
+        lab = choose(lab, fe.explain, similar, [e for e in fe.explain_negatives if e.kind == "random"], scorer.score)
     rand = [e for e in fe.score_negatives if e.kind == "random"]
     hard = [e for e in fe.score_negatives if e.kind == "hard"]
     score, score_hard = scorer.score(lab.text, fe.score, rand), scorer.score(lab.text, fe.score, hard)

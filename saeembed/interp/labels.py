@@ -171,7 +171,8 @@ def _offline_chunk(store, s, corpus_ids, examples: dict[int, FeatureExamples], b
         if fe.n_active == 0:
             out.append((_row(f, status="never fires", n_active=0), None))
             continue
-        lab = offline_label(fe.explain, background, meta.get(f), n_terms=cfg.n_terms)
+        lab = offline_label(fe.explain, background, meta.get(f), n_terms=cfg.n_terms,
+                            similar=[e for e in fe.explain_negatives if e.kind == "hard"])
         text = lab.text
         rand = [e for e in fe.score_negatives if e.kind == "random"]
         hard = [e for e in fe.score_negatives if e.kind == "hard"]

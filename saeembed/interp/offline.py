@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from saeembed.interp.examples import Example
-from saeembed.interp.phrases import compose, piece_of, what_fires
+from saeembed.interp.phrases import compose, piece_of, topical, what_fires
+from saeembed.interp.topics import DocStats, topic_words
 from saeembed.store import Store
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.U)
@@ -74,6 +75,21 @@ class TermStats:
 
 
 @dataclass
+class Background:
+    """What text looks like in general, to contrast a feature's examples with: random windows (their terms
+    and the windows themselves) and the whole documents they come from."""
+
+    windows: TermStats
+    examples: list[Example] = field(default_factory=list)
+    docs: DocStats = field(default_factory=DocStats)
+
+    @classmethod
+    def of(cls, examples: list[Example], texts: dict | None = None) -> "Background":
+        docs = DocStats.of(texts[k] for k in dict.fromkeys(e.key for e in examples)) if texts else DocStats()
+        return cls(TermStats.of(e.text for e in examples), list(examples), docs)
+
+
+@dataclass
 class OfflineLabel:
     label: str  # the phrase, shown everywhere; metadata it over-represents is per corpus (Store.labels(corpus=…))
     terms: list[str]  # what the embedding scorer embeds
@@ -81,6 +97,7 @@ class OfflineLabel:
     metadata: list[dict]
     text: str = ""  # what the scorer embeds: the phrase without metadata
     kind: str = ""  # what fires: currency, punct, year, word, family, words, …
+    what: str = ""  # the phrase's first part alone: what fires, without its context
 
 
 def contrastive_terms(
@@ -180,10 +197,16 @@ def _maybe_add(out, f, column, value, n, total, base, min_share, min_lift, min_d
 
 
 def offline_label(
-    positives: list[Example], background: TermStats, metadata: list[dict] | None = None, *, n_terms: int = 3
+    positives: list[Example], background: TermStats, metadata: list[dict] | None = None, *, n_terms: int = 3,
+    similar: list[Example] | None = None, docs: list[str] | None = None, doc_background: DocStats | None = None,
+    similar_docs: list[str] | None = None,
 ) -> OfflineLabel:
     """A short phrase for what the feature fires on (saeembed.interp.phrases), the context words its
-    windows over-represent, and metadata values it over-represents. `text` is what the scorer embeds."""
+    windows over-represent, and metadata values it over-represents. `text` is what the scorer embeds.
+    similar: non-activating windows of similar documents; context words common there do not tell the
+    feature apart, so they are left out. docs (the activating documents' texts) and doc_background:
+    a feature firing on many different words is named by the words its documents share (and
+    similar_docs, the similar windows' documents, do not)."""
     spans = [(e.text, e.tok or e.hl) for e in positives]
     examples = [(t, s, piece_of(t, s)) for t, s in spans if s and t[s[0]:s[1]].strip()]
     meta = list(metadata or [])
@@ -194,29 +217,41 @@ def offline_label(
     specific = {w: math.log((c / n + 1e-9) / ((background.counts.get(w, 0) + 0.5) / (background.n + 1)))
                 for w, c in span_words.items()}
     what, kind = what_fires(examples, specific)
-    context = context_words(positives, background, exclude=set(span_words) | set(terms_of(" ".join(span_words))))
+    context = context_words(positives, background, exclude=set(span_words) | set(terms_of(" ".join(span_words))),
+                            similar=similar)
+    # broad: no word covers even a third of the examples, most are different; the documents may share a topic
+    broad = kind == "words" and span_words.most_common(1)[0][1] < 0.3 * n and len(span_words) >= 0.5 * n
+    if broad and docs and doc_background is not None:
+        topic = topic_words(docs, doc_background, exclude={w for p in span_words for w in terms_of(p)},
+                            similar=DocStats.of(similar_docs) if similar_docs else None)
+        if topic:
+            what, kind, context = topical(what, topic), "topic", []
     where = next((f"mostly {m['value']}" for m in meta if m["column"] == "corpus" and m["share"] >= 0.7), None)
     label = compose(what, context[:2], where)
     terms, scores = contrastive_terms(positives, background, n_terms=n_terms)
     # the scorer reads the phrase without display quotes: a sentence model sees the words themselves
     text = compose(what, context[:2], None).replace('"', "")
-    return OfflineLabel(label, terms, scores, meta, text, kind)
+    return OfflineLabel(label, terms, scores, meta, text, kind, what)
 
 
 def context_words(positives: list[Example], background: TermStats, *, exclude: set[str], min_share: float = 0.3,
-                  min_lift: float = 2.0) -> list[str]:
+                  min_lift: float = 2.0, similar: list[Example] | None = None) -> list[str]:
     """Words around the activating piece that the feature's windows over-represent (share ≥ min_share
-    and ≥ min_lift × background), strongest first."""
+    and ≥ min_lift × their share in background windows and in `similar` non-activating ones), strongest first."""
     n = len(positives)
-    counts = Counter()
+    counts, near = Counter(), Counter()
     for ex in positives:
         counts.update({w.lower() for w in _WORD.findall(ex.text)})
+    for ex in similar or []:
+        near.update({w.lower() for w in _WORD.findall(ex.text)})
     scored = []
     for w, c in counts.items():
         p = c / max(n, 1)
         if w in exclude or w in _STOP or w in _PLACEHOLDERS or p < min_share or len(w) < 2:
             continue
         q = (background.counts.get(w, 0) + 0.5) / (background.n + 1)
+        if similar:
+            q = max(q, (near[w] + 0.5) / (len(similar) + 1))
         if p >= min_lift * q:
             scored.append((p * math.log(p / q), w))
     return [w for _, w in sorted(scored, key=lambda x: (-x[0], x[1]))]

@@ -139,6 +139,13 @@ def what_fires(examples: list[tuple[str, tuple[int, int], str]], specific: dict[
     if t_n >= 0.5 * n:
         second = [w for w, c in words.most_common(3)[1:] if c >= 0.15 * n]
         return _quoted([top] + second, 2).replace('", "', '" and "'), "word"
+    # one token inside many different words ("hy" in "dehydration", "carbohydrates"): a word piece
+    toks = Counter(text[hl[0]:hl[1]].strip().lower() for text, hl, _ in examples)
+    tok, o_n = toks.most_common(1)[0]
+    inside = [p for text, hl, p in examples if text[hl[0]:hl[1]].strip().lower() == tok and p.lower() != tok]
+    if o_n >= 0.5 * n and len(inside) >= 0.5 * o_n and tok.isalnum():
+        shown = [w for w, _ in Counter(p.lower() for p in inside).most_common(2)]
+        return f'"{tok}" inside words ({_quoted(shown, 2)})', "subword"
     stems = Counter(stem(w) for w in words.elements())
     st, s_n = stems.most_common(1)[0]
     if s_n >= 0.5 * n and len({w for w in words if stem(w) == st}) > 1:
@@ -150,6 +157,11 @@ def what_fires(examples: list[tuple[str, tuple[int, int], str]], specific: dict[
     seen = [w for w in words if words[w] >= 2] or list(words)
     ranked = sorted(seen, key=lambda w: (-(words[w] / n) * max(specific.get(w, 1.0), 0.1), w))
     return _quoted(ranked, 3), "words"
+
+
+def topical(what: str, topic: list[str]) -> str:
+    """A broad feature's phrase: the words its documents share first, then the words it fires on."""
+    return f"words in texts about {_quoted(topic, 2)} ({what})"
 
 
 def compose(what: str, context: list[str], where: str | None) -> str:
