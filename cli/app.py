@@ -186,7 +186,8 @@ def encode(
     if result.token_rows:
         render.note(f"  {result.token_rows:,} token-level rows kept (--keep-tokens)")
     if result.skip_tokens != "none":
-        why = "as the SAE recommends; --skip-tokens none pools every token" if result.skip_tokens_from == "sae" else "--skip-tokens"
+        why = {"sae": "as the SAE recommends; --skip-tokens none pools every token",
+               "stored": "as the stored rows of this encoding were pooled"}.get(result.skip_tokens_from, "--skip-tokens")
         render.note(f"  pooled without function tokens (stop words, punctuation): {why}")
     if result.split_docs:
         render.note(f"  {result.split_docs} long documents were split into windows and pooled across them (none truncated)")

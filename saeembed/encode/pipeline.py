@@ -19,7 +19,7 @@ import polars as pl
 
 from saeembed.config import EncodeConfig
 from saeembed.encode.probe import PROBE, run_random_probe
-from saeembed.errors import InputError, SAEError
+from saeembed.errors import InputError, SAEError, StoreError
 from saeembed.hookpoints import parse_hook
 from saeembed.store import Store
 
@@ -61,7 +61,7 @@ class EncodeResult:
     warnings: list[str] = field(default_factory=list)
     token_rows: int = 0  # token-level rows written by this run (--keep-tokens)
     skip_tokens: str = "none"  # "function": stop-word and symbol-only tokens left out of the max-pool
-    skip_tokens_from: str = "default"  # option (--skip-tokens), sae (its recommendation) or default
+    skip_tokens_from: str = "default"  # option (--skip-tokens), sae (its recommendation), stored (a resume) or default
 
     @property
     def docs_per_s(self) -> float:
@@ -115,7 +115,8 @@ def encode_corpus(
     sae_obj = resolve_sae(sae)
     warnings: list[str] = []
     hook_name = resolve_hook(hook, sae_obj, warnings, force=force_hook)
-    skip, skip_from = resolve_skip(cfg.skip_tokens, sae_obj.cfg, warnings)
+    asked_skip = cfg.skip_tokens
+    skip, skip_from = resolve_skip(asked_skip, sae_obj.cfg, warnings)
     cfg = replace(cfg, skip_tokens=skip)  # what every chunk (and Ray actor) pools by
     loaded = model if isinstance(model, LoadedModel) else load_model(
         model if model is not None else sae_model_name(sae_obj),
@@ -137,6 +138,12 @@ def encode_corpus(
     sae_info = store.register_sae(sae_obj)
     if cfg.replace:
         store.drop_encoding(info, sae_info)
+    elif asked_skip is None:
+        # Unasked, a resume pools as its stored rows did (an SAE's recommendation may be newer than them)
+        stored = _stored_skip(store, info, sae_info)
+        if stored is not None and stored != skip:
+            skip, skip_from = stored, "stored"
+            cfg = replace(cfg, skip_tokens=skip)
     already = store.begin_encoding(info, sae_info, loaded.name, hook_name, cfg.pooling_params(window))
     store.begin_token_rows(info, sae_info, cfg.keep_tokens, already)
     to_do = info.n_docs - already
@@ -203,6 +210,15 @@ def encode_corpus(
     result.token_rows = token_rows
     result.skip_tokens, result.skip_tokens_from = skip, skip_from
     return result
+
+
+def _stored_skip(store: Store, info, sae_info) -> str | None:
+    """The skip_tokens of this corpus's stored encoding with this SAE ("none" when it predates the
+    option), None when there is no such encoding."""
+    try:
+        return store.encoding(info, sae_info)["params"].get("skip_tokens") or "none"
+    except StoreError:
+        return None
 
 
 def check_arguments(store: Store, corpus: str, hook: str | None, cfg: EncodeConfig):

@@ -167,6 +167,31 @@ def test_the_sae_can_recommend_it_and_an_explicit_none_wins(tmp_path, tiny_bert_
     _check_against_reference(rows, tiny_bert_dir, sae, None)
 
 
+def test_a_resume_pools_as_its_stored_rows_whatever_the_sae_now_recommends(tmp_path, tiny_bert_dir):
+    """A store encoded before the SAE recommended skipping (same weights, same SAE id) resumes and appends
+    with every token pooled; asking for the other pooling is still refused."""
+    raw = make_sae(32, 64, k=8, hook="layers.1")
+    plain = load_sae(save_sae(raw, tmp_path / "plain"))
+    raw.cfg.extra["saeembed_pooling"] = {"skip_tokens": "function"}
+    recommends = load_sae(save_sae(raw, tmp_path / "recommends"))
+    assert plain.identity == recommends.identity
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        _corpus(st, TEXTS[:2])
+        encode_corpus(st, "c", model=str(tiny_bert_dir), sae=plain, config=EncodeConfig(device="cpu"))
+        st.add_corpus("c", Documents(pl.DataFrame({"doc_id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS}),
+                                     "text", "id", [], "mem", 0), mode="append")
+        result = encode_corpus(st, "c", model=str(tiny_bert_dir), sae=recommends, config=EncodeConfig(device="cpu"))
+        assert (result.skip_tokens, result.skip_tokens_from) == ("none", "stored")
+        assert "skip_tokens" not in st.encoding(st.corpus("c"), st.encoded_sae("c"))["params"]
+        rows = st.query("SELECT doc_idx, feature, value, active_tokens, span_start, span_end FROM activations "
+                        "ORDER BY doc_idx, feature")
+        with pytest.raises(StoreError, match="skip_tokens"):
+            encode_corpus(st, "c", model=str(tiny_bert_dir), sae=recommends,
+                          config=EncodeConfig(device="cpu", skip_tokens="function"))
+    _check_against_reference(rows, tiny_bert_dir, plain, None)  # every document, appended ones too: all tokens
+
+
 def test_a_foreign_config_can_recommend_it_and_a_bad_value_is_refused(tmp_path, tiny_bert_dir, sae):
     from saeembed.sae.model import SAEConfig
 
@@ -215,7 +240,7 @@ def test_encode_command_line(tmp_path, tiny_bert_dir, capsys, monkeypatch):
     assert (res["skip_tokens"], res["skip_tokens_from"]) == ("none", "option") and res["docs_encoded"] == len(TEXTS)
 
 
-def test_resuming_with_the_other_choice_is_refused(tmp_path, tiny_bert_dir, sae):
+def test_resuming_with_the_other_choice_is_refused_unasked_it_resumes_as_begun(tmp_path, tiny_bert_dir, sae):
     path = tmp_path / "r.duckdb"
 
     def stop(done, tokens, total):
@@ -228,10 +253,12 @@ def test_resuming_with_the_other_choice_is_refused(tmp_path, tiny_bert_dir, sae)
             encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae, progress=stop,
                           config=EncodeConfig(device="cpu", chunk_docs=2, skip_tokens="function"))
         with pytest.raises(StoreError, match="skip_tokens: stored 'function', now None"):
-            encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae, config=EncodeConfig(device="cpu", chunk_docs=2))
-        r = encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae,
-                          config=EncodeConfig(device="cpu", chunk_docs=2, skip_tokens="function"))
+            encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae,
+                          config=EncodeConfig(device="cpu", chunk_docs=2, skip_tokens="none"))
+        # re-running without the option resumes as the stored rows were pooled
+        r = encode_corpus(st, "c", model=str(tiny_bert_dir), sae=sae, config=EncodeConfig(device="cpu", chunk_docs=2))
         assert (r.docs_already, r.docs_encoded) == (2, 2)
+        assert (r.skip_tokens, r.skip_tokens_from) == ("function", "stored")
 
 
 def test_ray_actors_pool_as_the_local_encode(tmp_path, tiny_bert_dir):
