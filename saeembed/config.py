@@ -213,10 +213,18 @@ class DiffView:
             frame = frame.filter(pl.col("q_value") <= self.max_q)
         if self.min_freq > 0:
             frame = frame.filter(pl.max_horizontal("freq_a", "freq_b") >= self.min_freq)
-        if "ranking" in frame.columns:  # the first top / sections of each ranking, in the diff's order
-            per = max(1, self.top // max(1, sections))
-            return frame.group_by("ranking", maintain_order=True).head(per).select(frame.columns)
+        if "ranking" in frame.columns:  # the first rows of each ranking, in the diff's order, `top` in all
+            sizes = section_sizes(self.top, sections)
+            parts = frame.partition_by("ranking", maintain_order=True)
+            return pl.concat([p.head(n) for p, n in zip(parts, sizes)]) if parts else frame
         return frame.head(self.top)
+
+
+def section_sizes(top: int, sections: int) -> list[int]:
+    """`top` rows split over a diff's sections, the first ones taking the remainder (7 over 2: 4 + 3);
+    every section shows at least one."""
+    sections = max(1, sections)
+    return [max(1, top // sections + (1 if i < top % sections else 0)) for i in range(sections)]
 
 
 @dataclass

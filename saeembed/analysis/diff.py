@@ -31,7 +31,7 @@ from saeembed.analysis.diff_rank import rank, top_features
 from saeembed.analysis.diff_scan import Scan, fits, mean_values, scan_activations, side_counts
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select, select_many, select_table
 from saeembed.analysis.separability import separability
-from saeembed.config import DiffConfig
+from saeembed.config import DiffConfig, section_sizes
 from saeembed.encode.probe import random_share
 from saeembed.errors import InputError, StoreError
 from saeembed.store.filters import parse_filter
@@ -245,7 +245,7 @@ def _diff_scanned(store: Store, a: Selection, b: Selection, sides: Sides, scan: 
         summary["pairs"] = n_pairs
     sep = None
     if cfg.separability:
-        lists = top_features(frame, max(1, cfg.separability_top // len(significant)))  # as DiffView shows them
+        lists = top_features(frame, section_sizes(cfg.separability_top, len(significant)))  # as DiffView shows them
         if len(lists) > 1:  # what a reader sees: both sections together
             lists["listed"] = list(dict.fromkeys(f for fs in lists.values() for f in fs))
         sep = separability(store, a, b, lists, lengths=(sides.la, sides.lb),

@@ -45,10 +45,11 @@ def rank(frame: pl.DataFrame, *, p_first: str, length: bool, top: int | None) ->
     return rows, significant
 
 
-def top_features(frame: pl.DataFrame, n: int) -> dict[str, list[int]]:
-    """The first n features of each ranking of a diff frame."""
-    return {k: frame.filter(pl.col("ranking") == k)["feature"].head(n).to_list()
-            for k in frame["ranking"].unique(maintain_order=True).to_list()}
+def top_features(frame: pl.DataFrame, n: int | list[int]) -> dict[str, list[int]]:
+    """The first n features of each ranking of a diff frame (n: one count for all, or one per ranking in order)."""
+    rankings = frame["ranking"].unique(maintain_order=True).to_list()
+    counts = n if isinstance(n, list) else [n] * len(rankings)
+    return {k: frame.filter(pl.col("ranking") == k)["feature"].head(c).to_list() for k, c in zip(rankings, counts)}
 
 
 SEPARABILITY_FIELDS = ("top", "auroc_top", "auroc_listed", "auroc_all", "auroc_length", "share_of_all", "folds", "fold_kind",

@@ -26,7 +26,10 @@ from saeembed.interp.scoring import EmbeddingScorer, weak_reason
 from saeembed.store import SAEInfo, Store
 
 CHECKPOINT = "atlas.partial.jsonl"
-GENERIC_DENSITY = 0.5  # share of documents from which a feature is labelled "generic: <kind of token>"
+# Share of documents from which a feature is labelled "generic: <kind of token>". High on purpose: half
+# the atlas sample is 300-430 tokens long, so a feature firing on 50-90 % of it still tells short
+# corpora apart (one on 76 % of the sample fires on 91 % of the demo's product reviews, 12 % of tickets).
+GENERIC_DENSITY = 0.9
 ATLAS_SAMPLE = SampleConfig(n_top=10, n_quantile=20, n_score=20, n_random=20, n_hard=10)
 
 

@@ -161,6 +161,14 @@ def test_raw_ranking_lists_length_driven_features_controlled_ranking_the_indepen
     assert both.summary["significant_q05_length_controlled"] == int((c["q_value"] <= 0.05).sum())
     top = DiffConfig(top=2)
     assert diff_corpora(store, "A", "B", config=top).frame["ranking"].to_list() == ["raw"] * 2 + ["length_controlled"] * 2
+    # the view's --top counts rows in all: an odd number gives the first section the extra row
+    from saeembed.config import DiffView, section_sizes
+
+    assert section_sizes(3, 2) == [2, 1] and section_sizes(20, 2) == [10, 10] and section_sizes(1, 2) == [1, 1]
+    shown = DiffView(top=3).apply(both.frame)
+    assert shown["ranking"].to_list() == ["raw", "raw", "length_controlled"]
+    assert shown["feature"].to_list() == r["feature"][:2].to_list() + c["feature"][:1].to_list()
+    assert DiffView(top=5).apply(raw.frame)["feature"].to_list() == raw.frame["feature"][:5].to_list()
 
 
 def test_sides_with_no_length_in_common_say_length_cannot_be_controlled(store):
