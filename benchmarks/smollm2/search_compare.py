@@ -1,7 +1,7 @@
 """Property search: SmolLM2 + its SAE against the embedded MiniLM default, same corpus, same queries.
 
     python benchmarks/smollm2/search_compare.py --sae /tmp/smolsearch/sae_smol [--properties 6] [--per-property 240]
-        [--out-dir /tmp/smolsearch]
+        [--out-dir /tmp/smolsearch] [--skip-tokens function] [--only minilm|smol|search]
 
 Data: ../shared/data/eval/retrieval/persona, the properties and statements benchmarks/prep_persona.py draws
 (seeded: properties sampled from the sorted files, per property half matches = true, half false), pooled
@@ -93,9 +93,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-features", type=int, default=30)
     ap.add_argument("--out-dir", default="/tmp/smolsearch")
-    ap.add_argument("--only", choices=["minilm", "smol"], default=None)
-    ap.add_argument("--smol-skip-tokens", choices=["none", "function"], default=None,
-                    help="also a SmolLM2 store pooled this way (default: only the SAE's own recommendation)")
+    ap.add_argument("--only", choices=["minilm", "smol", "search"], default=None,
+                    help="encode only this model's stores (search: encode nothing, search the stores there are)")
+    ap.add_argument("--skip-tokens", choices=["none", "function"], default=None,
+                    help="also a store per model pooled this way (default: only each SAE's own recommendation)")
     args = ap.parse_args()
     import torch
 
@@ -111,19 +112,23 @@ def main() -> None:
     results.update({"machine": platform.platform(), "docs": frame.height,
                     "properties": sorted(frame["property"].unique().to_list()),
                     "relevant": frame.group_by("property").agg(pl.col("matches").sum()).sort("property").rows()})
-    stores = {"minilm": out / "search_minilm.duckdb", "smol": out / "search_smol.duckdb"}
-    skip = args.smol_skip_tokens
-    if skip:
-        stores[f"smol skip {skip}"] = out / f"search_smol_skip_{skip}.duckdb"
+    skip = args.skip_tokens
+    variants = (("", None), (f" skip {skip}", skip))[: 2 if skip else 1]
+    stores = {}
+    for m in ("minilm", "smol"):
+        stores[m] = out / f"search_{m}.duckdb"
+        if skip:
+            stores[f"{m} skip {skip}"] = out / f"search_{m}_skip_{skip}.duckdb"
     if args.only in (None, "minilm"):
-        results["minilm"] = results.get("minilm", {}) | encode(stores["minilm"], frame, None, None)
+        for tag, how in variants:
+            results["minilm" + tag] = results.get("minilm" + tag, {}) | encode(stores["minilm" + tag], frame, None, None, how)
     if args.only in (None, "smol"):
         t0 = time.perf_counter()
         model = load_model("smollm2", device="cpu")
         results["smol_load_seconds"] = round(time.perf_counter() - t0, 1)
-        for label, how in (("smol", None), (f"smol skip {skip}", skip))[: 2 if skip else 1]:
-            got = encode(stores[label], frame, model, str(Path(args.sae).resolve()), how)
-            results[label] = results.get(label, {}) | got
+        for tag, how in variants:
+            got = encode(stores["smol" + tag], frame, model, str(Path(args.sae).resolve()), how)
+            results["smol" + tag] = results.get("smol" + tag, {}) | got
         del model
     result_path.write_text(json.dumps(results, indent=1, default=str))
     rows = []
@@ -136,14 +141,14 @@ def main() -> None:
         results.setdefault(label, {})["atlas"] = atlas
         if atlas:
             methods["sae auto"] = dict(mode="sae", match="auto")
-        if label == "minilm":
+        if label == "minilm":  # the same sentence model in every store
             methods["dense"] = dict(mode="dense")
         rows += evaluate(path, label, methods, args.n_features)
     table = pl.DataFrame(rows)
     summary = (table.group_by("model", "method", maintain_order=True)
                .agg(MAP=pl.col("ap").mean(), P20=pl.col("p20").mean(), median_s=pl.col("seconds").median()))
     with pl.Config(tbl_rows=40, tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True, float_precision=3,
-                   tbl_hide_column_data_types=True):
+                   tbl_hide_column_data_types=True, tbl_width_chars=200):
         wide = table.with_columns(run=pl.col("model") + " " + pl.col("method"), property=pl.col("property").str.slice(0, 40))
         print(wide.pivot(on="run", index="property", values="ap"))
         print(summary)
