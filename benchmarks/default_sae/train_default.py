@@ -57,6 +57,8 @@ def main() -> None:
     ap.add_argument("--max-shards", type=int, default=None, help="train on the first N train shards only")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     ap.add_argument("--save", default=None)
+    ap.add_argument("--checkpoint-dir", default=None,
+                    help="checkpoint the run here; the same command resumes it (same --acts, --seed and options)")
     ap.add_argument("--exclude-source", default=None,
                     help="leave this sae-train source (file stem, e.g. tweets) out of training: leave-one-source-out")
     args = ap.parse_args()
@@ -82,7 +84,7 @@ def main() -> None:
         d_sae=args.latents, k=args.k, architecture=args.architecture, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         max_tokens=args.max_tokens, warmup_steps=min(1000, max(1, steps // 10)),
         dead_tokens_threshold=min(10_000_000, max(args.batch_size, total // 10)),
-        log_every=max(1, steps // 20),
+        log_every=max(1, steps // 20), checkpoint_dir=args.checkpoint_dir, checkpoint_every=200,
     )
     t0 = time.perf_counter()
 
