@@ -65,7 +65,7 @@ class FeaturesMixin:
         tmp = out.with_name(out.name + ".partial")
         n = 0
         try:
-            n = _write_batches(reader, tmp, fmt)
+            n = write_batches(reader, tmp, fmt)
             os.replace(tmp, out)  # a half-written export never sits under the final name
         finally:
             if tmp.exists():
@@ -178,7 +178,7 @@ def export_target(out) -> tuple[Path, str]:
     return out, fmt
 
 
-def _write_batches(reader, path: Path, fmt: str) -> int:
+def write_batches(reader, path: Path, fmt: str) -> int:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 

@@ -195,7 +195,7 @@ class TokensMixin:
                       features: list[int] | None = None, batch_rows: int = 1_000_000) -> int:
         """Write token rows (doc_id, token_index, token, start, end, feature, value, and pooled when the
         encoding skipped function tokens) to .parquet, .csv or .jsonl, streamed; returns the row count."""
-        from saeembed.store.features import _write_batches, export_target
+        from saeembed.store.features import write_batches, export_target
 
         out, fmt = export_target(out)
         info = self.corpus(corpus)
@@ -213,7 +213,7 @@ class TokensMixin:
         try:
             reader = self.con.sql(sql, params=[info.corpus_id, not features, list(features or [])]
                                   ).to_arrow_reader(batch_rows)
-            n = _write_batches(reader, tmp, fmt)
+            n = write_batches(reader, tmp, fmt)
             os.replace(tmp, out)
         except DAMAGE_ERRORS as e:
             raise self._damaged(e) from None
