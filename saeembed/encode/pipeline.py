@@ -159,10 +159,8 @@ def encode_corpus(
         if not store.has_probe(sae_info, PROBE):
             with ActivationCapture(loaded, hook_name, bos=bos) as capture:
                 _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_name)
-        result = _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings)
-        result.skip_tokens, result.skip_tokens_from = skip, skip_from
-        result.token_rows = stats.token_rows
-        return result
+        return _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings,
+                       (skip, skip_from))
     capture = ActivationCapture(loaded, hook_name, bos=bos)
     pending: list[tuple] = []  # chunks not yet written (sharding only): acts, docs, their token shard files
     token_rows = 0
@@ -205,11 +203,8 @@ def encode_corpus(
         raise
     finally:
         capture.close()
-    result = _finish(store, info, sae_info, loaded, hook_name, cfg, already,
-                     (done_docs, done_tokens, split_docs, rows), started, warnings)
-    result.token_rows = token_rows
-    result.skip_tokens, result.skip_tokens_from = skip, skip_from
-    return result
+    return _finish(store, info, sae_info, loaded, hook_name, cfg, already,
+                   (done_docs, done_tokens, split_docs, rows, token_rows), started, warnings, (skip, skip_from))
 
 
 def _stored_skip(store: Store, info, sae_info) -> str | None:
@@ -252,8 +247,9 @@ def _random_probe(store, sae_info, loaded, capture, sae_obj, cfg, window, hook_n
     store.set_probe(sae_info, PROBE, stats, RANDOM_PROBE_DOCS, {"model": loaded.name, "hook": hook_name})
 
 
-def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings) -> EncodeResult:
-    done_docs, done_tokens, split_docs, rows = stats
+def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, started, warnings, skip) -> EncodeResult:
+    """stats: (docs, tokens, split_docs, rows, token_rows) this run did; skip: (skip_tokens, where it came from)."""
+    done_docs, done_tokens, split_docs, rows, token_rows = stats
     if done_docs or store.encoding(info, sae_info)["status"] != "complete":
         store.finish_encoding(info, sae_info, exemplars_per_feature=cfg.exemplars_per_feature)
     return EncodeResult(
@@ -269,6 +265,9 @@ def _finish(store, info, sae_info, loaded, hook_name, cfg, already, stats, start
         activation_rows=rows,
         seconds=time.perf_counter() - started,
         warnings=warnings,
+        token_rows=token_rows,
+        skip_tokens=skip[0],
+        skip_tokens_from=skip[1],
     )
 
 

@@ -92,10 +92,10 @@ def _ray():
 
 
 def encode_on_ray(store, info, sae_info, sae, model_name: str, hook: str, cfg, window: int, to_do: int, progress):
-    """Encode the corpus's unencoded documents on Ray; returns a RayDone (docs, tokens, split_docs, rows)."""
+    """Encode the corpus's unencoded documents on Ray; returns (docs, tokens, split_docs, rows, token_rows) done."""
     ray = _ray()
     if to_do == 0:
-        return RayDone(0, 0, 0, 0)
+        return 0, 0, 0, 0, 0
     if cfg.workers < 1:
         raise InputError("--workers must be at least 1")
     started_here = not ray.is_initialized()
@@ -179,17 +179,7 @@ def _run(ray, store, info, sae_info, sae, model_name, hook, cfg, window, to_do, 
             f"the Ray encode failed after {done_docs} documents were stored ({type(cause).__name__}: "
             f"{str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}); re-run to resume"
         ) from e
-    return RayDone(done_docs, done_tokens, split_docs, rows, token_rows=token_rows)
-
-
-class RayDone(tuple):
-    """(docs, tokens, split_docs, rows) done, as a local encode counts them; token_rows: token-level rows
-    written (--keep-tokens)."""
-
-    def __new__(cls, *counts: int, token_rows: int = 0):
-        done = super().__new__(cls, counts)
-        done.token_rows = token_rows
-        return done
+    return done_docs, done_tokens, split_docs, rows, token_rows
 
 
 def _visible(shard: str) -> Path:

@@ -58,20 +58,12 @@ def span_terms(ex: Example) -> list[str]:
     return words or [c for c in _PUNCT.findall(span)][:1]
 
 
-@dataclass
-class TermStats:
+class TermStats(DocStats):
     """Document frequencies of terms over a set of windows (each window counts a term once)."""
 
-    n: int = 0
-    counts: Counter = field(default_factory=Counter)
-
     @classmethod
-    def of(cls, texts) -> "TermStats":
-        st = cls()
-        for t in texts:
-            st.n += 1
-            st.counts.update(set(terms_of(t)))
-        return st
+    def of(cls, texts, words=terms_of) -> "TermStats":
+        return super().of(texts, words)
 
 
 @dataclass

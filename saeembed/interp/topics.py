@@ -30,17 +30,18 @@ def doc_words(text: str) -> set[str]:
 
 @dataclass
 class DocStats:
-    """Document frequencies of words over whole documents."""
+    """Document frequencies of words over whole documents (each text counts a word once)."""
 
     n: int = 0
     counts: Counter = field(default_factory=Counter)
 
     @classmethod
-    def of(cls, texts) -> "DocStats":
+    def of(cls, texts, words=doc_words):
+        """Counted over `texts`, a text's words being words(text)."""
         st = cls()
         for t in texts:
             st.n += 1
-            st.counts.update(doc_words(t))
+            st.counts.update(set(words(t)))
         return st
 
     def share(self, word: str) -> float:

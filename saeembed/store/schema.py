@@ -8,6 +8,18 @@ from __future__ import annotations
 SCHEMA_VERSION = 3
 
 # Each statement is idempotent so that creating a fresh store and completing a migration share it.
+# A table of Parquet shards beside the store, one row per file (activation and token shards alike).
+_SHARD_TABLE = """CREATE TABLE IF NOT EXISTS {} (
+        shard_id INTEGER PRIMARY KEY,
+        corpus_id INTEGER NOT NULL,
+        sae_key INTEGER NOT NULL,
+        path VARCHAR UNIQUE NOT NULL,
+        n_rows BIGINT NOT NULL,
+        n_docs INTEGER NOT NULL,
+        doc_min INTEGER,
+        doc_max INTEGER,
+        created_at TIMESTAMP DEFAULT current_timestamp)"""
+
 TABLES = [
     """CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)""",
     # One row per corpus; its documents' user metadata lives in docmeta_<corpus_id>, typed.
@@ -170,29 +182,11 @@ TABLES = [
         score DOUBLE NOT NULL)""",
     # Parquet shards of `activations` (see store/shards.py), added within version 2 (see LAZY_TABLES);
     # path is relative to `<store>.shards/`.
-    """CREATE TABLE IF NOT EXISTS activation_shards (
-        shard_id INTEGER PRIMARY KEY,
-        corpus_id INTEGER NOT NULL,
-        sae_key INTEGER NOT NULL,
-        path VARCHAR UNIQUE NOT NULL,
-        n_rows BIGINT NOT NULL,
-        n_docs INTEGER NOT NULL,
-        doc_min INTEGER,
-        doc_max INTEGER,
-        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    _SHARD_TABLE.format("activation_shards"),
     # --- added in version 3: token-level rows ---------------------------------------------------
-    # Parquet shards of per-token activations (doc_idx, token_index, start, end, feature, value) of an
+    # Parquet shards of per-token activations (doc_idx, token_index, start, end, feature, value, pooled) of an
     # encoding made with keep_tokens (encodings.keep_tokens); registered with their documents' rows.
-    """CREATE TABLE IF NOT EXISTS token_shards (
-        shard_id INTEGER PRIMARY KEY,
-        corpus_id INTEGER NOT NULL,
-        sae_key INTEGER NOT NULL,
-        path VARCHAR UNIQUE NOT NULL,
-        n_rows BIGINT NOT NULL,
-        n_docs INTEGER NOT NULL,
-        doc_min INTEGER,
-        doc_max INTEGER,
-        created_at TIMESTAMP DEFAULT current_timestamp)""",
+    _SHARD_TABLE.format("token_shards"),
 ]
 
 # Tables every saeembed store has; used to tell a saeembed store from any other DuckDB file.
