@@ -112,6 +112,7 @@ def evaluate(
     from saeembed.encode.gguf import with_gguf
     from saeembed.encode.models import load_model
     from saeembed.encode.pipeline import resolve_hook, resolve_sae, sae_model_name
+    from saeembed.sae.doc_measures import RUN, TOP
     from saeembed.sae.recipe import evaluate_on_texts
 
     sae_obj = resolve_sae(sae)
@@ -134,6 +135,13 @@ def evaluate(
         f"  explained variance {q.explained_variance:.3f} (FVU {q.fvu:.3f}) · L0 {q.l0:.1f} · "
         f"dead {q.dead_fraction:.1%} ({q.dead_count} of {sae_obj.d_sae})"
     )
+    d = q.documents
+    if d is not None:
+        render.note(
+            f"  generic latents (fire in > half of the {d.documents:,} documents): {d.generic_docs:.1%} of the "
+            f"{d.live:,} live ones; in > half of the {d.runs:,} runs of {RUN} tokens: {d.generic_runs:.1%}\n"
+            f"  latents whose {TOP} strongest activations are mostly function tokens {d.function:.1%}, "
+            f"word pieces {d.piece:.1%}, either {d.function_or_piece:.1%}")
     counts, edges = q.histogram(bins=12)
     render.note("  latent density (log10 share of tokens where a latent fires):")
     peak = max(int(counts.max()), 1)

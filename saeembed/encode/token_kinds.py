@@ -47,6 +47,27 @@ def function_tokens(text: str, offsets: np.ndarray) -> np.ndarray:
     return np.fromiter((_is_function(text, s, e) for s, e in offsets.tolist()), dtype=bool, count=len(offsets))
 
 
+CONTENT, FUNCTION, PIECE = 0, 1, 2  # token kinds (token_kinds)
+
+
+def token_kinds(text: str, offsets: np.ndarray) -> np.ndarray:
+    """[n] int8 per token span: FUNCTION (as function_tokens), PIECE (part of a longer word: a letter or
+    digit of the same word touches it), else CONTENT."""
+    return np.fromiter((FUNCTION if _is_function(text, s, e) else PIECE if _is_piece(text, s, e) else CONTENT
+                        for s, e in offsets.tolist()), dtype=np.int8, count=len(offsets))
+
+
+def _is_piece(text: str, start: int, end: int) -> bool:
+    piece = text[start:end]
+    core = piece.strip()
+    if not core:
+        return False
+    lo = start + len(piece) - len(piece.lstrip())
+    hi = lo + len(core)
+    return (core[0].isalnum() and lo > 0 and text[lo - 1].isalnum()) or (
+        core[-1].isalnum() and hi < len(text) and text[hi].isalnum())
+
+
 def _is_function(text: str, start: int, end: int) -> bool:
     piece = text[start:end]
     core = piece.strip()

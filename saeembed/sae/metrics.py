@@ -16,14 +16,18 @@ cancellation of sum(x^2) - n*mean^2), the squared error, and per-latent firing c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from saeembed.errors import InputError, SAEError
 from saeembed.sae.model import SAE
+
+if TYPE_CHECKING:
+    from saeembed.sae.doc_measures import DocQuality
 
 # Dense latents materialised at once while evaluating (tokens x d_sae elements).
 _MAX_DENSE_ELEMENTS = 1 << 24
@@ -39,6 +43,7 @@ class SAEQuality:
     dead_fraction: float  # share of latents that never fired on these tokens
     n_tokens: int
     density: np.ndarray  # per-latent firing frequency (share of tokens where the latent is > 0), [d_sae]
+    documents: "DocQuality | None" = None  # what the latents give document-level analyses (evaluate_on_texts)
 
     @property
     def dead_count(self) -> int:
@@ -72,6 +77,7 @@ class SAEQuality:
             "n_tokens": int(self.n_tokens),
             "dead_count": self.dead_count,
             "density_histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+            **({"documents": self.documents.to_dict()} if self.documents is not None else {}),
         }
 
 
@@ -80,8 +86,10 @@ def _finite(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor]) -> SAEQuality:
+def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor],
+                 observe: Callable[[torch.Tensor], None] | None = None) -> SAEQuality:
     """Measure an SAE on a stream of activation batches, each [n_tokens, d_in] (leading dims flattened).
+    observe: called with the codes of every slice of tokens, in order (doc_measures.DocMeasures.observe).
 
     Memory stays bounded by one chunk of dense latents, whatever the number of tokens.
     """
@@ -111,6 +119,8 @@ def evaluate_sae(sae: SAE, batches: Iterable[torch.Tensor]) -> SAEQuality:
                 x = x_all[start : start + chunk].to(device=device, dtype=torch.float32)
                 n = x.shape[0]
                 z = sae.encode(x)
+                if observe is not None:
+                    observe(z)
                 x_hat = sae.decode(z)
                 x64 = x.double()
                 sse += (x64 - x_hat.double()).pow(2).sum()

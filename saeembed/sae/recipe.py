@@ -11,12 +11,13 @@ import hashlib
 from dataclasses import asdict
 from typing import Callable
 
-from saeembed.encode.activations import iter_activations
+from saeembed.encode.activations import iter_activations, iter_token_batches
 from saeembed.encode.capture import hook_width
 from saeembed.encode.tokens import adds_bos
 from saeembed.encode.models import LoadedModel
 from saeembed.errors import InputError
 from saeembed.hookpoints import parse_hook
+from saeembed.sae.doc_measures import DocMeasures
 from saeembed.sae.metrics import SAEQuality, evaluate_sae
 from saeembed.sae.model import SAE
 from saeembed.sae.train import TrainConfig, train_sae
@@ -101,4 +102,13 @@ def evaluate_on_texts(sae: SAE, loaded: LoadedModel, hook: str, texts: list[str]
     # measured as the SAE was trained and as encode feeds it: its BOS rule and context size
     bos = bos_rule(loaded.tokenizer, sae.cfg.prepend_bos)
     window = encode_window(None, loaded.max_window, sae.cfg.context_size, bos.extra_tokens, [])
-    return evaluate_sae(sae, iter_activations(loaded, hook, texts, max_tokens=max_tokens, window=window, bos=bos))
+    measures = DocMeasures(sae.d_sae)
+
+    def stream():
+        for b in iter_token_batches(loaded, hook, texts, max_tokens=max_tokens, window=window, bos=bos):
+            measures.expect(b.doc, b.pos, b.kind, b.chunk)
+            yield b.x
+
+    quality = evaluate_sae(sae, stream(), observe=measures.observe)
+    quality.documents = measures.result()
+    return quality
