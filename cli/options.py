@@ -34,9 +34,24 @@ def deprecated_opt(default, old: str, new: str):
 def open_store(path: str, *, read_only: bool = False, create: bool = False):
     """Open the store a command names (a context manager): the one way the CLI opens a store. Only a
     command that adds documents creates a missing one; the others say there is no store."""
+    from saeembed.errors import MigrationNeeded, SchemaVersionError, StoreError
     from saeembed.store import Store
 
-    return Store(path, read_only=read_only, create=create)
+    try:
+        return Store(path, read_only=read_only, create=create)
+    except MigrationNeeded as e:
+        # a store from an older saeembed: migrate it once (one transaction), then read it as asked
+        try:
+            with Store(path) as st:
+                version = st.schema_version
+        except SchemaVersionError:  # says why it cannot be migrated
+            raise
+        except Exception as why:  # e.g. the file is not writable, or another process holds it open
+            reason = (str(why).splitlines() or [type(why).__name__])[0].removeprefix(f"cannot open store {path}: ")
+            raise StoreError(f"{str(e).split(';')[0]}, but it could not be opened for writing to migrate it "
+                             f"({reason}); run it again when nothing else holds the store open and the file is writable") from None
+        render.note(f"store {render.safe(str(path))} migrated to schema version {version}")
+        return Store(path, read_only=True)
 
 
 def feature_ids(values) -> list[int]:

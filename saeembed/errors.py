@@ -18,6 +18,10 @@ class SchemaVersionError(StoreError):
     """The store was written by another schema version and cannot be migrated."""
 
 
+class MigrationNeeded(SchemaVersionError):
+    """An older store opened read-only: it can be migrated, by opening it once for writing."""
+
+
 class UnknownCorpusError(StoreError):
     """A corpus name that the store does not hold."""
 

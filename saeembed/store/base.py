@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from saeembed.errors import SchemaVersionError, StoreError
+from saeembed.errors import MigrationNeeded, SchemaVersionError, StoreError
 from saeembed.store.schema import LAZY_TABLES, MIGRATIONS, REQUIRED_TABLES, SCHEMA_VERSION, TABLE_NAMES, TABLES
 from saeembed.store.sql import first_line
 
@@ -153,9 +153,9 @@ class StoreBase:
 
     def _migrate(self, version: int) -> None:
         if self.read_only:
-            raise SchemaVersionError(
+            raise MigrationNeeded(
                 f"store {self.path} has schema version {version} and needs a migration to {SCHEMA_VERSION}; "
-                "open it once without read-only mode (any write command) to migrate"
+                "open it once for writing (Store(path), or any saeembed command, which migrates it) to migrate"
             )
         missing = [v for v in range(version, SCHEMA_VERSION) if v not in MIGRATIONS]
         if missing:
