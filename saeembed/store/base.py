@@ -155,7 +155,7 @@ class StoreBase:
         if self.read_only:
             raise MigrationNeeded(
                 f"store {self.path} has schema version {version} and needs a migration to {SCHEMA_VERSION}; "
-                "open it once for writing (Store(path), or any saeembed command, which migrates it) to migrate"
+                "open it once for writing to migrate it: Store(path), or any saeembed command"
             )
         missing = [v for v in range(version, SCHEMA_VERSION) if v not in MIGRATIONS]
         if missing:
