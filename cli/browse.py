@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from saeembed.cli import render
-from saeembed.cli.options import ReadStoreOpt, SaeOpt
+from saeembed.cli.options import ReadStoreOpt, SaeOpt, migrated
 
 
 def browse(
@@ -26,7 +26,7 @@ def browse(
     from saeembed.report.browse import make_server
 
     with render.err_console.status("reading feature statistics…"):
-        server = make_server(store, host=host, port=port, sae=sae, allow_remote=allow_remote)
+        server = make_server(migrated(store), host=host, port=port, sae=sae, allow_remote=allow_remote)
     h, p = server.server_address[:2]
     shown = f"[{h}]" if ":" in h else h
     if allow_remote and not server.loopback:

@@ -54,6 +54,17 @@ def open_store(path: str, *, read_only: bool = False, create: bool = False):
         return Store(path, read_only=True)
 
 
+def migrated(path: str) -> str:
+    """The store path, after migrating a store from an older saeembed as open_store does: for commands
+    that open the store themselves (reports, browse, serve)."""
+    from pathlib import Path
+
+    if Path(path).exists():
+        with open_store(path, read_only=True):
+            pass
+    return path
+
+
 def feature_ids(values) -> list[int]:
     """Feature ids from --features values, each one id or a comma-separated list: `-f 12 -f 45` or `12,45`."""
     try:

@@ -18,7 +18,7 @@ from saeembed.cli.options import (AxisOpt, BinaryOpt, ClusterFeaturesOpt, Cluste
                                   DedupeOpt, DedupeSeedOpt, DropFeatureOpt, DropOpt, KeepOpt, KeepShortOpt, KOpt,
                                   MinClusterSizeOpt, MinSamplesOpt, NFeaturesOpt, QualityDropOpt, QualityLabelOpt,
                                   QualityModelOpt, QualityNameOpt, QualityPositiveOpt, ReadStoreOpt, SaeOpt, StoreOpt,
-                                  feature_ids, filter_spec, json_opt, opt)
+                                  feature_ids, filter_spec, json_opt, migrated, opt)
 from saeembed.config import CorrelateConfig, DiffConfig, FeaturesConfig
 from saeembed.errors import InputError
 
@@ -97,7 +97,7 @@ def features_cmd(
     from saeembed.report.build import build_features_report
 
     with steps(3, not as_json) as advance:
-        report = build_features_report(store, corpus, top=top, by=by, exemplars=exemplars, sae=sae,
+        report = build_features_report(migrated(store), corpus, top=top, by=by, exemplars=exemplars, sae=sae,
                                        keep_generic=keep_generic, progress=advance)
         path = report.write(out)
         advance("written")
@@ -129,7 +129,7 @@ def diff_cmd(
     from saeembed.report.build import build_diff_report
 
     with steps(3, not as_json) as advance:
-        report = build_diff_report(store, a, b, where=where, vs=vs, paired_on=paired_on, length_control=length_control,
+        report = build_diff_report(migrated(store), a, b, where=where, vs=vs, paired_on=paired_on, length_control=length_control,
                                    keep_generic=keep_generic, group_column=group_column, separability=separability,
                                    top=top, exemplars=exemplars, sae=sae, progress=advance)
         path = report.write(out)
@@ -158,7 +158,7 @@ def correlate_cmd(
     from saeembed.report.build import build_correlate_report
 
     with steps(2, not as_json) as advance:
-        report = build_correlate_report(store, corpus, where=where, min_support=min_support, min_docs=min_docs,
+        report = build_correlate_report(migrated(store), corpus, where=where, min_support=min_support, min_docs=min_docs,
                                         min_pair_docs=min_pair_docs, top=top, keep_generic=keep_generic, sae_weights=sae_weights, sae=sae,
                                         progress=advance)
         path = report.write(out)
@@ -199,7 +199,7 @@ def cluster_cmd(
     cfg = ClusterConfig(k=k, n_features=n_features, min_cluster_size=min_cluster_size, min_samples=min_samples,
                         seed=seed, binary=binary)
     with steps(3, not as_json) as advance:
-        report = build_cluster_report(store, corpus, saved=saved, axis=axis, features=feature_ids(features), where=where,
+        report = build_cluster_report(migrated(store), corpus, saved=saved, axis=axis, features=feature_ids(features), where=where,
                                       name=name, replace=replace, sae=sae, config=cfg, progress=advance)
         path = report.write(out)
         advance("written")
@@ -236,7 +236,7 @@ def search_cmd(
         raise InputError("use --dense or --hybrid, not both")
     mode = "dense" if dense else ("hybrid" if hybrid else None)  # None: hybrid for a query text
     with steps(3, not as_json) as advance:
-        report = build_search_report(store, corpus, query, mode=mode, feature=feature, not_feature=not_feature,
+        report = build_search_report(migrated(store), corpus, query, mode=mode, feature=feature, not_feature=not_feature,
                                      where=where, top=top, n_features=n_features, match=match, sae=sae,
                                      progress=advance)
         path = report.write(out)
@@ -266,7 +266,7 @@ def classify_cmd(
     from saeembed.report.build import build_classify_report
 
     with steps(3, not as_json) as advance:
-        report = build_classify_report(store, name, corpus=corpus, label_column=label_column,
+        report = build_classify_report(migrated(store), name, corpus=corpus, label_column=label_column,
                                        baselines=baseline or [], where=where, top=top, progress=advance)
         path = report.write(out)
         advance("written")
@@ -306,7 +306,7 @@ def filter_cmd(
                        quality_model=quality_model, quality_label=quality_label, quality_positive=quality_positive,
                        quality_name=quality_name, quality_drop=quality_drop, sae=sae, seed=seed)
     with steps(3, not as_json) as advance:
-        report = build_filter_report(store, corpus, spec, samples=samples, progress=advance)
+        report = build_filter_report(migrated(store), corpus, spec, samples=samples, progress=advance)
         path = report.write(out)
         advance("written")
     finish(path, report, as_json)

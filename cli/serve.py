@@ -7,7 +7,7 @@ import signal
 import typer
 
 from saeembed.cli import render
-from saeembed.cli.options import StoreOpt
+from saeembed.cli.options import StoreOpt, migrated
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def serve_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    server = SearchServer(store, host=host, port=port, allow_remote=allow_remote, log=None if quiet else log)
+    server = SearchServer(migrated(store), host=host, port=port, allow_remote=allow_remote, log=None if quiet else log)
     render.note(f"loading the sentence model for {render.safe(store)} …")
     try:
         serve(server, ready=ready)

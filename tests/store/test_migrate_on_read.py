@@ -79,3 +79,14 @@ def test_a_store_that_cannot_be_opened_for_writing_says_why_and_is_left_as_it_wa
     assert "schema version 2 and needs a migration to" in text and "could not be opened for writing" in text
     assert "Traceback" not in err
     assert _version(path) == "2"
+
+
+def test_commands_that_open_the_store_themselves_migrate_it_first(tmp_path):
+    from saeembed.cli.options import migrated
+
+    path = tmp_path / "old.duckdb"
+    _version_2_store(path)
+    assert migrated(str(path)) == str(path)  # what report, browse and serve pass on
+    assert _version(path) == str(schema_mod.SCHEMA_VERSION)
+    with Store(path, read_only=True) as st:  # so their own read-only opens work
+        assert st.corpus("c").n_docs == 2
