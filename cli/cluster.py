@@ -26,7 +26,7 @@ def cluster_cmd(
     features: List[str] = ClusterFeaturesOpt,
     k: Optional[int] = KOpt,
     match: str = AxisMatchOpt,
-    n_features: int = NFeaturesOpt,
+    n_features: Optional[int] = NFeaturesOpt,
     min_cluster_size: Optional[int] = MinClusterSizeOpt,
     min_samples: Optional[int] = MinSamplesOpt,
     where: Optional[str] = ClusterWhereOpt,

@@ -173,7 +173,7 @@ def cluster_cmd(
     axis: Optional[str] = AxisOpt,
     features: List[str] = ClusterFeaturesOpt,
     k: Optional[int] = KOpt,
-    n_features: int = NFeaturesOpt,
+    n_features: Optional[int] = NFeaturesOpt,
     min_cluster_size: Optional[int] = MinClusterSizeOpt,
     min_samples: Optional[int] = MinSamplesOpt,
     where: Optional[str] = ClusterWhereOpt,

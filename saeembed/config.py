@@ -245,7 +245,9 @@ class ClusterConfig:
 
     method: str = setting("hdbscan", "hdbscan or kmeans (a given k means kmeans).")
     k: int | None = setting(None, "k-means with k clusters (default: HDBSCAN, which finds the number and marks noise).")
-    n_features: int = setting(50, "How many features an axis selects.")
+    n_features: int | None = setting(
+        None, "How many features an axis selects (default: a found axis's 200 strongest for k-means, which "
+              "separates its values better with more of them; 50 for HDBSCAN and for features matched by label).")
     match: str = setting(
         "auto", "How an axis picks features: auto (labelled features whose label is close to the name, once most "
                 "features have LLM or hand-written labels; else axes), axes (the corpus's own axis of that kind, see "

@@ -183,12 +183,18 @@ def _choose_features(store: Store, sel: Selection, axis, features, cfg: ClusterC
 
 
 LABEL_MATCH = 0.5  # cosine of an axis name to a label above which the name picks labelled features
+# Features of a found axis that k-means clusters on. A wider SAE spreads an axis over more features, and
+# k-means separates its values better with more of them (syngoalex --axis topic, default SAE: ARI 0.650 at
+# 50, 0.749 at 200; agnews 0.477 -> 0.552); HDBSCAN does worse with more (0.243 -> 0.135), so it keeps 50.
+# benchmarks/results/cluster.md "How many features an axis gives k-means".
+N_AXIS_KMEANS = 200
+N_MATCHED = 50  # features matched to an axis name (by label or description), and a found axis for HDBSCAN
 
 
 def _matched(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, candidates, progress, method: str):
     from saeembed.interp.match import match_features
 
-    got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features, method=method,
+    got = match_features(store, sel.sae, axis, corpus=sel.corpus.name, top=cfg.n_features or N_MATCHED, method=method,
                          doc_idx=sel.doc_idx, candidates=candidates, progress=progress)
     if got.is_empty():
         raise InputError(f"no feature of this corpus matches the axis {axis!r}")
@@ -213,10 +219,11 @@ def _axis_features(store: Store, sel: Selection, axis: str, cfg: ClusterConfig, 
     if not found:
         return None
     chosen, why = choose_axis(found, axis)
-    feats = [int(f) for f in chosen.features[: cfg.n_features]]
+    n = cfg.n_features or (N_AXIS_KMEANS if cfg.k else N_MATCHED)
+    feats = [int(f) for f in chosen.features[:n]]
     labels = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows())
     rows = [(f, labels.get(f), float(e), f"axis {chosen.number} ({chosen.kind}) explains {e:.0%} of where it fires")
-            for f, e in zip(feats, chosen.eta2[: cfg.n_features])]
+            for f, e in zip(feats, chosen.eta2[:n])]
     info = {"number": chosen.number, "of": len(found), "kind": chosen.kind, "why": why,
             "strength": chosen.strength, "lift": chosen.lift, "semantic_share": chosen.semantic_share,
             "word_overlap": chosen.word_overlap}

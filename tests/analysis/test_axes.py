@@ -170,3 +170,30 @@ def test_eta2_is_chi_square_over_n_and_shuffling_keeps_frequencies():
     S = _shuffled(B, rng)
     assert np.array_equal(np.diff(S.indptr), np.diff(B.indptr))  # same documents per feature
     assert not np.array_equal(S.toarray(), dense) and set(np.unique(S.toarray())) <= {0.0, 1.0}
+
+
+def test_k_means_takes_up_to_200_features_of_a_found_axis_hdbscan_50(store):
+    """An axis spread over many features (a wide SAE): k-means clusters on up to N_AXIS_KMEANS of them,
+    HDBSCAN and --n-features as asked."""
+    from saeembed.analysis.cluster import N_AXIS_KMEANS, N_MATCHED
+
+    rng = np.random.default_rng(0)
+    sae = register_sae(store, 400)
+    values = [np.arange(0, 120), np.arange(120, 240)]  # two topics of 120 features each
+    docs, texts, topic = [], [], []
+    for i in range(200):
+        t = i % 2
+        on = values[t][rng.random(120) < 0.5]  # each document fires half of its topic's features
+        d = {int(f): float(rng.uniform(0.5, 1.5)) for f in on}
+        d.update({int(f): 0.3 for f in rng.choice(np.arange(300, 400), 3, replace=False)})
+        docs.append(d)
+        texts.append(["bake bread with butter in the oven", "invest money in stocks at the bank"][t] + f" ({i})")
+        topic.append(t)
+    write_corpus(store, sae, "c", docs, texts=texts)
+    km = cluster(store, "c", axis="1", k=2, save=False)
+    n_axis = km.features.height
+    assert N_MATCHED < n_axis <= N_AXIS_KMEANS and set(km.features["feature"]) <= set(range(240))
+    assert n_axis > 150  # most of the 240 features belong to the axis, and k-means gets them all
+    assert adjusted_rand_score(topic, km.assignments.sort("doc_idx")["cluster"]) == pytest.approx(1.0)
+    assert cluster(store, "c", axis="1", save=False, min_cluster_size=20).features.height == N_MATCHED
+    assert cluster(store, "c", axis="1", k=2, n_features=10, save=False).features.height == 10
