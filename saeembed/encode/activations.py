@@ -29,23 +29,13 @@ class TokenBatch:
     chunk: int  # documents are read in chunks; a document's tokens all come in one chunk
 
 
-def iter_activations(
-    loaded: LoadedModel,
-    hook: str,
-    texts: Iterable[str],
-    *,
-    window: int | None = None,
-    docs_per_chunk: int = 256,
-    max_batch_tokens: int = 16384,
-    max_tokens: int | None = None,
-    bos: BosRule | None = None,
-) -> Iterator[torch.Tensor]:
-    """Yield [n_tokens, d] float32 tensors of content-token activations, batch by batch.
+def iter_activations(loaded: LoadedModel, hook: str, texts: Iterable[str], **kw) -> Iterator[torch.Tensor]:
+    """Yield [n_tokens, d] float32 tensors of content-token activations, batch by batch (the arguments of
+    iter_token_batches, without its token kinds).
 
     Stops once `max_tokens` tokens have been yielded (the last tensor is cut to fit).
     """
-    for b in iter_token_batches(loaded, hook, texts, window=window, docs_per_chunk=docs_per_chunk,
-                                max_batch_tokens=max_batch_tokens, max_tokens=max_tokens, bos=bos, kinds=False):
+    for b in iter_token_batches(loaded, hook, texts, kinds=False, **kw):
         yield b.x
 
 

@@ -58,25 +58,30 @@ def token_kinds(text: str, offsets: np.ndarray) -> np.ndarray:
 
 
 def _is_piece(text: str, start: int, end: int) -> bool:
-    piece = text[start:end]
-    core = piece.strip()
-    if not core:
-        return False
-    lo = start + len(piece) - len(piece.lstrip())
-    hi = lo + len(core)
-    return (core[0].isalnum() and lo > 0 and text[lo - 1].isalnum()) or (
-        core[-1].isalnum() and hi < len(text) and text[hi].isalnum())
+    core, lo, hi = _core(text, start, end)
+    return bool(core) and ((core[0].isalnum() and _touches(text, lo, hi, before=True))
+                           or (core[-1].isalnum() and _touches(text, lo, hi, before=False)))
 
 
 def _is_function(text: str, start: int, end: int) -> bool:
-    piece = text[start:end]
-    core = piece.strip()
+    core, lo, hi = _core(text, start, end)
     if core.lower() not in STOP_WORDS:  # most tokens: a content word, or symbols only
         return not (core.isalnum() or any(ch.isalnum() for ch in core))
     # a stop word (letters only) unless a letter or digit of the same word touches it: "the" of "theory"
+    return not (_touches(text, lo, hi, before=True) or _touches(text, lo, hi, before=False))
+
+
+def _core(text: str, start: int, end: int) -> tuple[str, int, int]:
+    """A token's text without surrounding spaces, and where that starts and ends in `text`."""
+    piece = text[start:end]
+    core = piece.strip()
     lo = start + len(piece) - len(piece.lstrip())
-    hi = lo + len(core)
-    return not ((lo > 0 and text[lo - 1].isalnum()) or (hi < len(text) and text[hi].isalnum()))
+    return core, lo, lo + len(core)
+
+
+def _touches(text: str, lo: int, hi: int, *, before: bool) -> bool:
+    """A letter or digit right before `lo` (before=True) or right at `hi` (else): the same word goes on."""
+    return lo > 0 and text[lo - 1].isalnum() if before else hi < len(text) and text[hi].isalnum()
 
 
 def pooled_masks(texts: list[str], windows, skip: str) -> dict[int, np.ndarray] | None:

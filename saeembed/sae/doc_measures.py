@@ -78,10 +78,11 @@ class DocMeasures:
         self._at += len(z)
         rows, lat = (t.cpu().numpy() for t in torch.nonzero(z > 0, as_tuple=True))
         vals = z[rows, lat].float().cpu().numpy()
-        run = (doc[rows].astype(np.int64) << _DOC_SHIFT) | (pos[rows] // RUN)
-        self._run_keys.append(run * self.d_sae + lat)
-        self._doc_keys.append(doc[rows].astype(np.int64) * self.d_sae + lat)
-        self._runs_seen.append(np.unique((doc.astype(np.int64) << _DOC_SHIFT) | (pos // RUN)))
+        doc = doc.astype(np.int64)
+        run = (doc << _DOC_SHIFT) | (pos // RUN)
+        self._run_keys.append(run[rows] * self.d_sae + lat)
+        self._doc_keys.append(doc[rows] * self.d_sae + lat)
+        self._runs_seen.append(np.unique(run))
         self._keep_top(lat, vals, kind[rows])
 
     def _keep_top(self, lat: np.ndarray, vals: np.ndarray, kinds: np.ndarray) -> None:

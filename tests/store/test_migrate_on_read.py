@@ -7,21 +7,10 @@ import sys
 
 import duckdb
 
-from saeembed.cli.app import main
 from saeembed.store import Store
 from saeembed.store import schema as schema_mod
 from tests.conftest import make_sae
-
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["saeembed", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.test_cli import run
 
 
 def _version_2_store(path):
