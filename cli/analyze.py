@@ -120,6 +120,9 @@ def diff(
         _header(r.summary)
         for ranking in r.summary["rankings"]:
             part = f.filter(pl.col("ranking") == ranking)
+            if "here" in part.columns:  # the token its strongest rows here peak on, beside the label
+                part = part.with_columns(pl.when(pl.col("here").is_null()).then(pl.col("label")).otherwise(
+                    pl.concat_str([pl.col("label").fill_null(""), pl.lit(" · here "), pl.col("here")])).alias("label"))
             cols = [c for c in DIFF_TABLE + ["triggers"]
                     if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
             title = SECTION_TITLES[ranking] if len(r.summary["rankings"]) > 1 else "features that differ"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from saeembed.analysis.diff_exemplars import annotate
+from saeembed.analysis.diff_exemplars import annotate, scan_rows
 from saeembed.analysis.diff_length import (Sides, length_finding, length_summary, lengths_overlap, side_table, strata,
                                            token_lengths)
 from saeembed.analysis.diff_rank import rank, top_features
@@ -109,13 +109,13 @@ def diff_by(store: Store, corpus: str, column: str, *, where: str | None = None,
     tokens = token_lengths(store, base.sae.sae_key, base.corpus.corpus_id, base.doc_idx)
     stratum_of, n_strata = strata(tokens, [base.doc_idx], cfg.length_bins)
     n_groups = len(pairs)
-    if n_groups >= 2**15 or not fits(n_groups, n_strata, base.sae.d_sae, cfg.exemplars):  # one pass per group
+    if n_groups >= 2**15 or not fits(n_groups, n_strata, base.sae.d_sae, scan_rows(cfg.exemplars)):  # one pass per group
         return {label: diff(store, sa, sb, config=cfg) for label, sa, sb in pairs}
     code = np.full(len(stratum_of), -1, dtype=np.int16)
     for g, (_, sa, _) in enumerate(pairs):
         code[sa.doc_idx] = g
     scan = scan_activations(store, base.sae, {base.corpus.corpus_id: (code, stratum_of)}, n_groups, n_strata,
-                            cfg.exemplars)
+                            scan_rows(cfg.exemplars))
     out = {}
     for g, (label, sa, sb) in enumerate(pairs):
         sides = Sides(tokens[sa.doc_idx], tokens[sb.doc_idx], stratum_of[sa.doc_idx], stratum_of[sb.doc_idx], n_strata)
@@ -172,7 +172,7 @@ def diff(store: Store, a: Selection, b: Selection, *, paired_on: str | None = No
             c[sel.doc_idx], s[sel.doc_idx] = code, st
             per_corpus[sel.corpus.corpus_id] = (c, s)
         codes_a, codes_b, n_codes = [0], [1], 2
-    scan = scan_activations(store, a.sae, per_corpus, n_codes, sides.n_strata, cfg.exemplars)
+    scan = scan_activations(store, a.sae, per_corpus, n_codes, sides.n_strata, scan_rows(cfg.exemplars))
     return _diff_scanned(store, a, b, sides, scan, codes_a, codes_b, cfg, paired_on=paired_on, n_pairs=n_pairs)
 
 

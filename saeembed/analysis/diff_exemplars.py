@@ -1,45 +1,64 @@
 """Labels and exemplar snippets for diff's table: the strongest rows of each feature on each side,
-as found by the scan, with a text window around the span of each row's strongest token."""
+as found by the scan, with a text window around the span of each row's strongest token, and the token
+those rows peak on when most of them agree (saeembed.analysis.local_tokens)."""
 
 from __future__ import annotations
 
 import polars as pl
 
 from saeembed.analysis.diff_scan import Scan, top_rows
+from saeembed.analysis.local_tokens import ROWS, local_hint, peak_token
 from saeembed.analysis.selection import Selection
 from saeembed.store import Store
 from saeembed.textwindow import snippet
 
 COLUMNS = ["ranking", "feature", "label", "freq_a", "freq_b", "diff", "ratio", "p_value", "q_value", "more_in",
            "diff_adj", "mean_a", "mean_b", "docs_a", "docs_b", "p_raw", "q_raw", "p_adj", "q_adj",
-           "generic", "generic_reason", "exemplar_a", "exemplar_b"]
+           "generic", "generic_reason", "here", "exemplar_a", "exemplar_b"]
+
+
+def scan_rows(exemplars: int) -> int:
+    """Strongest rows the scan keeps per (code, feature): the snippets' and the local hint's (none when
+    no snippet is asked for: then no text is read at all)."""
+    return max(exemplars, ROWS) if exemplars > 0 else 0
 
 
 def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan: Scan, codes_a: list[int],
              codes_b: list[int], *, exemplars: int, width: int) -> pl.DataFrame:
-    """The diff table (rows per ranking: see diff_rank) with each feature's label and `exemplars` snippets
-    per side (one: a string, more: a list), in the published column order."""
+    """The diff table (rows per ranking: see diff_rank) with each feature's label, `exemplars` snippets
+    per side (one: a string, more: a list) and the local hint from the side it is more frequent on, in
+    the published column order."""
     features = frame["feature"].unique(maintain_order=True).to_list()  # a feature may be in both rankings
     labels = store.labels(a.sae.sae_key, features).select("feature", "label")
     frame = frame.join(labels, on="feature", how="left", maintain_order="left")
-    picks = {side: top_rows(scan, codes, features, exemplars) for side, codes in (("a", codes_a), ("b", codes_b))}
-    texts = exemplar_texts(store, a, b, picks, width)
+    picks = {side: top_rows(scan, codes, features, scan_rows(exemplars)) for side, codes in (("a", codes_a), ("b", codes_b))}
+    spans = exemplar_spans(store, a, b, picks)
+    hints = {}
     for side in ("a", "b"):
-        ex = picks[side].join(texts[side], on=["feature", "doc_idx"], how="inner").sort(
-            ["feature", "value", "doc_idx"], descending=[False, True, False]).select("feature", "snippet")
+        rows = picks[side].join(spans[side], on=["feature", "doc_idx"], how="inner").sort(
+            ["feature", "value", "doc_idx"], descending=[False, True, False])
+        tokens = rows.group_by("feature", maintain_order=True).agg(
+            pl.struct("text", "span_start", "span_end").alias("rows"))
+        hints[side] = {f: [peak_token(r["text"], r["span_start"], r["span_end"]) for r in rs]
+                       for f, rs in zip(tokens["feature"].to_list(), tokens["rows"].to_list())}
+        rows = rows.group_by("feature", maintain_order=True).head(exemplars)
+        snippets = [snippet(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])]
         col = f"exemplar_{side}"
-        ex = ex.group_by("feature").agg(pl.col("snippet").alias(col))
+        ex = rows.select("feature").with_columns(pl.Series(col, snippets, pl.Utf8)).group_by(
+            "feature", maintain_order=True).agg(pl.col(col))
         if exemplars == 1:
             ex = ex.with_columns(pl.col(col).list.first())
         frame = frame.join(ex, on="feature", how="left", maintain_order="left")
-    return frame.select(COLUMNS)
+    here = [local_hint(hints["a" if more == "A" else "b"].get(f, []), lab)
+            for f, lab, more in zip(frame["feature"].to_list(), frame["label"].to_list(), frame["more_in"].to_list())]
+    return frame.with_columns(pl.Series("here", here, pl.Utf8)).select(COLUMNS)
 
 
-def exemplar_texts(store: Store, a: Selection, b: Selection, picks: dict[str, pl.DataFrame],
-                   width: int) -> dict[str, pl.DataFrame]:
-    """(feature, doc_idx, snippet) for the picked rows of each side: the span of the row's strongest
-    token from the activations, the text from the documents (only those rows are read)."""
-    empty = pl.DataFrame(schema={"feature": pl.Int64, "doc_idx": pl.Int32, "snippet": pl.Utf8})
+def exemplar_spans(store: Store, a: Selection, b: Selection, picks: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """(feature, doc_idx, span_start, span_end, text) for the picked rows of each side: the span of the
+    row's strongest token from the activations, the text from the documents (only those rows are read)."""
+    empty = pl.DataFrame(schema={"feature": pl.Int64, "doc_idx": pl.Int32, "span_start": pl.Int32,
+                                 "span_end": pl.Int32, "text": pl.Utf8})
     out = {"a": empty, "b": empty}
     by_corpus: dict[int, list[str]] = {}
     for side, sel in (("a", a), ("b", b)):
@@ -48,9 +67,7 @@ def exemplar_texts(store: Store, a: Selection, b: Selection, picks: dict[str, pl
         pairs = pl.concat([picks[s].select("feature", "doc_idx") for s in sides]).unique()
         if pairs.is_empty():
             continue
-        rows = store.exemplar_spans(cid, a.sae.sae_key, pairs)
-        snippets = [snippet(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])]
-        found = rows.select("feature", "doc_idx").with_columns(pl.Series("snippet", snippets, pl.Utf8))
+        found = store.exemplar_spans(cid, a.sae.sae_key, pairs)
         for s in sides:
             out[s] = found
     return out

@@ -128,8 +128,8 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
 
 # --- diff -----------------------------------------------------------------------------------------------
 
-DIFF_COLUMNS = ("ranking", "feature", "label", "freq_a", "freq_b", "diff", "diff_adj", "ratio", "mean_a", "mean_b", "p_value",
-                "q_value", "more_in")
+DIFF_COLUMNS = ("ranking", "feature", "label", "here", "freq_a", "freq_b", "diff", "diff_adj", "ratio", "mean_a",
+                "mean_b", "p_value", "q_value", "more_in")
 
 
 RANKING_TITLES = {"raw": "What differs (length included)", "length_controlled": "What differs beyond length"}
@@ -212,7 +212,7 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
     cols = [c for c in DIFF_COLUMNS if c in frame.columns]
     sections += [
         Section("All features", table(frame.to_dicts(), cols, table_id="diff-table", filter_box=True, max_rows=500,
-                                      headers={"freq_a": f"freq {a_name}", "freq_b": f"freq {b_name}",
+                                      headers={"here": "peaks here on", "freq_a": f"freq {a_name}", "freq_b": f"freq {b_name}",
                                                "mean_a": f"mean {a_name}", "mean_b": f"mean {b_name}"}), id="table"),
         Section("Exemplars", _exemplar_sections(shown["feature"].to_list(), labels, exemplars,
                                                 sides=[("a", a_name), ("b", b_name)], fallback=fallback),

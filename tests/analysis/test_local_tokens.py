@@ -1,0 +1,52 @@
+"""The local hint beside a label: the token a feature's strongest rows peak on here, when most agree."""
+
+import polars as pl
+
+from saeembed.analysis.diff import DiffConfig, diff_corpora
+from saeembed.analysis.local_tokens import local_hint, peak_token
+from tests.synthetic import register_sae, write_corpus
+
+
+def test_hint_names_the_token_most_rows_peak_on():
+    assert local_hint(["CV"] * 9 + ["CVE"], label='"debt"') == "«CV» 9/10"
+    assert local_hint(["Re", "re", "re", "re", "are", "are", "x"]) == "«re» 4/7, «are» 2/7"  # commonest spelling
+    assert local_hint(["a", "b", "c", "d", "a", "b"]) is None  # no token takes half the rows
+    assert local_hint(["CV"] * 4) is None  # too few rows to say
+    assert local_hint(["CV", None, None, "CV", "CV", "CV", "CV"]) == "«CV» 5/5"  # rows without a span say nothing
+
+
+def test_no_hint_when_the_label_already_names_the_token():
+    assert local_hint(["2021"] * 6, label='years ("2021", "2023")') is None
+    assert local_hint(["202"] * 6, label='years ("2021", "2023")') is None  # a piece of a named word
+    assert local_hint(["@"] * 6, label="@-mentions of users") is None
+    assert local_hint(["re"] * 6, label='"are"') == "«re» 6/6"  # a short token must be a whole word
+    assert local_hint(["idiot"] * 6, label='"bitch", "cunt" near "ass"') == "«idiot» 6/6"
+
+
+def test_peak_token_is_one_line_and_bounded():
+    assert peak_token("a CVE line", 2, 4) == "CV"
+    assert peak_token("x\n\ty z", 0, 5) == "x y"
+    assert peak_token("text", None, None) is None and peak_token("text", 2, 2) is None
+    assert len(peak_token("w" * 100, 0, 100)) == 24
+
+
+def test_diff_rows_carry_the_hint_from_the_side_the_feature_is_more_frequent_on(store):
+    sae = register_sae(store)
+    # feature 3 fires on most of A, whose documents are one word each (spans cover the whole text): "CV"
+    # for the strongest ones; feature 7 fires on most of B, whose documents are all different words
+    a_docs = [{3: 2.0 + i / 100} if i < 30 else {3: 0.5} if i < 40 else {} for i in range(60)]
+    a_texts = ["CV" if i < 30 else f"alpha{i}" for i in range(60)]
+    b_docs = [{7: 1.0 + i / 100} if i < 40 else {3: 0.1} if i < 45 else {} for i in range(60)]
+    write_corpus(store, sae, "A", a_docs, texts=a_texts)
+    write_corpus(store, sae, "B", b_docs, texts=[f"beta{i}" for i in range(60)])
+    store.save_labels(sae.sae_key, "hand", [(3, "money owed", "manual", None, {})])
+    f = diff_corpora(store, "A", "B", config=DiffConfig(top=None)).frame
+    rows = {r["feature"]: r for r in f.iter_rows(named=True)}
+    assert rows[3]["more_in"] == "A" and rows[3]["here"] == "«CV» 10/10"
+    assert rows[7]["more_in"] == "B" and rows[7]["here"] is None  # its rows peak on ten different words
+    assert f.columns.index("here") == f.columns.index("generic_reason") + 1
+    store.save_labels(sae.sae_key, "hand", [(3, "the CV of CVE ids", "manual", None, {})])
+    again = diff_corpora(store, "A", "B", config=DiffConfig(top=None)).frame
+    assert again.filter(pl.col("feature") == 3)["here"].to_list() == [None]  # the label says it already
+    none = diff_corpora(store, "A", "B", config=DiffConfig(top=None, exemplars=0)).frame
+    assert none["here"].null_count() == none.height  # no text read, no hint
