@@ -57,8 +57,9 @@ def main() -> None:
         feats = np.concatenate([c.entries[1] for c in codes.values()])
         vals = np.concatenate([c.entries[2] for c in codes.values()])
         order = np.argsort(feats, kind="stable")
+        by_feature = vals[order]
         bounds = np.searchsorted(feats[order], np.arange(sae.d_sae + 1))
-        ref = np.array([np.quantile(vals[order][a:b], 0.99) if b > a else np.inf for a, b in zip(bounds, bounds[1:])])
+        ref = np.array([np.quantile(by_feature[a:b], 0.99) if b > a else np.inf for a, b in zip(bounds, bounds[1:])])
         print("\n| cut q | token activations kept | " + " | ".join(SETS) + " |")
         print("|---" * (len(SETS) + 2) + "|")
         for q in CUTS:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from saeembed.analysis.local_tokens import ROWS, local_hint, peak_token
 from saeembed.analysis.names import feature_name, group_name
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.config import DiffConfig
@@ -25,7 +26,7 @@ def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: 
     features, so such q-values are optimistic; a cluster with none below 0.05 shows tendencies only."""
     schema = {"cluster": pl.Int64, "rank": pl.Int64, "feature": pl.Int64, "freq_in": pl.Float64,
               "freq_out": pl.Float64, "diff": pl.Float64, "q_value": pl.Float64, "cluster_q05": pl.Int64,
-              "label": pl.Utf8, "exemplar": pl.Utf8}
+              "label": pl.Utf8, "here": pl.Utf8, "exemplar": pl.Utf8}
     ids = sorted(int(c) for c in np.unique(labels) if c >= 0)
     if not ids:
         return pl.DataFrame(schema=schema)
@@ -55,15 +56,23 @@ def describe_clusters(store: Store, sel: Selection, labels: np.ndarray, *, top: 
     frame = pl.DataFrame(rows, schema=list(schema)[:8], orient="row")
     feats = sorted(set(frame["feature"].to_list()))
     lab = dict(store.labels(sel.sae.sae_key, feats).select("feature", "label").iter_rows()) if feats else {}
-    # exemplar: the cluster member where the feature is strongest, its strongest token marked
+    # the cluster members where the feature is strongest: the first gives the exemplar (its strongest token
+    # marked), all of them the token the feature peaks on in this cluster (saeembed.analysis.local_tokens)
     picks = []
     for c, f in frame.select("cluster", "feature").iter_rows():
         col = V[:, f].toarray().ravel() * (labels == c)
-        picks.append(int(sel.doc_idx[int(np.argmax(col))]))
-    snippets = _snippets(store, sel, list(zip(picks, frame["feature"].to_list())))
+        best = np.argsort(-col, kind="stable")[:ROWS]
+        picks.append([int(sel.doc_idx[i]) for i in best[col[best] > 0]])
+    features = frame["feature"].to_list()
+    spans = _spans(store, sel, [(d, f) for docs, f in zip(picks, features) for d in docs])
+    exemplars = [snippet(*spans[(docs[0], f)], width=40) if docs and (docs[0], f) in spans else None
+                 for docs, f in zip(picks, features)]
+    here = [local_hint([peak_token(*spans[(d, f)]) for d in docs if (d, f) in spans], lab.get(f))
+            for docs, f in zip(picks, features)]
     return frame.with_columns(
-        label=pl.Series([lab.get(f) for f in frame["feature"]], dtype=pl.Utf8),
-        exemplar=pl.Series(snippets, dtype=pl.Utf8),
+        label=pl.Series([lab.get(f) for f in features], dtype=pl.Utf8),
+        here=pl.Series(here, dtype=pl.Utf8),
+        exemplar=pl.Series(exemplars, dtype=pl.Utf8),
     ).cast(schema)
 
 
@@ -76,14 +85,14 @@ def _tested_features(store: Store, sel: Selection, total: np.ndarray) -> np.ndar
     return fired[~generic]
 
 
-def _snippets(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> list[str]:
+def _spans(store: Store, sel: Selection, pairs: list[tuple[int, int]]) -> dict[tuple[int, int], tuple]:
+    """{(doc_idx, feature): (text, span_start, span_end)} of the given rows."""
     if not pairs:
-        return []
-    want = pl.DataFrame(pairs, schema={"doc_idx": pl.Int32, "feature": pl.Int64}, orient="row")
+        return {}
+    want = pl.DataFrame(pairs, schema={"doc_idx": pl.Int32, "feature": pl.Int64}, orient="row").unique()
     spans = store.exemplar_spans(sel.corpus.corpus_id, sel.sae.sae_key, want)
-    by = {(d, f): (t, s, e) for d, f, s, e, t in spans.select("doc_idx", "feature", "span_start", "span_end", "text")
-          .iter_rows()}
-    return [snippet(*by[p], width=40) if p in by else None for p in pairs]
+    return {(d, f): (t, s, e) for d, f, s, e, t in spans.select("doc_idx", "feature", "span_start", "span_end", "text")
+            .iter_rows()}
 
 
 def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.ndarray | None = None,
@@ -102,8 +111,10 @@ def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.
             rows.append((c, "noise", size, size / n, None, [], "noise (no cluster)", None))
             continue
         desc = "; ".join(
-            f"{feature_name(f, lab, 40)} {fi:.0%} vs {fo:.0%}"
-            for f, lab, fi, fo in part.select("feature", "label", "freq_in", "freq_out").iter_rows()
+            f"{feature_name(f, lab, 40)}{_peak(here)} {fi:.0%} vs {fo:.0%}"
+            for f, lab, here, fi, fo in part.select(
+                "feature", "label", pl.col("here") if "here" in part.columns else pl.lit(None).alias("here"),
+                "freq_in", "freq_out").iter_rows()
         )
         n_sig = int(part["cluster_q05"][0]) if part.height and "cluster_q05" in part.columns else None
         name = " · ".join((words or {}).get(c) or []) or cluster_name(part)
@@ -117,6 +128,13 @@ def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.
     median = [float(np.median(tokens[labels == c])) for c in out["cluster"].to_list()]
     return out.with_columns(median_tokens=pl.Series(median, dtype=pl.Float64)).select(
         "cluster", "name", "size", "share", "median_tokens", "features_q05", "features", "description", "exemplar")
+
+
+def _peak(here: str | None) -> str:
+    """` · here «CV»`: a description's short form of the local hint (its tokens, without the counts)."""
+    if not here:
+        return ""
+    return " · here " + ", ".join(part.rsplit(" ", 1)[0] for part in here.split(", "))
 
 
 def cluster_name(part: pl.DataFrame) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from saeembed.config import FeaturesConfig
+from saeembed.analysis.local_tokens import ROWS, local_hint, peak_token
 from saeembed.encode.probe import random_share
 from saeembed.stats import generic_rule
 from saeembed.store import SAEInfo, Store
@@ -17,8 +18,8 @@ from saeembed.store import SAEInfo, Store
 
 @dataclass
 class FeatureList:
-    frame: pl.DataFrame  # rank, feature, docs, freq, mean_value, max_value, label, label_source, score, weak,
-    #                      top_exemplar, generic, generic_reason
+    frame: pl.DataFrame  # rank, feature, docs, freq, mean_value, max_value, label, here, label_source, score,
+    #                      weak, top_exemplar, generic, generic_reason (here: saeembed.analysis.local_tokens)
     sae: SAEInfo
     summary: dict = field(default_factory=dict)  # n_docs, generic_excluded, random_probe, keep_generic
 
@@ -34,7 +35,11 @@ def list_features(store: Store, corpus: str | None = None, *, sae: str | None = 
     generic, reasons = generic_rule(freq["freq"].to_numpy(), share, cfg.generic_freq, cfg.random_freq)
     flagged = dict(zip(feats[generic].tolist(), reasons[generic].tolist()))
     frame = store.feature_summary(corpus, sae=sae, top=cfg.top, order_by=cfg.order_by,
-                                  exclude=None if cfg.keep_generic else list(flagged))
+                                  exclude=None if cfg.keep_generic else list(flagged), peak_rows=ROWS)
+    here = [local_hint([peak_token(t, 0, len(t)) if t else None for t in tokens or []], label)
+            for tokens, label in zip(frame["peak_tokens"].to_list(), frame["label"].to_list())]
+    at = frame.columns.index("label") + 1
+    frame = frame.drop("peak_tokens").insert_column(at, pl.Series("here", here, pl.Utf8))
     frame = frame.with_columns(
         generic=pl.col("feature").is_in(list(flagged)),
         generic_reason=pl.col("feature").replace_strict(flagged, default="", return_dtype=pl.Utf8),

@@ -105,7 +105,7 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
     fallback = {r["feature"]: {"top": r.get("top_exemplar")} for r in rows}
     for r in rows:
         r["top_exemplar"] = _marked_cell(r.get("top_exemplar"))
-    cols = [c for c in ("rank", "feature", "label", "docs", "freq", "mean_value", "max_value", "label_source",
+    cols = [c for c in ("rank", "feature", "label", "here", "docs", "freq", "mean_value", "max_value", "label_source",
                         "score", "top_exemplar") if c in frame.columns]
     if "generic" in frame.columns and frame["generic"].any():  # kept with --keep-generic: say which
         cols.append("generic_reason")
@@ -117,7 +117,8 @@ def features_page(frame: pl.DataFrame, provenance: dict | None = None, *, exempl
                      + (f" {generic_excluded} generic features (firing on nearly every document or on random "
                         "tokens) are left out; --keep-generic shows them." if generic_excluded else ""),
                 id="chart"),
-        Section("Table", table(rows, cols, raw={"top_exemplar"}, table_id="features-table", filter_box=True), id="table"),
+        Section("Table", table(rows, cols, raw={"top_exemplar"}, table_id="features-table", filter_box=True,
+                               headers={"here": "peaks here on"}), id="table"),
         Section("Exemplars", _exemplar_sections([r["feature"] for r in rows], labels, exemplars,
                                                 fallback=fallback),
                 note="Strongest stored documents per feature; the shaded token is where the feature peaks "
@@ -303,7 +304,7 @@ def cluster_page(docs: pl.DataFrame, descriptions: pl.DataFrame | None = None, p
     blocks = []
     for c in sorted(top_desc, key=lambda c: (c == -1, -sizes.get(c, 0))):
         rows = [dict(r) for r in top_desc[c][:features_per_cluster]]
-        cols = [k for k in ("feature", "label", "freq_in", "freq_out", "exemplar") if k in rows[0]]
+        cols = [k for k in ("feature", "label", "here", "freq_in", "freq_out", "exemplar") if k in rows[0]]
         for r in rows:  # «marked» snippet → escaped text with the activating token highlighted
             if "exemplar" in r:
                 r["exemplar"] = _marked_cell(r["exemplar"])

@@ -97,11 +97,12 @@ class FeaturesMixin:
 
     def feature_summary(
         self, corpus: str | None = None, *, sae: str | None = None, top: int = 20, order_by: str = "docs",
-        exclude: list[int] | None = None,
+        exclude: list[int] | None = None, peak_rows: int = 1,
     ) -> pl.DataFrame:
-        """Features ranked by how many documents they fire on (or by max/mean activation), with labels and
-        the top exemplar's snippet. Without a corpus, over every corpus encoded with the SAE. Features in
-        `exclude` (e.g. generic ones) are left out."""
+        """Features ranked by how many documents they fire on (or by max/mean activation), with labels, the
+        top exemplar's snippet and `peak_tokens`: the peak token of each of its `peak_rows` strongest
+        exemplars. Without a corpus, over every corpus encoded with the SAE. Features in `exclude` (e.g.
+        generic ones) are left out."""
         order = {"docs": "docs DESC", "max": "max_value DESC", "mean": "mean_value DESC"}.get(order_by)
         if order is None:
             raise InputError(f"unknown order {order_by!r}; use docs, max or mean")
@@ -116,8 +117,9 @@ class FeaturesMixin:
             [max(n_docs, 1)] + params + [list(exclude or []), top],
         )
         labels = self.labels(s.sae_key, stats["feature"].to_list())
-        snippets = self.exemplar_snippets(s.sae_key, stats["feature"].to_list(), corpus=corpus, per_feature=1)
-        first = snippets.group_by("feature").agg(pl.col("snippet").first().alias("top_exemplar"))
+        snippets = self.exemplar_snippets(s.sae_key, stats["feature"].to_list(), corpus=corpus, per_feature=peak_rows)
+        first = snippets.group_by("feature", maintain_order=True).agg(
+            pl.col("snippet").first().alias("top_exemplar"), pl.col("peak_token").alias("peak_tokens"))
         stats = stats.with_row_index("rank", offset=1)
         return (
             stats.join(labels, on="feature", how="left")
@@ -138,7 +140,8 @@ class FeaturesMixin:
     def exemplar_snippets(
         self, sae_key: int, features: list[int], *, corpus: str | None = None, per_feature: int = 5, width: int = 60
     ) -> pl.DataFrame:
-        """Top documents of each feature with a snippet around the strongest token, marked «like this»."""
+        """Top documents of each feature with a snippet around the strongest token, marked «like this», and
+        that token's text (peak_token)."""
         corpus_filter, params = "", [sae_key, features]
         if corpus is not None:
             corpus_filter = " AND x.corpus_id = ?"
@@ -158,7 +161,10 @@ class FeaturesMixin:
         snippets = [
             snippet(t, s, e, width) for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])
         ]
-        return rows.drop("text", "span_start", "span_end").with_columns(pl.Series("snippet", snippets, pl.Utf8))
+        peaks = [t[s:e] if s is not None and e is not None else None
+                 for t, s, e in zip(rows["text"], rows["span_start"], rows["span_end"])]
+        return rows.drop("text", "span_start", "span_end").with_columns(
+            pl.Series("snippet", snippets, pl.Utf8), pl.Series("peak_token", peaks, pl.Utf8))
 
 
 def pa_nested(dtype) -> bool:

@@ -50,3 +50,40 @@ def test_diff_rows_carry_the_hint_from_the_side_the_feature_is_more_frequent_on(
     assert again.filter(pl.col("feature") == 3)["here"].to_list() == [None]  # the label says it already
     none = diff_corpora(store, "A", "B", config=DiffConfig(top=None, exemplars=0)).frame
     assert none["here"].null_count() == none.height  # no text read, no hint
+
+
+def test_features_listing_and_report_carry_the_hint_escaped(store, tmp_path):
+    from saeembed.analysis.feature_list import list_features
+    from saeembed.config import FeaturesConfig
+    from saeembed.report.build import build_features_report
+
+    sae = register_sae(store)
+    docs = [{3: 2.0 + i / 100} if i < 30 else {5: 1.0} if i < 50 else {} for i in range(60)]
+    texts = ["<b>x</b>" if i < 30 else f"gamma{i}" for i in range(60)]
+    write_corpus(store, sae, "A", docs, texts=texts)
+    frame = list_features(store, "A", config=FeaturesConfig(top=5)).frame
+    rows = {r["feature"]: r for r in frame.iter_rows(named=True)}
+    assert rows[3]["here"] == "«<b>x</b>» 10/10" and rows[5]["here"] is None  # 5 peaks on ten different words
+    assert frame.columns.index("here") == frame.columns.index("label") + 1 and "peak_tokens" not in frame.columns
+    html = build_features_report(store, "A", top=5).html
+    assert "«&lt;b&gt;x&lt;/b&gt;» 10/10" in html and "<b>x</b>" not in html
+
+
+def test_cluster_descriptions_carry_the_hint_of_their_own_members(store):
+    import numpy as np
+
+    from saeembed.analysis.cluster_describe import cluster_table, describe_clusters
+    from saeembed.analysis.selection import select
+
+    sae = register_sae(store)
+    # feature 3 fires on all of cluster 0 (the first 30 documents, reading "CV") and on a third of cluster 1
+    # (reading "DE"), more strongly there: only a read inside cluster 0 gets its peak token right
+    docs = [{3: 1.0 + i / 100} for i in range(30)] + [{3: 5.0 + i / 100, 5: 1.0} if i < 10 else {5: 1.0}
+                                                      for i in range(30)]
+    write_corpus(store, sae, "A", docs, texts=["CV"] * 30 + ["DE"] * 30)
+    labels = np.array([0] * 30 + [1] * 30)
+    d = describe_clusters(store, select(store, "A"), labels, top=3)
+    rows = {(r["cluster"], r["feature"]): r for r in d.iter_rows(named=True)}
+    assert rows[(0, 3)]["here"] == "«CV» 10/10" and rows[(1, 5)]["here"] == "«DE» 10/10"
+    table = cluster_table(labels, d)
+    assert "#5 · here «DE» 100% vs 0%" in table.filter(pl.col("cluster") == 1)["description"][0]
