@@ -17,6 +17,9 @@ COLUMNS = ["ranking", "feature", "label", "freq_a", "freq_b", "diff", "ratio", "
            "generic", "generic_reason", "here", "exemplar_a", "exemplar_b"]
 
 
+HINTED = 25  # rows per ranking and direction that get the local hint
+
+
 def scan_rows(exemplars: int) -> int:
     """Strongest rows the scan keeps per (code, feature): the snippets' and the local hint's (none when
     no snippet is asked for: then no text is read at all)."""
@@ -31,7 +34,12 @@ def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan
     features = frame["feature"].unique(maintain_order=True).to_list()  # a feature may be in both rankings
     labels = store.labels(a.sae.sae_key, features).select("feature", "label")
     frame = frame.join(labels, on="feature", how="left", maintain_order="left")
-    picks = {side: top_rows(scan, codes, features, scan_rows(exemplars)) for side, codes in (("a", codes_a), ("b", codes_b))}
+    hinted = _hinted(frame)
+    picks = {}
+    for side, codes in (("a", codes_a), ("b", codes_b)):
+        mine = [f for f in features if (f, side) in hinted]
+        rest = [f for f in features if (f, side) not in hinted]
+        picks[side] = pl.concat([top_rows(scan, codes, mine, scan_rows(exemplars)), top_rows(scan, codes, rest, exemplars)])
     spans = exemplar_spans(store, a, b, picks)
     hints = {}
     for side in ("a", "b"):
@@ -52,6 +60,15 @@ def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan
     here = [local_hint(hints["a" if more == "A" else "b"].get(f, []), lab)
             for f, lab, more in zip(frame["feature"].to_list(), frame["label"].to_list(), frame["more_in"].to_list())]
     return frame.with_columns(pl.Series("here", here, pl.Utf8)).select(COLUMNS)
+
+
+def _hinted(frame: pl.DataFrame) -> set[tuple[int, str]]:
+    """(feature, side) of the rows that get the local hint: the first HINTED of each ranking and direction,
+    the rows a table shows (a diff asked for every feature would otherwise read 10 documents of each)."""
+    out = set()
+    for (_, more), part in frame.group_by("ranking", "more_in", maintain_order=True):
+        out |= {(f, "a" if more == "A" else "b") for f in part["feature"].head(HINTED).to_list()}
+    return out
 
 
 def exemplar_spans(store: Store, a: Selection, b: Selection, picks: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:

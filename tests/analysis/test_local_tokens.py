@@ -87,3 +87,17 @@ def test_cluster_descriptions_carry_the_hint_of_their_own_members(store):
     assert rows[(0, 3)]["here"] == "«CV» 10/10" and rows[(1, 5)]["here"] == "«DE» 10/10"
     table = cluster_table(labels, d)
     assert "#5 · here «DE» 100% vs 0%" in table.filter(pl.col("cluster") == 1)["description"][0]
+
+
+def test_only_the_rows_a_table_shows_get_the_hint():
+    from saeembed.analysis.diff_exemplars import HINTED, _hinted
+
+    n = HINTED + 5
+    frame = pl.DataFrame({"ranking": ["raw"] * (2 * n) + ["length_controlled"] * 2,
+                          "feature": list(range(n)) + list(range(100, 100 + n)) + [7, 200],
+                          "more_in": ["A"] * n + ["B"] * n + ["B", "A"]})
+    got = _hinted(frame)
+    assert (HINTED - 1, "a") in got and (HINTED, "a") not in got  # the first HINTED of A's rows
+    assert (100, "b") in got and (100 + HINTED, "b") not in got
+    assert (7, "b") in got and (200, "a") in got  # each ranking on its own
+    assert len(got) == 2 * HINTED + 2
