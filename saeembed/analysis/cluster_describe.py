@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from saeembed.analysis.local_tokens import ROWS, local_hint, peak_token
+from saeembed.analysis.local_tokens import ROWS, hint_tokens, local_hint, peak_token
 from saeembed.analysis.names import feature_name, group_name
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.config import DiffConfig
@@ -131,10 +131,8 @@ def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.
 
 
 def _peak(here: str | None) -> str:
-    """` · here «CV»`: a description's short form of the local hint (its tokens, without the counts)."""
-    if not here:
-        return ""
-    return " · here " + ", ".join(part.rsplit(" ", 1)[0] for part in here.split(", "))
+    """` · here «CV»`: a description's short form of the local hint."""
+    return f" · here {hint_tokens(here)}" if here else ""
 
 
 def cluster_name(part: pl.DataFrame) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from saeembed.analysis.diff import DiffResult
+from saeembed.analysis.local_tokens import hint_tokens
 from saeembed.analysis.names import short_label
 from saeembed.analysis.selection import Selection, embedding_matrix
 from saeembed.store import Store
@@ -47,10 +48,13 @@ def _degree(more: float, less: float) -> str:
     return "far more often" if ratio >= 3 else "more often" if ratio >= 1.5 else "somewhat more often"
 
 
-def hypothesis_text(side: str, label, feature: int, more: float, less: float) -> str:
+def hypothesis_text(side: str, label, feature: int, more: float, less: float, here: str | None = None) -> str:
     """An offline hypothesis in words from a feature's label: `support_tickets mentions "$" far more often
-    (63% vs 4%)` (more: the share of that side's documents where it fires; less: the other side's)."""
+    (63% vs 4%)` (more: the share of that side's documents where it fires; less: the other side's), with
+    the token it peaks on there when the label does not say it (`mentions "debt" (here «CV») …`)."""
     what = short_label(label) or f"feature #{feature}"
+    if here:
+        what += f" (here {hint_tokens(here)})"
     return f"{side} mentions {what} {_degree(more, less)} ({more:.0%} vs {less:.0%})"
 
 
@@ -58,7 +62,8 @@ def _worded(h: pl.DataFrame, rows: pl.DataFrame, name_a: str, name_b: str) -> pl
     """Offline hypotheses (one feature each) rewritten in words from the diff's own labels and shares."""
     if h.is_empty():
         return h
-    by = {int(r["feature"]): r for r in rows.select("feature", "label", "freq_a", "freq_b").iter_rows(named=True)}
+    cols = ["feature", "label", "freq_a", "freq_b"] + (["here"] if "here" in rows.columns else [])
+    by = {int(r["feature"]): r for r in rows.select(cols).iter_rows(named=True)}
     texts = []
     for text, source, feats in h.select("hypothesis", "source", "features").iter_rows():
         r = by.get(int(feats[0])) if feats and len(feats) == 1 else None
@@ -67,5 +72,5 @@ def _worded(h: pl.DataFrame, rows: pl.DataFrame, name_a: str, name_b: str) -> pl
             continue
         a_more = r["freq_a"] >= r["freq_b"]
         more, less = (r["freq_a"], r["freq_b"]) if a_more else (r["freq_b"], r["freq_a"])
-        texts.append(hypothesis_text(name_a if a_more else name_b, r["label"], r["feature"], more, less))
+        texts.append(hypothesis_text(name_a if a_more else name_b, r["label"], r["feature"], more, less, r.get("here")))
     return h.with_columns(hypothesis=pl.Series(texts, dtype=pl.Utf8))

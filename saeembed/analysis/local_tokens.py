@@ -54,3 +54,10 @@ def _names(label: str, token: str) -> bool:
     if len(token) >= 3:
         return any(token in word for word in re.findall(r"\w+", label))
     return token in re.findall(r"\w+", label)
+
+
+def hint_tokens(here: str | None) -> str | None:
+    """The tokens of a hint without their counts, for running text: "«CV» 10/10" -> "«CV»"."""
+    if not here:
+        return None
+    return ", ".join(part.rsplit(" ", 1)[0] for part in here.split(", "))

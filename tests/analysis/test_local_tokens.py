@@ -101,3 +101,13 @@ def test_only_the_rows_a_table_shows_get_the_hint():
     assert (100, "b") in got and (100 + HINTED, "b") not in got
     assert (7, "b") in got and (200, "a") in got  # each ranking on its own
     assert len(got) == 2 * HINTED + 2
+
+
+def test_offline_hypotheses_say_the_token_a_feature_peaks_on_there():
+    from saeembed.analysis.diff_summary import hypothesis_text
+    from saeembed.analysis.local_tokens import hint_tokens
+
+    assert hint_tokens("«re» 6/10, «are» 2/10") == "«re», «are»" and hint_tokens(None) is None
+    text = hypothesis_text("security", '"debt"', 2758, 1.0, 0.03, "«CV» 10/10")
+    assert text == 'security mentions "debt" (here «CV») far more often (100% vs 3%)'
+    assert hypothesis_text("a", '"debt"', 2758, 0.5, 0.4) == 'a mentions "debt" somewhat more often (50% vs 40%)'
