@@ -39,7 +39,8 @@ def annotate(store: Store, a: Selection, b: Selection, frame: pl.DataFrame, scan
     for side, codes in (("a", codes_a), ("b", codes_b)):
         mine = [f for f in features if (f, side) in hinted]
         rest = [f for f in features if (f, side) not in hinted]
-        picks[side] = pl.concat([top_rows(scan, codes, mine, scan_rows(exemplars)), top_rows(scan, codes, rest, exemplars)])
+        picks[side] = pl.concat([top_rows(scan, codes, mine, scan_rows(exemplars)), top_rows(scan, codes, rest, exemplars)],
+                                how="vertical_relaxed")
     spans = exemplar_spans(store, a, b, picks)
     hints = {}
     for side in ("a", "b"):
