@@ -176,19 +176,22 @@ def dense_vs_sparse(n_docs: int) -> dict:
     out["sparse_diff_s"] = time.perf_counter() - t0
     # saeembed's own counting loop (what diff runs over the store's rows, batch by batch): per side
     # code by doc_idx, counts, value sums and top exemplar per (side, feature) in one pass
-    from saeembed.analysis.diff_scan import kernel as _kernel
+    from saeembed.analysis.diff_scan import floors, kernel as _kernel
 
     kernel = _kernel()
     doc32, feat32 = rows["doc_idx"].to_numpy(), rows["feature"].to_numpy()
     val32 = rows["value"].to_numpy()
     code = np.where(half_a, 0, 1).astype(np.int16)
     stratum = np.zeros(n_docs, dtype=np.int8)
+    def tops():
+        top_value, top_doc = np.full((2, D_SAE, 1), -np.inf, np.float32), np.full((2, D_SAE, 1), -1, np.int32)
+        return (top_value, top_doc, *floors(top_value, top_doc))
+
     kernel(doc32[:1], feat32[:1], val32[:1], code, stratum, np.zeros((2, 1, D_SAE), np.int64), np.zeros((2, D_SAE)),
-           np.full((2, D_SAE, 1), -np.inf, np.float32), np.full((2, D_SAE, 1), -1, np.int32))  # compile / load cache
+           *tops())  # compile / load cache
     t0 = time.perf_counter()
     count = np.zeros((2, 1, D_SAE), np.int64)
-    kernel(doc32, feat32, val32, code, stratum, count, np.zeros((2, D_SAE)),
-           np.full((2, D_SAE, 1), -np.inf, np.float32), np.full((2, D_SAE, 1), -1, np.int32))
+    kernel(doc32, feat32, val32, code, stratum, count, np.zeros((2, D_SAE)), *tops())
     kernel_diff = count[0, 0] / half_a.sum() - count[1, 0] / (~half_a).sum()
     out["saeembed_kernel_diff_s"] = time.perf_counter() - t0
     assert np.allclose(kernel_diff, freq_diff_dense, atol=1e-6)

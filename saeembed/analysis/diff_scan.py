@@ -49,7 +49,10 @@ def kernel():
         import numba
 
         @numba.njit(nogil=True, cache=True)
-        def scan_batch(doc, feat, val, code, stratum, count, total, top_value, top_doc):  # pragma: no cover - compiled
+        def scan_batch(doc, feat, val, code, stratum, count, total, top_value, top_doc, floor_value,
+                       floor_doc):  # pragma: no cover - compiled
+            # floor_*[c, f] is top_*[c, f, k - 1] kept apart: the test every row makes reads a small array
+            # (codes x d_sae), not the k-times larger one, which only an entering row touches
             n_docs, n_feat, k = len(code), count.shape[2], top_value.shape[2]
             for r in range(len(doc)):
                 d, f = doc[r], feat[r]
@@ -63,7 +66,7 @@ def kernel():
                 total[c, f] += v
                 if k == 0:
                     continue
-                last_v, last_d = top_value[c, f, k - 1], top_doc[c, f, k - 1]
+                last_v, last_d = floor_value[c, f], floor_doc[c, f]
                 if v > last_v or (v == last_v and d < last_d):
                     j = k - 1
                     while j > 0:
@@ -74,6 +77,7 @@ def kernel():
                         else:
                             break
                     top_value[c, f, j], top_doc[c, f, j] = v, d
+                    floor_value[c, f], floor_doc[c, f] = top_value[c, f, k - 1], top_doc[c, f, k - 1]
 
         _SCAN_KERNEL = scan_batch
     return _SCAN_KERNEL
@@ -91,13 +95,22 @@ def scan_activations(store: Store, sae, per_corpus: dict[int, tuple[np.ndarray, 
     total = np.zeros((n_codes, sae.d_sae), dtype=np.float64)
     top_value = np.full((n_codes, sae.d_sae, k), -np.inf, dtype=np.float32)
     top_doc = np.full((n_codes, sae.d_sae, k), -1, dtype=np.int32)
+    floor_value, floor_doc = floors(top_value, top_doc)
     for cid, (code, stratum) in per_corpus.items():
         code = np.ascontiguousarray(code, dtype=np.int16)
         stratum = np.ascontiguousarray(stratum, dtype=np.int8)
         for batch in store.activation_batches(cid, sae.sae_key, SCAN_BATCH_ROWS):
             loop(_np(batch.column(0), np.int32), _np(batch.column(1), np.int32), _np(batch.column(2), np.float32),
-                 code, stratum, count, total, top_value, top_doc)
+                 code, stratum, count, total, top_value, top_doc, floor_value, floor_doc)
     return Scan(count, total, top_value, top_doc)
+
+
+def floors(top_value: np.ndarray, top_doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The k-th (weakest kept) value and doc of each (code, feature), as the loop's separate arrays."""
+    k = top_value.shape[2]
+    if k == 0:
+        return np.zeros(top_value.shape[:2], np.float32), np.zeros(top_doc.shape[:2], np.int32)
+    return np.ascontiguousarray(top_value[:, :, k - 1]), np.ascontiguousarray(top_doc[:, :, k - 1])
 
 
 def _np(column: pa.Array, dtype) -> np.ndarray:
