@@ -29,6 +29,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
+from saeembed.analysis.local_tokens import corpus_hints, corpus_peaks, dominant
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
 from saeembed.config import CorrelateConfig
 from saeembed.encode.probe import random_share
@@ -102,9 +103,13 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     rest = pairs.slice(cfg.top).filter(pl.col("npmi_shrunk") >= cfg.unexpected_npmi)
     candidates = pl.concat([top, rest])
     similarity, note = _pair_similarity(store, sel.sae, candidates, sae_weights)
-    top = _with_labels(store, sel.sae, top.join(similarity, on=["feature_a", "feature_b"], how="left"))
+    hints_from = corpus if where is None else None  # a slice's strongest documents are not stored
+    top = _with_labels(store, sel.sae, top.join(similarity, on=["feature_a", "feature_b"], how="left"), hints_from)
     unexpected = _unexpected(rest.join(similarity, on=["feature_a", "feature_b"], how="left"), cfg)
-    unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top))
+    same_token = 0
+    if hints_from is not None:  # two features peaking on the same token here are no surprise together
+        unexpected, same_token = _apart(store, sel.sae, hints_from, unexpected.head(3 * cfg.top))
+    unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top), hints_from)
     summary = {
         "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
         "features_with_support": int(len(keep)), "pairs_counted": int(n_pairs),
@@ -112,9 +117,21 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
         "generic_excluded": 0 if cfg.keep_generic else int((supported & generic).sum()),
         "min_support": cfg.min_support, "min_docs": cfg.min_docs, "min_pair_docs": cfg.min_pair_docs,
         "pair_min_docs": pair_min, "shrink_docs": cfg.shrink_docs,
-        "similarity": note,
+        "similarity": note, "unexpected_same_token": same_token,
     }
     return CorrelateResult(top, unexpected, summary)
+
+
+def _apart(store: Store, sae: SAEInfo, corpus: str, pairs: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """The pairs whose two features do not peak on the same token in the corpus (most of their strongest
+    documents, saeembed.analysis.local_tokens), and how many were left out."""
+    if pairs.is_empty():
+        return pairs, 0
+    feats = sorted(set(pairs["feature_a"].to_list()) | set(pairs["feature_b"].to_list()))
+    peak = {f: dominant(tokens) for f, tokens in corpus_peaks(store, sae.sae_key, corpus, feats).items()}
+    same = [peak.get(a) is not None and peak.get(a) == peak.get(b)
+            for a, b in zip(pairs["feature_a"].to_list(), pairs["feature_b"].to_list())]
+    return pairs.filter(~pl.Series(same, dtype=pl.Boolean)), sum(same)
 
 
 def _unexpected(candidates: pl.DataFrame, cfg: CorrelateConfig) -> pl.DataFrame:
@@ -167,14 +184,21 @@ def _active_pairs(store: Store, sel: Selection) -> tuple[np.ndarray, np.ndarray]
     return row[inside], feature[inside]
 
 
-def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame) -> pl.DataFrame:
+def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame, corpus: str | None) -> pl.DataFrame:
+    """Each side's label and, from the corpus's stored exemplars (when `corpus` is given), its local hint
+    (saeembed.analysis.local_tokens)."""
     feats = sorted(set(frame["feature_a"].to_list()) | set(frame["feature_b"].to_list())) if frame.height else []
     labels = store.labels(sae.sae_key, feats).select("feature", "label")
-    out = (
-        frame.join(labels.rename({"feature": "feature_a", "label": "label_a"}), on="feature_a", how="left")
-        .join(labels.rename({"feature": "feature_b", "label": "label_b"}), on="feature_b", how="left")
-    )
-    first = ["feature_a", "label_a", "feature_b", "label_b", "npmi_shrunk", "npmi", "support", "docs"]
+    named = dict(zip(labels["feature"].to_list(), labels["label"].to_list()))
+    hints = corpus_hints(store, sae.sae_key, corpus, {f: named.get(f) for f in feats}) if corpus else {}
+    labels = pl.DataFrame({"feature": pl.Series(feats, dtype=pl.Int64)}).join(
+        labels.with_columns(pl.col("feature").cast(pl.Int64)), on="feature", how="left").with_columns(
+        here=pl.Series([hints.get(f) for f in feats], dtype=pl.Utf8))
+    out = frame
+    for side in ("a", "b"):
+        out = out.join(labels.rename({"feature": f"feature_{side}", "label": f"label_{side}", "here": f"here_{side}"}),
+                       on=f"feature_{side}", how="left")
+    first = ["feature_a", "label_a", "here_a", "feature_b", "label_b", "here_b", "npmi_shrunk", "npmi", "support", "docs"]
     return out.select(first + [c for c in out.columns if c not in first])
 
 

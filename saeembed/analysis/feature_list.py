@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from saeembed.config import FeaturesConfig
-from saeembed.analysis.local_tokens import ROWS, local_hint, peak_token
+from saeembed.analysis.local_tokens import corpus_hints
 from saeembed.encode.probe import random_share
 from saeembed.stats import generic_rule
 from saeembed.store import SAEInfo, Store
@@ -35,11 +35,10 @@ def list_features(store: Store, corpus: str | None = None, *, sae: str | None = 
     generic, reasons = generic_rule(freq["freq"].to_numpy(), share, cfg.generic_freq, cfg.random_freq)
     flagged = dict(zip(feats[generic].tolist(), reasons[generic].tolist()))
     frame = store.feature_summary(corpus, sae=sae, top=cfg.top, order_by=cfg.order_by,
-                                  exclude=None if cfg.keep_generic else list(flagged), peak_rows=ROWS)
-    here = [local_hint([peak_token(t, 0, len(t)) if t else None for t in tokens or []], label)
-            for tokens, label in zip(frame["peak_tokens"].to_list(), frame["label"].to_list())]
-    at = frame.columns.index("label") + 1
-    frame = frame.drop("peak_tokens").insert_column(at, pl.Series("here", here, pl.Utf8))
+                                  exclude=None if cfg.keep_generic else list(flagged))
+    hints = corpus_hints(store, info.sae_key, corpus, dict(zip(frame["feature"].to_list(), frame["label"].to_list())))
+    frame = frame.insert_column(frame.columns.index("label") + 1,
+                                pl.Series("here", [hints.get(f) for f in frame["feature"].to_list()], pl.Utf8))
     frame = frame.with_columns(
         generic=pl.col("feature").is_in(list(flagged)),
         generic_reason=pl.col("feature").replace_strict(flagged, default="", return_dtype=pl.Utf8),

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from saeembed.store import Store
+
 ROWS = 10  # strongest documents per feature read for the hint
 _MIN_ROWS = 5  # fewer rows than this say too little
 _MAX_TOKEN = 24  # characters of a token shown
@@ -31,29 +33,56 @@ def local_hint(tokens: list[str | None], label: str | None = None) -> str | None
     taking at least two rows each, commonest first (up to 3), when the commonest takes at least half of
     them. None when the rows disagree, are too few, or `label` already names every token shown."""
     seen = [t for t in tokens if t]
-    if len(seen) < _MIN_ROWS:
+    if dominant(seen) is None:
         return None
     counts, spelling = Counter(), {}
     for t in seen:
         counts[t.lower()] += 1
         spelling.setdefault(t.lower(), Counter())[t] += 1
     top = [(key, n) for key, n in counts.most_common(3) if n >= 2]
-    if not top or top[0][1] * 2 < len(seen):
-        return None
     if label and all(_names(label, key) for key, _ in top):
         return None
     return ", ".join(f"«{spelling[key].most_common(1)[0][0]}» {n}/{len(seen)}" for key, n in top)
 
 
+def dominant(tokens: list[str | None]) -> str | None:
+    """The token (lower-cased) that at least half of the rows peak on, from at least 5 rows; else None."""
+    seen = [t.lower() for t in tokens if t]
+    if len(seen) < _MIN_ROWS:
+        return None
+    token, n = Counter(seen).most_common(1)[0]
+    return token if n * 2 >= len(seen) and n >= 2 else None
+
+
+def corpus_hints(store: Store, sae_key: int, corpus: str | None, labels: dict[int, str | None]) -> dict[int, str]:
+    """{feature: hint} from each feature's stored exemplars (its strongest documents in the corpus, or in
+    every corpus without one), for the features of `labels` ({feature: its label}) that get one."""
+    tokens = corpus_peaks(store, sae_key, corpus, list(labels))
+    return {f: hint for f, lab in labels.items() if (hint := local_hint(tokens.get(f, []), lab))}
+
+
+def corpus_peaks(store: Store, sae_key: int, corpus: str | None, features: list[int]) -> dict[int, list[str | None]]:
+    """{feature: the peak token of each of its stored exemplars (strongest first)} in the corpus."""
+    if not features:
+        return {}
+    rows = store.exemplar_snippets(sae_key, features, corpus=corpus, per_feature=ROWS)
+    tokens: dict[int, list] = {}
+    for f, token in zip(rows["feature"].to_list(), rows["peak_token"].to_list()):
+        tokens.setdefault(int(f), []).append(peak_token(token, 0, len(token)) if token else None)
+    return tokens
+
+
 def _names(label: str, token: str) -> bool:
-    """Whether the label already says the token: as a whole word, or (3 characters or more) as a piece of
-    one of its words («202» of "2021"); a mark anywhere in it."""
+    """Whether the label already says the token: as a whole word; (3 characters or more) as a piece of one
+    of its words («202» of "2021"); or as one of its words (4 or more) and an ending («requests» of
+    "request"). A mark: anywhere in it."""
     label = label.lower()
     if not re.fullmatch(r"\w+", token):
         return token in label
+    words = re.findall(r"\w+", label)
     if len(token) >= 3:
-        return any(token in word for word in re.findall(r"\w+", label))
-    return token in re.findall(r"\w+", label)
+        return any(token in word or (len(word) >= 4 and token.startswith(word)) for word in words)
+    return token in words
 
 
 def hint_tokens(here: str | None) -> str | None:

@@ -224,6 +224,9 @@ def diff_page(frame: pl.DataFrame, summary: dict | None = None, provenance: dict
 
 # --- correlate -----------------------------------------------------------------------------------------
 
+_PAIR_HEADERS = {"here_a": "a peaks here on", "here_b": "b peaks here on"}
+
+
 def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexpected: pl.DataFrame | None = None,
                    summary: dict | None = None, top: int = 30, heatmap_features: int = 24) -> str:
     """Feature co-occurrence: a heatmap of NPMI among the features of the strongest pairs (unexpected
@@ -257,8 +260,8 @@ def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexp
         if r.get("unexpected"):
             flagged |= {(i, j), (j, i)}
     names = [feature_name(f, label.get(f)) for f in feats]
-    cols = [c for c in ("feature_a", "label_a", "feature_b", "label_b", "npmi", "docs", "support", "decoder_cosine",
-                        "label_similarity", "unexpected") if c in pairs.columns]
+    cols = [c for c in ("feature_a", "label_a", "here_a", "feature_b", "label_b", "here_b", "npmi", "docs", "support",
+                        "decoder_cosine", "label_similarity", "unexpected") if c in pairs.columns]
     sections = []
     if summary:
         sections.append(Section("Summary", cards(summary), id="summary"))
@@ -266,8 +269,10 @@ def correlate_page(pairs: pl.DataFrame, provenance: dict | None = None, *, unexp
         Section("Co-occurrence heatmap", charts.heatmap(names, names, matrix, value_label="NPMI", flagged=flagged),
                 note="NPMI of binary presence (−1 never together, 0 independent, 1 always together); outlined cells are "
                      "unexpected pairs (co-occur although their decoder directions are unrelated).", id="heatmap"),
-        Section("Strongest pairs", table(strongest.to_dicts(), cols, table_id="strong-table"), id="strongest"),
-        Section("Unexpected pairs", table(unexpected.to_dicts(), cols, table_id="unexpected-table"), id="unexpected"),
+        Section("Strongest pairs", table(strongest.to_dicts(), cols, table_id="strong-table", headers=_PAIR_HEADERS),
+                id="strongest"),
+        Section("Unexpected pairs", table(unexpected.to_dicts(), cols, table_id="unexpected-table", headers=_PAIR_HEADERS),
+                id="unexpected"),
     ]
     return page("Feature correlations", sections, provenance, subtitle=_subtitle(provenance))
 

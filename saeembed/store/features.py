@@ -97,12 +97,11 @@ class FeaturesMixin:
 
     def feature_summary(
         self, corpus: str | None = None, *, sae: str | None = None, top: int = 20, order_by: str = "docs",
-        exclude: list[int] | None = None, peak_rows: int = 1,
+        exclude: list[int] | None = None,
     ) -> pl.DataFrame:
-        """Features ranked by how many documents they fire on (or by max/mean activation), with labels, the
-        top exemplar's snippet and `peak_tokens`: the peak token of each of its `peak_rows` strongest
-        exemplars. Without a corpus, over every corpus encoded with the SAE. Features in `exclude` (e.g.
-        generic ones) are left out."""
+        """Features ranked by how many documents they fire on (or by max/mean activation), with labels and
+        the top exemplar's snippet. Without a corpus, over every corpus encoded with the SAE. Features in
+        `exclude` (e.g. generic ones) are left out."""
         order = {"docs": "docs DESC", "max": "max_value DESC", "mean": "mean_value DESC"}.get(order_by)
         if order is None:
             raise InputError(f"unknown order {order_by!r}; use docs, max or mean")
@@ -117,9 +116,8 @@ class FeaturesMixin:
             [max(n_docs, 1)] + params + [list(exclude or []), top],
         )
         labels = self.labels(s.sae_key, stats["feature"].to_list())
-        snippets = self.exemplar_snippets(s.sae_key, stats["feature"].to_list(), corpus=corpus, per_feature=peak_rows)
-        first = snippets.group_by("feature", maintain_order=True).agg(
-            pl.col("snippet").first().alias("top_exemplar"), pl.col("peak_token").alias("peak_tokens"))
+        snippets = self.exemplar_snippets(s.sae_key, stats["feature"].to_list(), corpus=corpus, per_feature=1)
+        first = snippets.group_by("feature").agg(pl.col("snippet").first().alias("top_exemplar"))
         stats = stats.with_row_index("rank", offset=1)
         return (
             stats.join(labels, on="feature", how="left")

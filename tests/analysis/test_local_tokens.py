@@ -19,6 +19,7 @@ def test_no_hint_when_the_label_already_names_the_token():
     assert local_hint(["2021"] * 6, label='years ("2021", "2023")') is None
     assert local_hint(["202"] * 6, label='years ("2021", "2023")') is None  # a piece of a named word
     assert local_hint(["@"] * 6, label="@-mentions of users") is None
+    assert local_hint(["request"] * 5 + ["requests"] * 3, label='"request", "route"') is None  # a form of a named word
     assert local_hint(["re"] * 6, label='"are"') == "«re» 6/6"  # a short token must be a whole word
     assert local_hint(["idiot"] * 6, label='"bitch", "cunt" near "ass"') == "«idiot» 6/6"
 
@@ -111,3 +112,46 @@ def test_offline_hypotheses_say_the_token_a_feature_peaks_on_there():
     text = hypothesis_text("security", '"debt"', 2758, 1.0, 0.03, "«CV» 10/10")
     assert text == 'security mentions "debt" (here «CV») far more often (100% vs 3%)'
     assert hypothesis_text("a", '"debt"', 2758, 0.5, 0.4) == 'a mentions "debt" somewhat more often (50% vs 40%)'
+
+
+def test_correlate_pairs_carry_each_side_s_hint_on_a_whole_corpus(store):
+    from saeembed.analysis.correlate import correlate
+    from saeembed.config import CorrelateConfig
+
+    sae = register_sae(store)
+    # features 3 and 5 fire together on the first 40 documents (reading "CV"), 7 and 9 on the next 40
+    # (all different words); the last 40 fire nothing of these
+    docs = [{3: 2.0 + i / 100, 5: 1.0} if i < 40 else {7: 1.0, 9: 1.0} if i < 80 else {11: 1.0} for i in range(120)]
+    texts = ["CV" if i < 40 else f"delta{i}" for i in range(120)]
+    write_corpus(store, sae, "A", docs, texts=texts, meta={"half": ["x" if i % 2 else "y" for i in range(120)]})
+    cfg = CorrelateConfig(top=10, min_docs=5, min_pair_docs=5)
+    pairs = correlate(store, "A", config=cfg).pairs
+    rows = {(r["feature_a"], r["feature_b"]): r for r in pairs.iter_rows(named=True)}
+    assert rows[(3, 5)]["here_a"] == "«CV» 10/10" and rows[(3, 5)]["here_b"] == "«CV» 10/10"
+    assert rows[(7, 9)]["here_a"] is None  # ten different words
+    assert pairs.columns[:6] == ["feature_a", "label_a", "here_a", "feature_b", "label_b", "here_b"]
+    sliced = correlate(store, "A", where="half = 'x'", config=cfg).pairs
+    assert sliced["here_a"].null_count() == sliced.height  # a slice's strongest documents are not stored
+
+
+def test_pairs_peaking_on_the_same_token_are_not_unexpected(store):
+    from saeembed.analysis.correlate import correlate
+    from saeembed.analysis.local_tokens import dominant
+    from saeembed.config import CorrelateConfig
+
+    assert dominant(["CV", "cv", "CV", "x", "y"]) == "cv" and dominant(["a", "b", "c", "d", "e"]) is None
+    assert dominant(["CV"] * 4) is None
+    sae = register_sae(store)
+    # 11 and 13 fire together on 60 documents (the strongest pair); 3 and 5 together on 30 "CV" documents,
+    # 7 and 9 on 30 documents of all-different words. Both of those pairs are labelled far apart, so without
+    # the token check both would be unexpected.
+    docs = [{11: 1.0, 13: 1.0} if i < 60 else {3: 2.0 + i / 100, 5: 1.0} if i < 90 else {7: 1.0, 9: 1.0} if i < 120
+            else {} for i in range(180)]
+    write_corpus(store, sae, "A", docs, texts=["CV" if 60 <= i < 90 else f"delta{i}" for i in range(180)])
+    store.save_labels(sae.sae_key, "hand", [(f, lab, "manual", None, {}) for f, lab in
+                                            ((3, "money owed"), (5, "rivers and lakes"), (7, "kitchens"), (9, "tax law"),
+                                             (11, "cats"), (13, "dogs"))])
+    r = correlate(store, "A", config=CorrelateConfig(top=1, min_docs=5, min_pair_docs=5, unexpected_npmi=0.0))
+    assert list(zip(r.pairs["feature_a"], r.pairs["feature_b"])) == [(11, 13)]
+    unexpected = set(zip(r.unexpected["feature_a"], r.unexpected["feature_b"]))
+    assert (7, 9) in unexpected and (3, 5) not in unexpected and r.summary["unexpected_same_token"] == 1
