@@ -120,7 +120,7 @@ def diff(
         _header(r.summary)
         for ranking in r.summary["rankings"]:
             part = f.filter(pl.col("ranking") == ranking)
-            part = _hinted(part, ("label", "here"))
+            part = render.hinted(part, ("label", "here"))
             cols = [c for c in DIFF_TABLE + ["triggers"]
                     if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
             title = SECTION_TITLES[ranking] if len(r.summary["rankings"]) > 1 else "features that differ"
@@ -129,16 +129,6 @@ def diff(
         cols = ["hypothesis", "direction", "share_a", "share_b", "evidence", "source"]
         cols = (["group"] if by else []) + (["ranking"] if hypotheses["ranking"].n_unique() > 1 else []) + cols
         render.emit_frame(hypotheses.select(cols), title="hypotheses")
-
-
-def _hinted(frame: pl.DataFrame, *pairs: tuple[str, str]) -> pl.DataFrame:
-    """For a table a person reads: each (label, hint) pair as one label cell, `"debt" · here «CV» 10/10`
-    (the token the feature's strongest documents here peak on; saeembed.analysis.local_tokens)."""
-    for label, here in pairs:
-        if here in frame.columns and label in frame.columns:
-            frame = frame.with_columns(pl.when(pl.col(here).is_null()).then(pl.col(label)).otherwise(
-                pl.concat_str([pl.col(label).fill_null(""), pl.lit(" · here "), pl.col(here)])).alias(label)).drop(here)
-    return frame
 
 
 def _header(s: dict) -> None:
@@ -232,7 +222,7 @@ def correlate(
                     "the same token here")
     pair_names = (("feature_a", "label_a"), ("feature_b", "label_b"))
     hints = (("label_a", "here_a"), ("label_b", "here_b"))
-    render.emit_frame(render.named(_hinted(r.pairs, *hints), *pair_names),
+    render.emit_frame(render.named(render.hinted(r.pairs, *hints), *pair_names),
                       title="strongest co-occurring pairs (NPMI shrunk by support)")
-    render.emit_frame(render.named(_hinted(r.unexpected, *hints), *pair_names),
+    render.emit_frame(render.named(render.hinted(r.unexpected, *hints), *pair_names),
                       title="unexpected pairs: strong co-occurrence, dissimilar meaning")

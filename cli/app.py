@@ -327,7 +327,8 @@ def demo(
             render.note(f"[green]✓[/green] {render.safe(r.corpus)}: {r.docs_encoded} documents, {r.tokens:,} tokens, "
                         f"{r.tokens_per_s:,.0f} tokens/s")
     for corpus, frame in result.top_features.items():
-        render.emit_frame(frame, title=f"{corpus}: most distinctive features (share of its documents vs the other corpora)")
+        render.emit_frame(render.hinted(frame),
+                          title=f"{corpus}: most distinctive features (share of its documents vs the other corpora)")
     render.note(f"store: {render.safe(result.store)} · next: saeembed features --store {render.safe(result.store)} "
                 "--corpus toxicity")
 

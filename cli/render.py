@@ -95,6 +95,17 @@ def emit_frame(frame: pl.DataFrame, *, as_json: bool = False, as_csv: bool = Fal
     target.print(shown)
 
 
+def hinted(frame: pl.DataFrame, *pairs: tuple[str, str]) -> pl.DataFrame:
+    """For a table a person reads: each (label, hint) column pair as one label cell, `"debt" · here «CV» 10/10`
+    (the token the feature's strongest documents here peak on; saeembed.analysis.local_tokens). JSON and CSV
+    keep the two apart."""
+    for label, here in pairs or (("label", "here"),):
+        if here in frame.columns and label in frame.columns:
+            frame = frame.with_columns(pl.when(pl.col(here).is_null()).then(pl.col(label)).otherwise(
+                pl.concat_str([pl.col(label).fill_null(""), pl.lit(" · here "), pl.col(here)])).alias(label)).drop(here)
+    return frame
+
+
 def named(frame: pl.DataFrame, *pairs: tuple[str, str], width: int | None = None) -> pl.DataFrame:
     """A frame for a table a person reads: each (id column, label column) pair (default: feature, label) as
     one column reading `#id · label` (saeembed.analysis.names.named_columns). JSON and CSV keep both."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from saeembed.analysis.local_tokens import corpus_hints
 from saeembed.store import SAEInfo, Store
 
 
@@ -35,7 +36,8 @@ def feature_frequencies(store: Store, corpora: list[str], *, sae: str | None = N
 
 def distinctive_features(store: Store, corpus: str, others: list[str], *, top: int = 10, sae: str | None = None) -> pl.DataFrame:
     """Features most over-represented in `corpus` against the pooled `others`: freq here minus freq there,
-    with the feature's label and its strongest exemplar in `corpus`."""
+    with the feature's label, its local hint (saeembed.analysis.local_tokens) and its strongest exemplar
+    in `corpus`."""
     s = shared_sae(store, [corpus, *others], sae)
     freqs = feature_frequencies(store, [corpus, *others], sae=s.sae_hash)
     n_other = sum(store.corpus(o).n_docs for o in others)
@@ -55,10 +57,13 @@ def distinctive_features(store: Store, corpus: str, others: list[str], *, top: i
     features = ranked["feature"].to_list()
     labels = store.labels(s.sae_key, features)
     snippets = store.exemplar_snippets(s.sae_key, features, corpus=corpus, per_feature=1, width=40)
+    named = dict(zip(labels["feature"].to_list(), labels["label"].to_list()))
+    hints = corpus_hints(store, s.sae_key, corpus, {f: named.get(f) for f in features})
     return (
         ranked.with_row_index("rank", offset=1)
         .join(labels.select("feature", "label"), on="feature", how="left")
         .join(snippets.select("feature", exemplar="snippet"), on="feature", how="left")
         .sort("rank")
-        .select("feature", "freq", "freq_other", "diff", "label", "exemplar")
+        .with_columns(here=pl.col("feature").replace_strict(hints, default=None, return_dtype=pl.Utf8))
+        .select("feature", "freq", "freq_other", "diff", "label", "here", "exemplar")
     )

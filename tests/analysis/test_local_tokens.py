@@ -155,3 +155,14 @@ def test_pairs_peaking_on_the_same_token_are_not_unexpected(store):
     assert list(zip(r.pairs["feature_a"], r.pairs["feature_b"])) == [(11, 13)]
     unexpected = set(zip(r.unexpected["feature_a"], r.unexpected["feature_b"]))
     assert (7, 9) in unexpected and (3, 5) not in unexpected and r.summary["unexpected_same_token"] == 1
+
+
+def test_distinctive_features_of_the_demo_carry_the_hint(store):
+    from saeembed.analysis.frequency import distinctive_features
+
+    sae = register_sae(store)
+    write_corpus(store, sae, "A", [{3: 2.0 + i / 100} for i in range(20)], texts=["CV"] * 20)
+    write_corpus(store, sae, "B", [{5: 1.0} for _ in range(20)], texts=[f"w{i}" for i in range(20)])
+    d = distinctive_features(store, "A", ["B"], top=1)
+    assert d["feature"].to_list() == [3] and d["here"].to_list() == ["«CV» 10/10"]
+    assert d.columns == ["feature", "freq", "freq_other", "diff", "label", "here", "exemplar"]
