@@ -120,7 +120,7 @@ def diff(
         _header(r.summary)
         for ranking in r.summary["rankings"]:
             part = f.filter(pl.col("ranking") == ranking)
-            part = render.hinted(part, ("label", "here"))
+            part = render.hinted(part)
             cols = [c for c in DIFF_TABLE + ["triggers"]
                     if c in part.columns and not (c == "diff_adj" and not r.summary["length_controlled"])]
             title = SECTION_TITLES[ranking] if len(r.summary["rankings"]) > 1 else "features that differ"

@@ -112,9 +112,7 @@ def cluster_table(labels: np.ndarray, descriptions: pl.DataFrame, *, tokens: np.
             continue
         desc = "; ".join(
             f"{feature_name(f, lab, 40)}{_peak(here)} {fi:.0%} vs {fo:.0%}"
-            for f, lab, here, fi, fo in part.select(
-                "feature", "label", pl.col("here") if "here" in part.columns else pl.lit(None).alias("here"),
-                "freq_in", "freq_out").iter_rows()
+            for f, lab, here, fi, fo in part.select("feature", "label", "here", "freq_in", "freq_out").iter_rows()
         )
         n_sig = int(part["cluster_q05"][0]) if part.height and "cluster_q05" in part.columns else None
         name = " · ".join((words or {}).get(c) or []) or cluster_name(part)

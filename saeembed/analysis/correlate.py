@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from saeembed.analysis.cooccur import MAX_FEATURES, pair_counts
-from saeembed.analysis.local_tokens import corpus_hints, corpus_peaks, dominant
+from saeembed.analysis.local_tokens import corpus_peaks, dominant, hints
 from saeembed.analysis.selection import Selection, embedding_matrix, require_docs, select
 from saeembed.config import CorrelateConfig
 from saeembed.encode.probe import random_share
@@ -103,13 +103,15 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     rest = pairs.slice(cfg.top).filter(pl.col("npmi_shrunk") >= cfg.unexpected_npmi)
     candidates = pl.concat([top, rest])
     similarity, note = _pair_similarity(store, sel.sae, candidates, sae_weights)
-    hints_from = corpus if where is None else None  # a slice's strongest documents are not stored
-    top = _with_labels(store, sel.sae, top.join(similarity, on=["feature_a", "feature_b"], how="left"), hints_from)
+    top = top.join(similarity, on=["feature_a", "feature_b"], how="left")
     unexpected = _unexpected(rest.join(similarity, on=["feature_a", "feature_b"], how="left"), cfg)
-    same_token = 0
-    if hints_from is not None:  # two features peaking on the same token here are no surprise together
-        unexpected, same_token = _apart(store, sel.sae, hints_from, unexpected.head(3 * cfg.top))
-    unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top), hints_from)
+    peaks, same_token = {}, 0
+    if where is None:  # the features' peak tokens, from their stored exemplars (a slice's are not stored)
+        unexpected = unexpected.head(3 * cfg.top)
+        peaks = corpus_peaks(store, sel.sae.sae_key, corpus, sorted(set(_features(top)) | set(_features(unexpected))))
+        unexpected, same_token = _apart(unexpected, peaks)  # same token here: no surprise together
+    top = _with_labels(store, sel.sae, top, peaks)
+    unexpected = _with_labels(store, sel.sae, unexpected.head(cfg.top), peaks)
     summary = {
         "corpus": sel.name, "n_docs": n, "sae": sel.sae.sae_hash,
         "features_with_support": int(len(keep)), "pairs_counted": int(n_pairs),
@@ -122,13 +124,14 @@ def correlate(store: Store, corpus: str, *, where: str | None = None, sae: str |
     return CorrelateResult(top, unexpected, summary)
 
 
-def _apart(store: Store, sae: SAEInfo, corpus: str, pairs: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """The pairs whose two features do not peak on the same token in the corpus (most of their strongest
-    documents, saeembed.analysis.local_tokens), and how many were left out."""
-    if pairs.is_empty():
-        return pairs, 0
-    feats = sorted(set(pairs["feature_a"].to_list()) | set(pairs["feature_b"].to_list()))
-    peak = {f: dominant(tokens) for f, tokens in corpus_peaks(store, sae.sae_key, corpus, feats).items()}
+def _features(pairs: pl.DataFrame) -> list[int]:
+    return sorted(set(pairs["feature_a"].to_list()) | set(pairs["feature_b"].to_list())) if pairs.height else []
+
+
+def _apart(pairs: pl.DataFrame, peaks: dict[int, list]) -> tuple[pl.DataFrame, int]:
+    """The pairs whose two features do not peak on the same token (most of their strongest documents,
+    saeembed.analysis.local_tokens), and how many were left out."""
+    peak = {f: dominant(tokens) for f, tokens in peaks.items()}
     same = [peak.get(a) is not None and peak.get(a) == peak.get(b)
             for a, b in zip(pairs["feature_a"].to_list(), pairs["feature_b"].to_list())]
     return pairs.filter(~pl.Series(same, dtype=pl.Boolean)), sum(same)
@@ -184,16 +187,15 @@ def _active_pairs(store: Store, sel: Selection) -> tuple[np.ndarray, np.ndarray]
     return row[inside], feature[inside]
 
 
-def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame, corpus: str | None) -> pl.DataFrame:
-    """Each side's label and, from the corpus's stored exemplars (when `corpus` is given), its local hint
-    (saeembed.analysis.local_tokens)."""
-    feats = sorted(set(frame["feature_a"].to_list()) | set(frame["feature_b"].to_list())) if frame.height else []
+def _with_labels(store: Store, sae: SAEInfo, frame: pl.DataFrame, peaks: dict[int, list]) -> pl.DataFrame:
+    """Each side's label and its local hint from its peak tokens (saeembed.analysis.local_tokens)."""
+    feats = _features(frame)
     labels = store.labels(sae.sae_key, feats).select("feature", "label")
     named = dict(zip(labels["feature"].to_list(), labels["label"].to_list()))
-    hints = corpus_hints(store, sae.sae_key, corpus, {f: named.get(f) for f in feats}) if corpus else {}
+    found = hints(peaks, {f: named.get(f) for f in feats})
     labels = pl.DataFrame({"feature": pl.Series(feats, dtype=pl.Int64)}).join(
         labels.with_columns(pl.col("feature").cast(pl.Int64)), on="feature", how="left").with_columns(
-        here=pl.Series([hints.get(f) for f in feats], dtype=pl.Utf8))
+        here=pl.Series([found.get(f) for f in feats], dtype=pl.Utf8))
     out = frame
     for side in ("a", "b"):
         out = out.join(labels.rename({"feature": f"feature_{side}", "label": f"label_{side}", "here": f"here_{side}"}),

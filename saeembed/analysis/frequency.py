@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from saeembed.analysis.local_tokens import corpus_hints
+from saeembed.analysis.local_tokens import ROWS, exemplar_peaks, hints
 from saeembed.store import SAEInfo, Store
 
 
@@ -56,14 +56,16 @@ def distinctive_features(store: Store, corpus: str, others: list[str], *, top: i
     )
     features = ranked["feature"].to_list()
     labels = store.labels(s.sae_key, features)
-    snippets = store.exemplar_snippets(s.sae_key, features, corpus=corpus, per_feature=1, width=40)
+    # the strongest exemplars once: the first gives the snippet, all of them the local hint
+    snippets = store.exemplar_snippets(s.sae_key, features, corpus=corpus, per_feature=ROWS, width=40)
     named = dict(zip(labels["feature"].to_list(), labels["label"].to_list()))
-    hints = corpus_hints(store, s.sae_key, corpus, {f: named.get(f) for f in features})
+    found = hints(exemplar_peaks(snippets), {f: named.get(f) for f in features})
     return (
         ranked.with_row_index("rank", offset=1)
         .join(labels.select("feature", "label"), on="feature", how="left")
-        .join(snippets.select("feature", exemplar="snippet"), on="feature", how="left")
+        .join(snippets.group_by("feature", maintain_order=True).agg(exemplar=pl.col("snippet").first()),
+              on="feature", how="left")
         .sort("rank")
-        .with_columns(here=pl.col("feature").replace_strict(hints, default=None, return_dtype=pl.Utf8))
+        .with_columns(here=pl.col("feature").replace_strict(found, default=None, return_dtype=pl.Utf8))
         .select("feature", "freq", "freq_other", "diff", "label", "here", "exemplar")
     )

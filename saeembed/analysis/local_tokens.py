@@ -24,8 +24,12 @@ def peak_token(text: str, start, end) -> str | None:
     """The text of a row's peak token (its span in the document), on one line; None without a span."""
     if start is None or end is None or end <= start:
         return None
-    token = " ".join(text[int(start) : int(end)].split())
-    return token[:_MAX_TOKEN] or None
+    return _one_line(text[int(start) : int(end)])
+
+
+def _one_line(token: str | None) -> str | None:
+    """A token as shown: whitespace folded, at most _MAX_TOKEN characters; None when empty."""
+    return " ".join((token or "").split())[:_MAX_TOKEN] or None
 
 
 def local_hint(tokens: list[str | None], label: str | None = None) -> str | None:
@@ -54,21 +58,29 @@ def dominant(tokens: list[str | None]) -> str | None:
     return token if n * 2 >= len(seen) and n >= 2 else None
 
 
+def hints(peaks: dict[int, list[str | None]], labels: dict[int, str | None]) -> dict[int, str]:
+    """{feature: hint} for the features of `labels` ({feature: its label}) whose peak tokens give one."""
+    return {f: hint for f, lab in labels.items() if (hint := local_hint(peaks.get(f, []), lab))}
+
+
 def corpus_hints(store: Store, sae_key: int, corpus: str | None, labels: dict[int, str | None]) -> dict[int, str]:
     """{feature: hint} from each feature's stored exemplars (its strongest documents in the corpus, or in
     every corpus without one), for the features of `labels` ({feature: its label}) that get one."""
-    tokens = corpus_peaks(store, sae_key, corpus, list(labels))
-    return {f: hint for f, lab in labels.items() if (hint := local_hint(tokens.get(f, []), lab))}
+    return hints(corpus_peaks(store, sae_key, corpus, list(labels)), labels)
 
 
 def corpus_peaks(store: Store, sae_key: int, corpus: str | None, features: list[int]) -> dict[int, list[str | None]]:
     """{feature: the peak token of each of its stored exemplars (strongest first)} in the corpus."""
     if not features:
         return {}
-    rows = store.exemplar_snippets(sae_key, features, corpus=corpus, per_feature=ROWS)
+    return exemplar_peaks(store.exemplar_snippets(sae_key, features, corpus=corpus, per_feature=ROWS))
+
+
+def exemplar_peaks(rows) -> dict[int, list[str | None]]:
+    """{feature: its rows' peak tokens, in row order} from Store.exemplar_snippets rows (feature, peak_token)."""
     tokens: dict[int, list] = {}
     for f, token in zip(rows["feature"].to_list(), rows["peak_token"].to_list()):
-        tokens.setdefault(int(f), []).append(peak_token(token, 0, len(token)) if token else None)
+        tokens.setdefault(int(f), []).append(_one_line(token))
     return tokens
 
 
